@@ -1,0 +1,148 @@
+"""Every error cgwatchdog raises, in one tree.
+
+Third-party and OS exceptions (``OSError``, ``TimeoutError``, ``json.JSONDecodeError``,
+``requests``/``smtplib`` errors, pydantic's ``ValidationError``) are converted into these
+where they enter the program, and nowhere else. Messages are written for a farm operator:
+they say what happened, where, and what to do about it.
+
+    CgwatchdogError
+    ├── ProtocolError            a reply that cannot be read as the cgminer API
+    │   └── ReplyTooLarge        a reply past the size cap
+    ├── CommandError             the miner answered with STATUS E or F (code, msg)
+    │   ├── InvalidCommand       code 14: the command (or multi-command) is unknown
+    │   └── AccessDenied         code 45: privileged command, host lacks W: access
+    ├── MinerUnreachable         no answer: refused, timed out, reset, closed silently
+    │   └── MinerTimeout         connected (or not) but nothing came in time
+    ├── ConfigError              invalid configuration; carries every problem found
+    ├── NotifyError              a notification could not be delivered
+    └── ActionError              a remediation could not be carried out
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "AccessDenied",
+    "ActionError",
+    "CgwatchdogError",
+    "CommandError",
+    "ConfigError",
+    "ConfigProblem",
+    "InvalidCommand",
+    "MinerTimeout",
+    "MinerUnreachable",
+    "NotifyError",
+    "ProtocolError",
+    "ReplyTooLarge",
+]
+
+ACCESS_DENIED_CODE = 45
+INVALID_COMMAND_CODE = 14
+
+
+class CgwatchdogError(Exception):
+    """Base of every error cgwatchdog raises on purpose."""
+
+
+class ProtocolError(CgwatchdogError):
+    """The bytes a miner sent cannot be read as a cgminer API reply."""
+
+
+class ReplyTooLarge(ProtocolError):
+    """The reply grew past the configured size cap before it ended."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit_bytes = limit_bytes
+        super().__init__(
+            f"reply larger than {limit_bytes} bytes; raise the size cap if this miner "
+            "really sends that much"
+        )
+
+
+class CommandError(CgwatchdogError):
+    """The miner refused or failed the command (STATUS E or F)."""
+
+    def __init__(
+        self,
+        command: str,
+        code: int | None,
+        msg: str,
+        status: str = "E",
+        description: str | None = None,
+    ) -> None:
+        self.command = command
+        self.code = code
+        self.msg = msg
+        self.status = status
+        self.description = description
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        code = "?" if self.code is None else str(self.code)
+        return f"{self.command!r} failed: STATUS {self.status}, Code {code}: {self.msg}"
+
+
+class InvalidCommand(CommandError):
+    """Code 14: the miner does not know the command (old API, or no multi-command)."""
+
+
+class AccessDenied(CommandError):
+    """Code 45: a privileged command from a host without write access."""
+
+    def _message(self) -> str:
+        return (
+            f"{self.command!r} refused: Code {self.code}: {self.msg}. The miner's "
+            "--api-allow lacks W: for this host (e.g. --api-allow W:10.0.0.5); "
+            "privileged commands need it"
+        )
+
+
+class MinerUnreachable(CgwatchdogError):
+    """Nothing usable came back from the miner's address."""
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        self.host = host
+        self.port = port
+        self.reason = reason
+        super().__init__(f"{host}:{port}: {reason}")
+
+
+class MinerTimeout(MinerUnreachable):
+    """The connect or the reply did not complete within its deadline."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """One thing wrong in a configuration or rule file, with where it is."""
+
+    file: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return f"{where}: {self.message}"
+
+
+class ConfigError(CgwatchdogError):
+    """The configuration is invalid; ``problems`` lists every problem found."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class NotifyError(CgwatchdogError):
+    """A notification was not delivered; ``recoverable`` says whether to retry."""
+
+    def __init__(
+        self, message: str, *, recoverable: bool, retry_after_s: float | None = None
+    ) -> None:
+        self.recoverable = recoverable
+        self.retry_after_s = retry_after_s
+        super().__init__(message)
+
+
+class ActionError(CgwatchdogError):
+    """A remediation step failed to run (not: ran but did not help)."""
