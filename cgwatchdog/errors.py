@@ -15,7 +15,8 @@ they say what happened, where, and what to do about it.
     │   └── MinerTimeout         connected (or not) but nothing came in time
     ├── ConfigError              invalid configuration; carries every problem found
     ├── NotifyError              a notification could not be delivered
-    └── ActionError              a remediation could not be carried out
+    ├── ActionError              a remediation could not be carried out
+    └── StoreError               the state file cannot be read or written
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ __all__ = [
     "NotifyError",
     "ProtocolError",
     "ReplyTooLarge",
+    "StoreError",
 ]
 
 ACCESS_DENIED_CODE = 45
@@ -146,3 +148,7 @@ class NotifyError(CgwatchdogError):
 
 class ActionError(CgwatchdogError):
     """A remediation step failed to run (not: ran but did not help)."""
+
+
+class StoreError(CgwatchdogError):
+    """The sqlite state file failed (disk full, read-only, locked, corrupt)."""

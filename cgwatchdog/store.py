@@ -1,0 +1,249 @@
+"""Durable state in one sqlite file: engine state, the notification outbox, the action log.
+
+Everything the watchdog must not forget across a restart or ``kill -9`` lives here:
+
+- ``state``: JSON documents by key (alert states and the notification log, rule
+  history and baselines, action safeguards), written once per cycle in one transaction;
+- ``outbox``: every notification, written *before* it is sent and deleted only once it
+  is delivered (at-least-once), with attempts, the next attempt time and the last error;
+- ``actions``: every remediation and its outcome.
+
+sqlite runs in WAL mode: a crash of the process (kill -9) loses nothing committed, and
+readers (``cgwatchdog status``) never block the daemon. Any sqlite failure (disk full,
+read-only file, locked database) becomes :class:`~cgwatchdog.errors.StoreError`, so the
+daemon can keep alerting from memory, say so loudly, and retry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cgwatchdog.errors import StoreError
+
+__all__ = ["ActionRecord", "OutboxItem", "Store"]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL, saved_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    receiver TEXT NOT NULL,
+    group_key TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    next_attempt_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_at);
+CREATE TABLE IF NOT EXISTS actions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    miner TEXT NOT NULL,
+    alertname TEXT NOT NULL,
+    action TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS actions_miner ON actions (miner, at);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """One notification waiting for delivery."""
+
+    id: int
+    receiver: str
+    group_key: str
+    payload: dict[str, Any]
+    created_at: float
+    next_attempt_at: float
+    attempts: int
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ActionRecord:
+    """One remediation step and what came of it."""
+
+    id: int
+    at: float
+    miner: str
+    alertname: str
+    action: str
+    outcome: str
+    detail: str
+
+
+class Store:
+    """The sqlite state file; one per daemon (``state_dir/cgwatchdog.sqlite``)."""
+
+    def __init__(self, path: str | Path, *, timeout_s: float = 5.0) -> None:
+        self.path = str(path)
+        with self._errors("open"):
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable against a crash of the process (the WAL is in the OS cache);
+            # only a power loss may drop the last transaction.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+
+    def close(self) -> None:
+        """Close the file (pending transactions are already committed)."""
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
+
+    @contextlib.contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StoreError(f"state file {self.path}: cannot {doing}: {exc}") from None
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group several writes into one atomic commit."""
+        with self._errors("write"):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- state documents ----------------------------------------------------------------
+
+    def save_state(self, key: str, value: Mapping[str, Any], now: float) -> None:
+        """Replace the JSON document stored under ``key``."""
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+        with self._errors("save state"):
+            self._db.execute(
+                "INSERT INTO state (key, value, saved_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value, saved_at = excluded.saved_at",
+                (key, text, now),
+            )
+
+    def load_state(self, key: str) -> dict[str, Any] | None:
+        """The document saved under ``key``, or None."""
+        with self._errors("read state"):
+            row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        try:
+            value = json.loads(row[0])
+        except json.JSONDecodeError:
+            raise StoreError(f"state file {self.path}: document {key!r} is corrupt") from None
+        return value if isinstance(value, dict) else None
+
+    # -- outbox -------------------------------------------------------------------------
+
+    def enqueue(
+        self, receiver: str, group_key: str, payload: Mapping[str, Any], now: float
+    ) -> int:
+        """Write a notification to the outbox before any attempt to send it."""
+        text = json.dumps(payload, separators=(",", ":"), allow_nan=False)
+        with self._errors("queue a notification"):
+            cursor = self._db.execute(
+                "INSERT INTO outbox (receiver, group_key, payload, created_at, next_attempt_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (receiver, group_key, text, now, now),
+            )
+        return int(cursor.lastrowid or 0)
+
+    def due(self, now: float, limit: int = 100) -> list[OutboxItem]:
+        """Notifications whose next attempt is due, oldest first."""
+        with self._errors("read the outbox"):
+            rows = self._db.execute(
+                "SELECT id, receiver, group_key, payload, created_at, next_attempt_at, attempts, "
+                "last_error FROM outbox WHERE next_attempt_at <= ? ORDER BY id LIMIT ?",
+                (now, limit),
+            ).fetchall()
+        return [self._item(row) for row in rows]
+
+    def pending(self) -> list[OutboxItem]:
+        """Every undelivered notification, oldest first."""
+        with self._errors("read the outbox"):
+            rows = self._db.execute(
+                "SELECT id, receiver, group_key, payload, created_at, next_attempt_at, attempts, "
+                "last_error FROM outbox ORDER BY id"
+            ).fetchall()
+        return [self._item(row) for row in rows]
+
+    @staticmethod
+    def _item(row: tuple[Any, ...]) -> OutboxItem:
+        return OutboxItem(
+            id=row[0], receiver=row[1], group_key=row[2], payload=json.loads(row[3]),
+            created_at=row[4], next_attempt_at=row[5], attempts=row[6], last_error=row[7],
+        )  # fmt: skip
+
+    def delivered(self, item_id: int) -> None:
+        """The notification arrived: remove it."""
+        with self._errors("update the outbox"):
+            self._db.execute("DELETE FROM outbox WHERE id = ?", (item_id,))
+
+    def retry_later(self, item_id: int, next_attempt_at: float, error: str) -> None:
+        """Record a failed attempt and when to try again."""
+        with self._errors("update the outbox"):
+            self._db.execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? "
+                "WHERE id = ?",
+                (next_attempt_at, error, item_id),
+            )
+
+    def drop(self, item_id: int) -> None:
+        """Give up on a notification (expired, or refused for good)."""
+        self.delivered(item_id)
+
+    def outbox_depth(self) -> int:
+        """How many notifications wait for delivery."""
+        with self._errors("read the outbox"):
+            row = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()
+        return int(row[0])
+
+    # -- action log ---------------------------------------------------------------------
+
+    def record_action(
+        self, at: float, miner: str, alertname: str, action: str, outcome: str, detail: str = ""
+    ) -> int:
+        """Append one remediation step to the log."""
+        with self._errors("log an action"):
+            cursor = self._db.execute(
+                "INSERT INTO actions (at, miner, alertname, action, outcome, detail) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (at, miner, alertname, action, outcome, detail),
+            )
+        return int(cursor.lastrowid or 0)
+
+    def actions(self, *, since: float = 0.0, miner: str | None = None, limit: int = 1000) -> list[ActionRecord]:
+        """Logged actions, newest last."""
+        query = "SELECT id, at, miner, alertname, action, outcome, detail FROM actions WHERE at >= ?"
+        params: list[Any] = [since]
+        if miner is not None:
+            query += " AND miner = ?"
+            params.append(miner)
+        query += " ORDER BY id DESC LIMIT ?"
+        params.append(limit)
+        with self._errors("read the action log"):
+            rows = self._db.execute(query, params).fetchall()
+        return [ActionRecord(*row) for row in reversed(rows)]
+
+    def prune_actions(self, before: float) -> None:
+        """Forget actions older than ``before`` (the log is kept for a bounded time)."""
+        with self._errors("prune the action log"):
+            self._db.execute("DELETE FROM actions WHERE at < ?", (before,))
