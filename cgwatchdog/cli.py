@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import traceback
@@ -15,8 +16,8 @@ from collections.abc import Callable, Sequence
 
 from cgwatchdog import __version__
 from cgwatchdog.client import DEFAULT_TIMEOUT_S, CgminerAPI
-from cgwatchdog.errors import CgwatchdogError, CommandError, ConfigError
-from cgwatchdog.protocol import DEFAULT_PORT, ProtocolError, encode_request
+from cgwatchdog.errors import CgwatchdogError, ConfigError, ProtocolError
+from cgwatchdog.protocol import DEFAULT_PORT, encode_request
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -81,7 +82,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     """Run simulated miners until interrupted."""
     from cgwatchdog import simulator
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(
             simulator.run_simulator(
                 args.miners,
@@ -90,8 +91,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                 base_port=args.base_port,
             )
         )
-    except KeyboardInterrupt:
-        pass
     return EXIT_OK
 
 
@@ -157,8 +156,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(args, f"usage error: {exc}", EXIT_USAGE)
     except ConfigError as exc:
         return _fail(args, str(exc), EXIT_USAGE)
-    except CommandError as exc:
-        return _fail(args, str(exc), EXIT_FAILURE)
     except CgwatchdogError as exc:
         return _fail(args, str(exc), EXIT_FAILURE)
     except KeyboardInterrupt:
