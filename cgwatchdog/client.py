@@ -72,6 +72,10 @@ class _BaseAPI:
         if decoder.size == 0:
             raise MinerUnreachable(self.host, self.port, SILENT_CLOSE_HINT)
         reply = decoder.reply(command if text else None)
+        if "+" in command and "STATUS" not in reply:
+            # A multi-command reply has no STATUS of its own, only one per command inside;
+            # the miner refusing the whole of it does carry one, checked below.
+            return reply
         check_status(command, reply)
         return reply
 
@@ -104,14 +108,17 @@ class _BaseAPI:
             ) from None
         except ConnectionRefusedError:
             raise MinerUnreachable(
-                self.host, self.port, "connection refused: is the API enabled (--api-listen) "
-                "and the port right?"
+                self.host,
+                self.port,
+                "connection refused: is the API enabled (--api-listen) and the port right?",
             ) from None
         except (ConnectionResetError, BrokenPipeError):
             reason = SILENT_CLOSE_HINT if decoder.size == 0 else "connection reset mid-reply"
             raise MinerUnreachable(self.host, self.port, reason) from None
         except socket.gaierror as exc:
-            raise MinerUnreachable(self.host, self.port, f"cannot resolve host: {exc.strerror}") from None
+            raise MinerUnreachable(
+                self.host, self.port, f"cannot resolve host: {exc.strerror}"
+            ) from None
         except OSError as exc:
             reason = exc.strerror or errno.errorcode.get(exc.errno or 0, str(exc))
             raise MinerUnreachable(self.host, self.port, reason) from None
@@ -132,7 +139,12 @@ class CgminerAPI(_BaseAPI):
                 sock.settimeout(self.timeout)
                 sock.sendall(request)
                 while True:
-                    sock.settimeout(max(deadline - time.monotonic(), 0.001))
+                    # The deadline is for the whole reply: a miner trickling bytes faster
+                    # than any per-recv timeout must not hold the caller past it.
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError
+                    sock.settimeout(remaining)
                     chunk = sock.recv(_READ_CHUNK)
                     if not chunk:
                         decoder.feed_eof()

@@ -14,6 +14,7 @@ field are repaired here, once, for every caller.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -93,7 +94,9 @@ class Request:
 def _command_name(command: str | Sequence[str]) -> str:
     name = command if isinstance(command, str) else "+".join(command)
     if not _COMMAND_RE.fullmatch(name):
-        raise ProtocolError(f"invalid command {name!r}: use letters, digits, '-' or '_', joined by '+'")
+        raise ProtocolError(
+            f"invalid command {name!r}: use letters, digits, '-' or '_', joined by '+'"
+        )
     return name
 
 
@@ -110,7 +113,10 @@ def encode_request(
     if text:
         if "+" in name:
             raise ProtocolError("the plain-text API form takes one command; use JSON for 'a+b'")
-        return (name if param is None else f"{name}|{param}").encode()
+        try:
+            return (name if param is None else f"{name}|{param}").encode()
+        except UnicodeEncodeError:  # a lone surrogate, e.g. from a non-UTF-8 command line
+            raise ProtocolError(f"parameter {param!r} is not valid text") from None
     payload = {"command": name} if param is None else {"command": name, "parameter": param}
     return json.dumps(payload, separators=(",", ":")).encode()
 
@@ -129,6 +135,10 @@ def decode_request(data: bytes) -> Request:
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ProtocolError(f"request is not valid JSON: {exc.msg}") from None
+        except (ValueError, RecursionError):  # nesting or digits past the decoder's limits
+            raise ProtocolError(
+                "request is not valid JSON: too deeply nested or too long"
+            ) from None
         if not isinstance(obj, dict) or not isinstance(obj.get("command"), str):
             raise ProtocolError("JSON request lacks a string 'command'")
         param = obj.get("parameter")
@@ -241,11 +251,38 @@ class ReplyDecoder:
 
 # -- decoding ---------------------------------------------------------------------------
 
-_LENIENT_JSON: Final = json.JSONDecoder(strict=False)  # raw newlines in strings: btminer
-_STRING_RE: Final = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_BAD_ESCAPE_RE: Final = re.compile(r'\\([^"\\/bfnrtu])|\\u(?![0-9A-Fa-f]{4})')
-_NONFINITE_RE: Final = re.compile(r"-?\b(?:inf(?:inity)?|nan)\b", re.IGNORECASE)
-_CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]")
+# strict=False: raw newlines in strings (Whatsminer btminer). NaN/Infinity read as null like
+# the bare inf/nan of Avalon firmware, whether or not the rest of the reply needed repair.
+_LENIENT_JSON: Final = json.JSONDecoder(strict=False, parse_constant=lambda _: None)
+# A string, or an unterminated one running to the end of the text (a truncated reply). The
+# unterminated case must match too: a failing match from every quote would make the scan
+# quadratic, and 4 MiB of \" would stall the poller for hours.
+_STRING_RE: Final = re.compile(r'"(?:[^"\\]|\\.)*("|\\?\Z)', re.DOTALL)
+# Every escape, taken pairwise so that the "x" of an escaped backslash "\\x" is not read as
+# an escape of its own.
+_ESCAPE_RE: Final = re.compile(r"\\(u[0-9A-Fa-f]{4}|.)", re.DOTALL)
+_VALID_ESCAPES: Final = frozenset('"\\/bfnrt')
+_LITERAL_PREFIX_RE: Final = re.compile(r"[A-Za-z]*\s*\Z")
+_NONFINITE_AT_RE: Final = re.compile(r"-?(?:inf(?:inity)?|nan)\b", re.IGNORECASE)
+_STRAY_CONTROLS: Final = frozenset(chr(c) for c in (*range(0x20), 0x7F)) - set(" \t\n\r")
+_MAX_GUIDED_FIXES: Final = 8
+"""Quirks fixed one decode at a time; a reply with more is repaired in one pass instead
+(each guided fix re-decodes the whole reply)."""
+# Quirks outside strings, one alternative each; blanks include stray control bytes.
+_BLANKS: Final = r"[\s\x00-\x1f\x7f]*"
+_QUIRK_RE: Final = re.compile(
+    rf"(?P<objects>\}}{_BLANKS}\{{)"  # }{ between objects: bmminer 1.0, cgminer 4.8/4.9
+    rf"|(?P<leading>\[{_BLANKS}(?:,{_BLANKS})+)"  # [,{ : bmminer
+    rf"|(?P<trailing>(?:,{_BLANKS})+(?=[}}\]]))"  # ,} and ,] : Whatsminer btminer
+    rf"|(?P<doubled>,{_BLANKS}(?:,{_BLANKS})+)"
+    r"|(?P<nonfinite>-?\b(?:inf(?:inity)?|nan)\b)"  # Avalon; read as null
+    r"|(?P<control>[\x00-\x08\x0b\x0c\x0e-\x1f\x7f])",  # not JSON whitespace
+    re.IGNORECASE,
+)
+_QUIRK_FIXES: Final = {
+    "objects": "},{", "leading": "[", "trailing": "", "doubled": ",", "nonfinite": "null",
+    "control": " ",
+}  # fmt: skip
 # sgminer answers quit with {"BYE","id":1}: a member without a value.
 _BARE_STATUS_RE: Final = re.compile(r'^\s*\{\s*("[A-Z]+")\s*,')
 
@@ -274,17 +311,59 @@ def _preview(text: str, limit: int = 24) -> str:
 
 
 def _decode_json(text: str) -> dict[str, Any]:
-    try:
-        obj, end = _LENIENT_JSON.raw_decode(text)
-        extra = bool(text[end:].strip())
-    except (ValueError, RecursionError):  # JSONDecodeError, or nesting/digits past limits
-        extra = True
-    if extra:
-        # Not JSON as sent (or two objects back to back): repair and decode again.
+    obj: Any = None
+    decoded = False
+    for _ in range(_MAX_GUIDED_FIXES + 1):
+        try:
+            obj, end = _LENIENT_JSON.raw_decode(text)
+        except json.JSONDecodeError as exc:
+            fixed = _fix_where_decoding_stopped(text, exc)
+            if fixed is None:
+                break
+            text = fixed
+            continue
+        except (ValueError, RecursionError):  # nesting or digits past the decoder's limits
+            break
+        decoded = not text[end:].strip()  # else two objects back to back, or garbage
+        break
+    if not decoded:
+        # Not JSON as sent, or more quirks than worth fixing one by one: repair it all.
         obj = _decode_repaired(text)
     if not isinstance(obj, dict):
         raise ProtocolError(f"reply is JSON but not an object ({type(obj).__name__})")
     return obj
+
+
+def _fix_where_decoding_stopped(text: str, exc: json.JSONDecodeError) -> str | None:
+    """Repair the one quirk the decoder stopped at, or None if it is none we know.
+
+    The decoder only stops outside strings (or at a bad escape), so a fix here never
+    touches data; a reply with one ``}{`` (every bmminer STATS) costs two decodes instead
+    of a scan of every string.
+    """
+    pos = exc.pos
+    if pos >= len(text):
+        return None  # truncated: the full repair words the error
+    char = text[pos]
+    if exc.msg.startswith("Invalid \\escape") and char == "\\" and pos + 1 < len(text):
+        escaped = text[pos + 1]
+        # \' (Whatsminer summary) is an apostrophe; any other bad escape a backslash
+        return text[:pos] + (escaped if escaped == "'" else "\\\\" + escaped) + text[pos + 2 :]
+    if exc.msg.startswith("Invalid"):
+        return None
+    if char in _STRAY_CONTROLS:
+        return text[:pos] + " " + text[pos + 1 :]
+    before = text[:pos].rstrip(" \t\n\r")
+    if char == "{" and before.endswith("}") and exc.msg.startswith("Expecting ','"):
+        return text[:pos] + "," + text[pos:]  # }{: bmminer 1.0, cgminer 4.8/4.9
+    if char == "," and before.endswith(("[", "{", ",")):
+        return text[:pos] + text[pos + 1 :]  # [,{ (bmminer), or ,,
+    if char in "}]" and before.endswith(","):
+        return before[:-1] + text[len(before) :]  # ,} and ,]: Whatsminer btminer
+    nonfinite = _NONFINITE_AT_RE.match(text, pos)
+    if nonfinite:
+        return text[:pos] + "null" + text[nonfinite.end() :]  # inf, -nan: Avalon
+    return None
 
 
 def _decode_repaired(text: str) -> Any:
@@ -292,20 +371,31 @@ def _decode_repaired(text: str) -> Any:
     try:
         obj, end = _LENIENT_JSON.raw_decode(repaired)
     except json.JSONDecodeError as exc:
-        if exc.pos >= len(repaired) - 1 or exc.msg.startswith("Unterminated string"):
+        if _looks_truncated(repaired, exc):
             raise ProtocolError(
                 f"reply ended early after {len(text)} characters (truncated: the miner "
                 "gave up sending, or closed mid-reply)"
             ) from None
         raise ProtocolError(
             f"malformed JSON reply at character {exc.pos}: {exc.msg} "
-            f"(near {_preview(repaired[max(0, exc.pos - 12):], 30)})"
+            f"(near {_preview(repaired[max(0, exc.pos - 12) :], 30)})"
         ) from None
     except (ValueError, RecursionError) as exc:
         raise ProtocolError(f"malformed JSON reply: {str(exc)[:80]}") from None
     if repaired[end:].strip():
         raise ProtocolError("extra data after the reply's JSON object")
     return obj
+
+
+def _looks_truncated(text: str, exc: json.JSONDecodeError) -> bool:
+    """Whether the decoder failed because the text stops early (cgminer's cut-off send)."""
+    if exc.pos >= len(text) - 1 or exc.msg.startswith("Unterminated string"):
+        return True
+    if _LITERAL_PREFIX_RE.match(text, exc.pos):  # cut inside true/false/null
+        return True
+    outside = _STRING_RE.sub('""', text)
+    opened = outside.count("{") + outside.count("[")
+    return opened > outside.count("}") + outside.count("]")
 
 
 def repair_json(text: str) -> str:
@@ -327,37 +417,33 @@ def repair_json(text: str) -> str:
     for match in _STRING_RE.finditer(text):
         out.append(_repair_outside(text[pos : match.start()]))
         string = match.group()
+        if match.group(1) != '"':
+            # An unterminated string: the reply was cut inside it. Leave it for the error.
+            out.append(string)
+            return "".join(out)
         if "\\" in string:
-            string = _BAD_ESCAPE_RE.sub(_fix_escape, string)
+            string = _ESCAPE_RE.sub(_fix_escape, string)
         out.append(string)
         pos = match.end()
-    tail = text[pos:]
-    if tail.count('"') % 2:
-        # An unterminated string: the reply was cut inside it. Leave it for the error.
-        out.append(tail)
-    else:
-        out.append(_repair_outside(tail))
+    out.append(_repair_outside(text[pos:]))
     return "".join(out)
 
 
 def _fix_escape(match: re.Match[str]) -> str:
-    char = match.group(1)
-    if char is None:  # \u without four hex digits
-        return "\\\\u"
-    if char == "'":
+    escaped = match.group(1)
+    if len(escaped) == 5 or escaped in _VALID_ESCAPES:
+        return match.group()
+    if escaped == "'":
         return "'"
-    return "\\\\" + char
+    return "\\\\" + escaped  # \x, \u without four hex digits: a literal backslash
+
+
+def _fix_quirk(match: re.Match[str]) -> str:
+    return _QUIRK_FIXES[match.lastgroup or ""]
 
 
 def _repair_outside(segment: str) -> str:
-    if "n" in segment or "N" in segment:
-        segment = _NONFINITE_RE.sub("null", segment)
-    segment = _CONTROL_RE.sub(" ", segment)
-    segment = re.sub(r"\}\s*\{", "},{", segment)
-    segment = re.sub(r"\[\s*,", "[", segment)
-    segment = re.sub(r",\s*(?=[}\]])", "", segment)
-    segment = re.sub(r",\s*,", ",", segment)
-    return segment
+    return _QUIRK_RE.sub(_fix_quirk, segment)
 
 
 def _text_split(text: str, sep: str) -> list[str]:
@@ -384,19 +470,28 @@ def _text_unescape(text: str) -> str:
     return re.sub(r"\\(.)", r"\1", text) if "\\" in text else text
 
 
+_TEXT_INT_RE: Final = re.compile(r"-?(?:0|[1-9][0-9]*)")
+_TEXT_FLOAT_RE: Final = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+
+
 def _text_value(raw: str) -> Any:
+    """A plain-text value as JSON would have typed it: bool, int, float, else the string.
+
+    Only plain ASCII numbers convert (``int()`` alone also reads ``" 12"``, ``"1_2"`` and
+    non-ASCII digits); ``"007"``, non-finite and oversized numbers stay strings.
+    """
     value = _text_unescape(raw)
     if value in ("true", "false"):
         return value == "true"
-    try:
-        return int(value)
-    except ValueError:
-        pass
-    try:
+    if _TEXT_INT_RE.fullmatch(value):
+        try:
+            return int(value)
+        except ValueError:  # past int()'s digit limit
+            return value
+    if ("." in value or "e" in value or "E" in value) and _TEXT_FLOAT_RE.fullmatch(value):
         number = float(value)
-    except ValueError:
-        return value
-    return number
+        return number if math.isfinite(number) else value
+    return value
 
 
 def _decode_text(text: str, command: str | None) -> dict[str, Any]:
@@ -442,7 +537,7 @@ def reply_status(reply: Mapping[str, Any]) -> tuple[str, int | None, str, str | 
         raw_code = entry.get("Code")
         try:
             code = None if raw_code is None else int(raw_code)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: a Code of 1e999
             code = None
         msg = str(entry.get("Msg", ""))
         description = entry.get("Description")
