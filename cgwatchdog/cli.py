@@ -75,6 +75,30 @@ def cmd_query(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- check ------------------------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate the config and its rule files; list every problem as file:line."""
+    from cgwatchdog.config import load_config
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        count = len(exc.problems)
+        print(f"cgwatchdog: {count} problem{'s' if count != 1 else ''} found", file=sys.stderr)
+        return EXIT_USAGE
+    for warning in cfg.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(
+        f"ok: {args.config}: {len(cfg.miners)} miners, {len(cfg.rules)} rules, "
+        f"{len(cfg.receivers)} receivers"
+    )
+    return EXIT_OK
+
+
 # -- simulate ---------------------------------------------------------------------------
 
 
@@ -122,6 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="read deadline, s")
     query.add_argument("--connect-timeout", type=float, default=None, help="connect deadline, s")
     query.set_defaults(func=cmd_query)
+
+    check = sub.add_parser(
+        "check",
+        help="validate a config and its rule files",
+        description="Exit 0 when valid; else exit 2 listing every problem as file:line: message.",
+    )
+    check.add_argument("-c", "--config", required=True, metavar="CONFIG")
+    check.set_defaults(func=cmd_check)
 
     simulate = sub.add_parser(
         "simulate",
