@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,10 +90,14 @@ class Store:
 
     def __init__(self, path: str | Path, *, timeout_s: float = 5.0) -> None:
         self.path = str(path)
+        self._lock = threading.RLock()
         with self._errors("open"):
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None)
+            # The outbox delivers from a worker thread; one lock serialises every use.
+            self._db = sqlite3.connect(
+                self.path, timeout=timeout_s, isolation_level=None, check_same_thread=False
+            )
             self._db.execute("PRAGMA journal_mode=WAL")
             # NORMAL is durable against a crash of the process (the WAL is in the OS cache);
             # only a power loss may drop the last transaction.
@@ -111,7 +116,8 @@ class Store:
     @contextlib.contextmanager
     def _errors(self, doing: str) -> Iterator[None]:
         try:
-            yield
+            with self._lock:
+                yield
         except sqlite3.Error as exc:
             raise StoreError(f"state file {self.path}: cannot {doing}: {exc}") from None
 

@@ -110,3 +110,26 @@ def test_transaction_rolls_back_on_error(tmp_path: Path) -> None:
         store.enqueue("chat", "g", {}, now=1.0)
         raise RuntimeError("boom")
     assert store.outbox_depth() == 0
+
+
+def test_usable_from_worker_threads(tmp_path: Path) -> None:
+    # The outbox delivers from worker threads while the loop enqueues.
+    import threading
+
+    store = Store(tmp_path / "s.sqlite")
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            for i in range(50):
+                store.enqueue("chat", f"g{n}", {"i": i}, now=float(i))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert store.outbox_depth() == 200
