@@ -1,0 +1,277 @@
+"""Push alert *state* to Alertmanager: POST /api/v2/alerts to every peer, each cycle.
+
+This receiver is state-based, not notification-based. Each cycle the daemon calls
+:meth:`AlertmanagerIntegration.push` with every alert the engine holds: firing ones go
+out with ``endsAt`` a few poll intervals ahead (``ENDS_AT_INTERVALS``), resolved ones
+with ``endsAt`` at their resolution; pending ones are left out. That is the contract
+Alertmanager documents for clients (Prometheus does the same, every
+``resend_delay``): an alert not refreshed before its ``endsAt`` resolves by itself, so a
+dead watchdog cannot leave stale alerts firing, and a re-sent alert is deduplicated.
+
+Why not the outbox: the push is idempotent and self-correcting. A failed push is
+repaired by the next cycle's push of the *current* state, whereas queued old pushes
+would replay stale state after an outage (an alert resolved meanwhile shown firing
+again) and grow without bound while a peer is down. Alertmanager does not gossip alerts
+between cluster peers, so each push goes to every peer; it counts as done when at least
+one peer accepted it (the cluster deduplicates and notifies once), and fails (a
+recoverable NotifyError naming every peer's error) only when none did.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Final
+
+import requests
+
+from cgwatchdog.alerts import Alert, AlertState, AlertView, Notification
+from cgwatchdog.config import AlertmanagerConfig
+from cgwatchdog.errors import NotifyError
+from cgwatchdog.notify.base import (
+    Integration,
+    Redactor,
+    check_response,
+    new_session,
+    request_failure,
+    target_of,
+)
+from cgwatchdog.notify.formats import rfc3339
+
+__all__ = [
+    "BATCH_SIZE",
+    "ENDS_AT_INTERVALS",
+    "MIN_RESEND_S",
+    "AlertmanagerIntegration",
+    "PushResult",
+]
+
+# endsAt of a firing alert is this many intervals ahead (Prometheus: 4 x resend delay),
+# so one or two late or failed cycles do not resolve it.
+ENDS_AT_INTERVALS: Final = 4
+# Never less than this per interval: a 5 s poll interval must not make alerts flap when
+# a push is a few seconds late.
+MIN_RESEND_S: Final = 60.0
+# Alerts per POST: 10,000 miners may fire thousands at once; keep each request small.
+BATCH_SIZE: Final = 500
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    """How one push went: the peers that took every batch, and each other peer's error."""
+
+    alerts: int
+    accepted: tuple[str, ...]
+    failed: tuple[tuple[str, str], ...]
+
+    def receipt(self) -> str:
+        """One line for the operator."""
+        total = len(self.accepted) + len(self.failed)
+        text = f"{self.alerts} alert{'s' if self.alerts != 1 else ''} accepted by "
+        text += f"{len(self.accepted)} of {total} Alertmanager peer{'s' if total != 1 else ''}"
+        if self.failed:
+            text += "; " + "; ".join(f"{peer}: {error}" for peer, error in self.failed)
+        return text
+
+
+def _labels(labels: Mapping[str, str]) -> dict[str, str]:
+    # An empty label value means "no such label" to Alertmanager, as in Prometheus.
+    return {name: value for name, value in labels.items() if value != ""}
+
+
+class AlertmanagerIntegration(Integration):
+    """Pushes alerts to every configured Alertmanager peer."""
+
+    kind = "alertmanager"
+
+    def __init__(
+        self,
+        name: str,
+        config: AlertmanagerConfig,
+        *,
+        session: requests.Session | None = None,
+        interval_s: float = 60.0,
+        external_url: str = "",
+        redactor: Redactor | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(name, redactor=redactor)
+        self._config = config
+        self._peers = tuple(url.rstrip("/") for url in config.urls)
+        self._own_session = session is None
+        self._session = session if session is not None else new_session()
+        self.ttl_s = ENDS_AT_INTERVALS * max(interval_s, MIN_RESEND_S)
+        self._external_url = external_url
+        self._clock = clock
+        self._headers: dict[str, str] = {}
+        self._auth: tuple[str, str] | None = None
+        if config.auth is not None and config.auth.basic is not None:
+            self._auth = (config.auth.basic.user, config.auth.basic.password.get_secret_value())
+        elif config.auth is not None and config.auth.bearer is not None:
+            self._headers["Authorization"] = f"Bearer {config.auth.bearer.token.get_secret_value()}"
+        self._pool: ThreadPoolExecutor | None = None
+
+    # -- what is sent ------------------------------------------------------------------
+
+    def _document(
+        self, labels: Mapping[str, str], annotations: Mapping[str, str], starts: float, ends: float
+    ) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "labels": _labels(labels),
+            "annotations": dict(annotations),
+            "startsAt": rfc3339(starts),
+            "endsAt": rfc3339(ends),
+        }
+        if self._external_url:
+            document["generatorURL"] = self._external_url
+        return document
+
+    def postable(self, alerts: Iterable[Alert], now: float) -> list[dict[str, Any]]:
+        """The /api/v2/alerts documents for the engine's alerts (pending ones left out)."""
+        documents = []
+        ends_firing = now + self.ttl_s
+        for alert in alerts:
+            if alert.state is AlertState.FIRING:
+                starts = alert.active_since if alert.fired_at is None else alert.fired_at
+                documents.append(
+                    self._document(alert.labels, alert.annotations, starts, ends_firing)
+                )
+            elif alert.state is AlertState.RESOLVED:
+                starts = alert.active_since if alert.fired_at is None else alert.fired_at
+                ends = alert.last_seen if alert.resolved_at is None else alert.resolved_at
+                documents.append(self._document(alert.labels, alert.annotations, starts, ends))
+        return documents
+
+    # -- pushing -----------------------------------------------------------------------
+
+    def push(self, alerts: Sequence[Alert], now: float) -> PushResult:
+        """Send the current state of ``alerts`` to every peer; NotifyError if none took it."""
+        return self.push_documents(self.postable(alerts, now))
+
+    def push_documents(self, documents: Sequence[Mapping[str, Any]]) -> PushResult:
+        """POST ready-made alert documents to every peer (in parallel), in batches.
+
+        With no documents nothing is sent, and the result lists no peer either way.
+        """
+        if not documents:
+            return PushResult(0, (), ())
+        batches = [
+            json.dumps(list(documents[i : i + BATCH_SIZE]), separators=(",", ":")).encode()
+            for i in range(0, len(documents), BATCH_SIZE)
+        ]
+        if len(self._peers) == 1:
+            outcomes = [self._push_peer(self._peers[0], batches)]
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    max_workers=len(self._peers), thread_name_prefix="cgwatchdog-am"
+                )
+            outcomes = list(
+                self._pool.map(lambda peer: self._push_peer(peer, batches), self._peers)
+            )
+        accepted = tuple(peer for peer, error in outcomes if error is None)
+        failed = tuple((peer, str(error)) for peer, error in outcomes if error is not None)
+        if not accepted:
+            raise NotifyError(
+                "no Alertmanager peer accepted the alerts: "
+                + "; ".join(f"{peer}: {error}" for peer, error in failed),
+                # Retrying helps unless every peer refused the alerts themselves (400).
+                recoverable=any(e is not None and e.recoverable for _, e in outcomes),
+            )
+        return PushResult(len(documents), accepted, failed)
+
+    def _push_peer(self, peer: str, batches: Sequence[bytes]) -> tuple[str, NotifyError | None]:
+        target = target_of(peer)
+        for batch in batches:
+            try:
+                response = self._session.post(
+                    peer + "/api/v2/alerts",
+                    data=batch,
+                    headers={"Content-Type": "application/json", **self._headers},
+                    auth=self._auth,
+                    timeout=self._config.timeout_s,
+                    verify=self._config.verify_tls,
+                    allow_redirects=False,
+                    stream=True,
+                )
+                check_response(response, target)
+            except requests.RequestException as exc:
+                return target, request_failure(exc, target, self._config.timeout_s)
+            except NotifyError as exc:
+                return target, exc
+        return target, None
+
+    def notify(self, notification: Notification) -> str:
+        """Push a notification's alerts once (``test-notify``); firing ones end in ``ttl_s``.
+
+        The daemon pushes state with :meth:`push` each cycle instead: a firing alert
+        pushed only once expires on Alertmanager after ``ttl_s``.
+        """
+        now = self._clock()
+        documents = [self._view_document(view, now) for view in notification.alerts]
+        return self.push_documents(documents).receipt()
+
+    def _view_document(self, view: AlertView, now: float) -> dict[str, Any]:
+        ends = now + self.ttl_s if view.ends_at is None else view.ends_at
+        return self._document(view.labels, view.annotations, view.starts_at, ends)
+
+    # -- reading back ------------------------------------------------------------------
+
+    def alerts(
+        self,
+        matchers: Mapping[str, str] | None = None,
+        *,
+        active: bool = True,
+        silenced: bool = True,
+        inhibited: bool = True,
+    ) -> list[dict[str, Any]]:
+        """GET /api/v2/alerts from the first peer that answers (e.g. to see which
+        replicas' heartbeats are live); ``matchers`` are label equalities."""
+        params: list[tuple[str, str]] = [
+            ("active", str(active).lower()),
+            ("silenced", str(silenced).lower()),
+            ("inhibited", str(inhibited).lower()),
+        ]
+        params += [("filter", f"{k}={json.dumps(v)}") for k, v in (matchers or {}).items()]
+        errors = []
+        for peer in self._peers:
+            target = target_of(peer)
+            try:
+                response = self._session.get(
+                    peer + "/api/v2/alerts",
+                    params=params,
+                    headers=self._headers,
+                    auth=self._auth,
+                    timeout=self._config.timeout_s,
+                    verify=self._config.verify_tls,
+                    allow_redirects=False,
+                )
+            except requests.RequestException as exc:
+                errors.append(str(request_failure(exc, target, self._config.timeout_s)))
+                continue
+            if response.status_code != 200:
+                try:
+                    check_response(response, target)
+                except NotifyError as exc:
+                    errors.append(str(exc))
+                continue
+            try:
+                found = response.json()
+            except ValueError:
+                errors.append(f"{target} answered something other than JSON")
+                continue
+            if isinstance(found, list):
+                return [item for item in found if isinstance(item, dict)]
+            errors.append(f"{target} answered JSON that is not a list of alerts")
+        raise NotifyError("no Alertmanager peer answered: " + "; ".join(errors), recoverable=True)
+
+    def close(self) -> None:
+        """Stop the peer threads and close the Session if it is this integration's own."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
+        if self._own_session:
+            self._session.close()

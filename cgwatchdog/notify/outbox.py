@@ -1,0 +1,393 @@
+"""The durable outbox: every notification is stored before it is sent, and retried until
+it is delivered or expires (DESIGN §5, §9).
+
+    Dispatcher.tick ──Notification──> Outbox.enqueue ──sqlite (store.outbox)──>
+        Outbox.deliver_due ──one worker per receiver──> Integration.notify
+            delivered      -> removed from the store
+            recoverable    -> retried later: exponential backoff with full jitter,
+                              never sooner than the service's Retry-After
+            not recoverable, or older than max_age_s -> dropped, with an error log
+
+Guarantees:
+
+- At least once. A notification leaves the store only after its integration reported
+  delivery; a crash (kill -9) between sending and recording means it is sent again by
+  the next process. Nothing is lost unless it expires or is refused for good, and
+  every such loss is logged with its receiver and group.
+- Order per group. Within one (receiver, group key) a notification is attempted only
+  when every earlier one of that group is delivered or dropped (head of line per group,
+  as a reader of a group's thread expects "resolved" after "firing"). Other groups and
+  other receivers are not held back.
+- One slow receiver does not hold the others. Each receiver's due notifications go to
+  its own worker thread, which stops starting sends after ``budget_s``;
+  ``deliver_due`` waits at most ``wait_s`` and records what finished; a receiver still
+  busy then is left to finish, and its results are recorded by a later call.
+- A recoverable failure ends the receiver's turn for this call (the service is down or
+  slow: the other groups are tried at the next call, not hammered now). A Retry-After
+  pauses the whole receiver, since services rate-limit per webhook, not per group.
+
+Not recoverable (a 4xx other than 429, rejected SMTP credentials, a broken template):
+the notification is dropped at once. It would be refused again identically, and kept
+it would block every later notification of its group until expiry; the error log says
+what to fix.
+
+Threads: the store, counters and schedule are touched only under ``_lock`` by the
+thread calling ``enqueue``/``deliver_due``; workers only call integrations and hand
+back outcomes through a queue. The store's sqlite connection must allow use from the
+thread(s) the daemon calls these from.
+
+Log lines and stored errors pass through the receiver's redactor and are built from
+receiver names, group keys and integration messages, which never hold a URL.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Final
+
+from cgwatchdog.alerts import Notification
+from cgwatchdog.errors import NotifyError
+from cgwatchdog.notify.base import Integration
+from cgwatchdog.store import OutboxItem, Store
+
+__all__ = [
+    "DEFAULT_MAX_AGE_S",
+    "MIN_RETRY_S",
+    "DeliveryReport",
+    "Outbox",
+    "ReceiverCounters",
+]
+
+log = logging.getLogger("cgwatchdog.notify")
+
+DEFAULT_MAX_AGE_S: Final = 24 * 3600.0
+# Full jitter may draw ~0; a floor keeps a failing receiver from being retried in a loop.
+MIN_RETRY_S: Final = 1.0
+_MAX_EXPONENT: Final = 40
+
+
+@dataclass(slots=True)
+class ReceiverCounters:
+    """Per-receiver totals since start, for metrics: delivered, failed attempts, given up."""
+
+    sent: int = 0
+    failed: int = 0
+    dropped: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryReport:
+    """What one ``deliver_due`` call recorded, and what still waits."""
+
+    sent: int
+    failed: int
+    dropped: int
+    pending: int  # notifications left in the outbox
+    busy: tuple[str, ...]  # receivers whose worker was still running when the call returned
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    item: OutboxItem
+    at: float
+    error: NotifyError | None  # None: delivered
+
+
+def _identity(text: str) -> str:
+    return text
+
+
+class Outbox:
+    """Stores notifications and delivers them with retry; see the module docstring.
+
+    ``integrations`` maps receiver names to their integrations (the caller owns and
+    closes them). ``clock`` gives the time outcomes are recorded at (epoch seconds, the
+    same clock as ``now``); worker budgets and waits use the monotonic clock.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        integrations: Mapping[str, Integration],
+        *,
+        clock: Callable[[], float],
+        max_age_s: float = DEFAULT_MAX_AGE_S,
+        base_backoff_s: float = 5.0,
+        max_backoff_s: float = 600.0,
+        rng: random.Random | None = None,
+        budget_s: float = 20.0,
+        max_workers: int = 8,
+    ) -> None:
+        self._store = store
+        self._integrations: dict[str, Integration] = dict(integrations)
+        self._clock = clock
+        self.max_age_s = max_age_s
+        self.base_backoff_s = base_backoff_s
+        self.max_backoff_s = max_backoff_s
+        self._rng = rng if rng is not None else random.Random()
+        self._budget_s = budget_s
+        self._max_workers = max_workers
+        self._lock = threading.RLock()
+        self._deliver_lock = threading.Lock()
+        self._outcomes: queue.SimpleQueue[tuple[str, _Outcome | None]] = queue.SimpleQueue()
+        self._busy: set[str] = set()
+        self._paused_until: dict[str, float] = {}
+        self._counters: dict[str, ReceiverCounters] = {}
+        self._warned_unknown: set[str] = set()
+        self._pool: ThreadPoolExecutor | None = None
+
+    # -- configuration -----------------------------------------------------------------
+
+    def set_integrations(self, integrations: Mapping[str, Integration]) -> None:
+        """Swap in the integrations of a reloaded configuration.
+
+        Notifications for a receiver no longer configured stay stored (a reload may bring
+        it back) and expire as usual.
+        """
+        with self._lock:
+            self._integrations = dict(integrations)
+            self._warned_unknown.clear()
+
+    # -- queueing ----------------------------------------------------------------------
+
+    def enqueue(self, notifications: Iterable[Notification], now: float) -> list[int]:
+        """Store notifications (in one transaction) before any attempt to send them."""
+        batch = list(notifications)
+        if not batch:
+            return []
+        with self._lock, self._store.transaction():
+            return [self._store.enqueue(n.receiver, n.group_key, n.to_dict(), now) for n in batch]
+
+    # -- delivering --------------------------------------------------------------------
+
+    def deliver_due(self, now: float, *, wait_s: float | None = None) -> DeliveryReport:
+        """Send what is due at ``now``; wait up to ``wait_s`` (default ``budget_s``) for
+        the receivers' workers, record their outcomes, and return what happened."""
+        with self._deliver_lock:
+            tally = {"sent": 0, "failed": 0, "dropped": 0}
+            self._drain(tally, block_until=None)
+            with self._lock:
+                jobs = self._plan(now, tally)
+                self._busy.update(jobs)
+            if jobs:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(
+                        max_workers=self._max_workers, thread_name_prefix="cgwatchdog-notify"
+                    )
+                for receiver, (integration, chains) in jobs.items():
+                    self._pool.submit(self._work, receiver, integration, chains, now)
+            if self._busy:
+                wait = self._budget_s if wait_s is None else wait_s
+                self._drain(tally, block_until=time.monotonic() + wait)
+            with self._lock:
+                return DeliveryReport(
+                    sent=tally["sent"],
+                    failed=tally["failed"],
+                    dropped=tally["dropped"],
+                    pending=self._store.outbox_depth(),
+                    busy=tuple(sorted(self._busy)),
+                )
+
+    def _plan(
+        self, now: float, tally: dict[str, int]
+    ) -> dict[str, tuple[Integration, list[list[OutboxItem]]]]:
+        """Expire what is too old; pick, per free receiver, the groups whose head is due."""
+        groups: dict[str, dict[str, list[OutboxItem]]] = {}
+        for item in self._store.pending():  # oldest first
+            if item.receiver in self._busy:
+                continue  # maybe in flight: neither expired nor planned twice
+            if now - item.created_at >= self.max_age_s:
+                self._expire(item)
+                tally["dropped"] += 1
+                continue
+            groups.setdefault(item.receiver, {}).setdefault(item.group_key, []).append(item)
+        jobs: dict[str, tuple[Integration, list[list[OutboxItem]]]] = {}
+        for receiver, by_group in groups.items():
+            if self._paused_until.get(receiver, 0.0) > now:
+                continue
+            integration = self._integrations.get(receiver)
+            if integration is None:
+                if receiver not in self._warned_unknown:
+                    self._warned_unknown.add(receiver)
+                    log.warning(
+                        "receiver %r is not configured: its %d undelivered notification(s) "
+                        "are kept until they expire",
+                        receiver,
+                        sum(len(chain) for chain in by_group.values()),
+                    )
+                continue
+            chains = [chain for chain in by_group.values() if chain[0].next_attempt_at <= now]
+            if chains:
+                jobs[receiver] = (integration, chains)
+        return jobs
+
+    def _work(
+        self,
+        receiver: str,
+        integration: Integration,
+        chains: list[list[OutboxItem]],
+        now: float,
+    ) -> None:
+        """Worker thread: send each group's notifications in order, within the budget."""
+        put = self._outcomes.put
+        started = time.monotonic()
+        try:
+            for chain in chains:
+                for position, item in enumerate(chain):
+                    if time.monotonic() - started >= self._budget_s:
+                        return
+                    if position and item.next_attempt_at > now:
+                        break
+                    error = self._attempt(integration, item)
+                    put((receiver, _Outcome(item, self._clock(), error)))
+                    if error is not None and error.recoverable:
+                        return  # the service is failing: the other groups wait for next time
+        finally:
+            put((receiver, None))
+
+    @staticmethod
+    def _attempt(integration: Integration, item: OutboxItem) -> NotifyError | None:
+        try:
+            notification = Notification.from_dict(item.payload)
+        except ValueError as exc:
+            return NotifyError(f"stored notification is unreadable: {exc}", recoverable=False)
+        try:
+            integration.notify(notification)
+        except NotifyError as exc:
+            return exc
+        except Exception as exc:
+            log.error(
+                "internal error in the %s integration of receiver %r: %s (please report it)",
+                integration.kind,
+                integration.name,
+                type(exc).__name__,
+            )
+            return NotifyError(
+                f"internal error in the {integration.kind} integration: {type(exc).__name__}",
+                recoverable=True,
+            )
+        return None
+
+    def _drain(self, tally: dict[str, int], *, block_until: float | None) -> None:
+        """Record outcomes the workers handed back; block until all are idle or the time."""
+        while True:
+            try:
+                if block_until is None:
+                    receiver, outcome = self._outcomes.get_nowait()
+                else:
+                    with self._lock:
+                        if not self._busy:
+                            return
+                    remaining = block_until - time.monotonic()
+                    if remaining <= 0:
+                        return
+                    receiver, outcome = self._outcomes.get(timeout=remaining)
+            except queue.Empty:
+                return
+            with self._lock:
+                if outcome is None:
+                    self._busy.discard(receiver)
+                else:
+                    self._record(receiver, outcome, tally)
+
+    # -- recording ---------------------------------------------------------------------
+
+    def _redactor(self, receiver: str) -> Callable[[str], str]:
+        integration = self._integrations.get(receiver)
+        return integration.redact if integration is not None else _identity
+
+    def _counter(self, receiver: str) -> ReceiverCounters:
+        counters = self._counters.get(receiver)
+        if counters is None:
+            counters = self._counters[receiver] = ReceiverCounters()
+        return counters
+
+    def backoff_s(self, attempts: int) -> float:
+        """The delay after the ``attempts``-th failure: full jitter over an exponential
+        cap (``base * 2**(attempts-1)``, at most ``max_backoff_s``), at least 1 s."""
+        exponent = min(max(attempts - 1, 0), _MAX_EXPONENT)
+        cap = min(self.max_backoff_s, self.base_backoff_s * 2.0**exponent)
+        return max(MIN_RETRY_S, self._rng.uniform(0.0, cap))
+
+    def _record(self, receiver: str, outcome: _Outcome, tally: dict[str, int]) -> None:
+        item, error = outcome.item, outcome.error
+        counters = self._counter(receiver)
+        if error is None:
+            self._store.delivered(item.id)
+            counters.sent += 1
+            tally["sent"] += 1
+            return
+        message = self._redactor(receiver)(str(error))
+        attempts = item.attempts + 1
+        counters.failed += 1
+        tally["failed"] += 1
+        if not error.recoverable:
+            self._store.drop(item.id)
+            counters.dropped += 1
+            tally["dropped"] += 1
+            log.error(
+                "dropped a notification to receiver %r (group %s) at attempt %d: %s; "
+                "it would be refused again as it is",
+                receiver,
+                item.group_key,
+                attempts,
+                message,
+            )
+            return
+        delay = self.backoff_s(attempts)
+        if error.retry_after_s is not None:
+            delay = max(delay, error.retry_after_s)
+            until = outcome.at + error.retry_after_s
+            self._paused_until[receiver] = max(self._paused_until.get(receiver, 0.0), until)
+        self._store.retry_later(item.id, outcome.at + delay, message)
+        log.warning(
+            "notification to receiver %r (group %s) failed at attempt %d, next try in %.0f s: %s",
+            receiver,
+            item.group_key,
+            attempts,
+            delay,
+            message,
+        )
+
+    def _expire(self, item: OutboxItem) -> None:
+        self._store.drop(item.id)
+        self._counter(item.receiver).dropped += 1
+        last = self._redactor(item.receiver)(item.last_error or "never attempted")
+        log.error(
+            "lost a notification to receiver %r (group %s): undelivered after %d attempt(s) "
+            "over %.0f s, the limit; last error: %s",
+            item.receiver,
+            item.group_key,
+            item.attempts,
+            self.max_age_s,
+            last,
+        )
+
+    # -- reading -----------------------------------------------------------------------
+
+    def counters(self) -> dict[str, ReceiverCounters]:
+        """Per-receiver counters (copies), for /metrics."""
+        with self._lock:
+            return {name: replace(c) for name, c in self._counters.items()}
+
+    def depth(self) -> int:
+        """How many notifications wait in the outbox."""
+        with self._lock:
+            return self._store.outbox_depth()
+
+    def close(self, *, wait: bool = True) -> None:
+        """Stop the worker threads. With ``wait``, let the sends in flight finish and
+        record their outcomes, so a clean stop does not send them again at the next start."""
+        with self._deliver_lock:
+            pool, self._pool = self._pool, None
+            if pool is not None:
+                pool.shutdown(wait=wait, cancel_futures=True)
+            if wait:
+                self._drain({"sent": 0, "failed": 0, "dropped": 0}, block_until=None)
