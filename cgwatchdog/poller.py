@@ -75,22 +75,29 @@ PollResult = Snapshot | Unreachable
 class _MinerState:
     """What the poller remembers of one miner between cycles."""
 
-    __slots__ = ("api", "target", "wants_stats")
+    __slots__ = ("api", "commands", "target")
 
     def __init__(self, target: Target, api: AsyncCgminerAPI) -> None:
         self.target = target
         self.api = api
-        self.wants_stats: bool | None = None  # None: not known until the first answer
+        self.commands: tuple[str, ...] | None = None  # None: not known until it answers
 
 
-def _needs_stats(snapshot: Snapshot) -> bool:
-    """Whether this miner's figures live (partly) in STATS."""
-    if not snapshot.devices or snapshot.hashrate_hs is None:
-        return True
-    if snapshot.temperature_max_c is None or not snapshot.fans_rpm:
-        return True
+def _commands_for(snapshot: Snapshot) -> tuple[str, ...]:
+    """The commands that describe this miner fully, judged from a first answer."""
     fork = (snapshot.fork or snapshot.description or "").lower()
-    return any(name in fork for name in ("bmminer", "avalon", "hammer"))
+    if "bosminer" in fork:
+        # BOSminer reports fans and temperatures in commands of its own (Codes 202, 201).
+        return (*BASE_COMMANDS, "fans", "temps")
+    if (
+        not snapshot.devices
+        or snapshot.hashrate_hs is None
+        or snapshot.temperature_max_c is None
+        or not snapshot.fans_rpm
+        or any(name in fork for name in ("bmminer", "avalon", "hammer"))
+    ):
+        return (*BASE_COMMANDS, STATS_COMMAND)
+    return BASE_COMMANDS
 
 
 class Poller:
@@ -157,9 +164,23 @@ class Poller:
     async def poll_one(self, state: _MinerState) -> PollResult:
         """Poll one miner; never raises for anything the miner does."""
         target = state.target
-        commands = BASE_COMMANDS if state.wants_stats is False else (*BASE_COMMANDS, STATS_COMMAND)
+        first_contact = state.commands is None
+        commands = state.commands or (*BASE_COMMANDS, STATS_COMMAND)
         try:
             replies: dict[str, Any] = await state.api.multi(commands)
+            snapshot = build_snapshot(
+                replies, name=target.name, host=target.host, port=target.port, at=self.clock()
+            )
+            if first_contact:
+                state.commands = _commands_for(snapshot)
+                missing = [name for name in state.commands if name not in replies]
+                if missing:
+                    # Ask once more now, so the first cycle already sees the whole miner.
+                    replies.update(await state.api.multi(missing))
+                    snapshot = build_snapshot(
+                        replies, name=target.name, host=target.host, port=target.port,
+                        at=self.clock(),
+                    )  # fmt: skip
         except MinerUnreachable as exc:
             kind = "timeout" if isinstance(exc, MinerTimeout) else "unreachable"
             return Unreachable(target.name, target.host, target.port, self.clock(), exc.reason, kind)
@@ -174,9 +195,4 @@ class Poller:
             )
         except CgwatchdogError as exc:  # pragma: no cover - defensive: nothing else expected
             return Unreachable(target.name, target.host, target.port, self.clock(), str(exc), "protocol")
-        snapshot = build_snapshot(
-            replies, name=target.name, host=target.host, port=target.port, at=self.clock()
-        )
-        if state.wants_stats is None:
-            state.wants_stats = _needs_stats(snapshot)
         return snapshot

@@ -1,0 +1,90 @@
+"""Shared fixtures: the field captures and a replay server that serves them over TCP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "peer-replies"
+
+
+def fixture_files() -> list[Path]:
+    """The captured field replies, or an empty list outside this setup."""
+    return sorted(FIXTURES.glob("*.json")) if FIXTURES.is_dir() else []
+
+
+def require_fixtures() -> list[Path]:
+    """The captures; skip the calling test with a reason when they are absent."""
+    files = fixture_files()
+    if not files:
+        pytest.skip(f"field captures not found at {FIXTURES} (a clone outside this setup)")
+    return files
+
+
+@dataclass
+class Capture:
+    """One captured miner: its replies as the bytes the firmware sent."""
+
+    name: str
+    expect: dict[str, Any]
+    reply_bytes: dict[str, bytes]
+    requests: list[str] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: Path) -> Capture:
+        data = json.loads(path.read_text())
+        raw: dict[str, str] = data.get("raw") or {}
+        replies = {
+            command: (raw[command] if command in raw else json.dumps(reply, separators=(",", ":")))
+            .encode()
+            for command, reply in data["replies"].items()
+        }
+        return cls(name=data["name"], expect=data["expect"], reply_bytes=replies)
+
+    def answer(self, command: str) -> bytes:
+        """The bytes a miner would send for ``command`` (``a+b`` joined as cgminer does)."""
+        names = command.split("+")
+        if len(names) == 1:
+            return self._one(names[0])
+        # cgminer embeds each command's own reply, byte for byte, in one object.
+        parts = ",".join(f'"{name}":[{self._one(name).decode()}]' for name in names)
+        return ("{" + parts + ',"id":1}').encode()
+
+    def _one(self, name: str) -> bytes:
+        if name in self.reply_bytes:
+            return self.reply_bytes[name]
+        # The README: commands that were not captured answer STATUS E Code 14.
+        return (
+            b'{"STATUS":[{"STATUS":"E","When":0,"Code":14,"Msg":"Invalid command"}],"id":1}'
+        )
+
+
+@pytest.fixture
+async def replay_server() -> AsyncIterator[Callable[[Capture], Any]]:
+    """Start a TCP server on 127.0.0.1 replaying one capture; returns its port."""
+    servers: list[asyncio.Server] = []
+
+    async def start(capture: Capture) -> int:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            data = await reader.read(65536)
+            request = json.loads(data.split(b"\0")[0])
+            capture.requests.append(request["command"])
+            writer.write(capture.answer(request["command"]) + b"\0")
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        servers.append(server)
+        port: int = server.sockets[0].getsockname()[1]
+        return port
+
+    yield start
+    for server in servers:
+        server.close()
+        await server.wait_closed()
