@@ -123,8 +123,11 @@ class Store:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        """Group several writes into one atomic commit."""
+        """Group several writes into one atomic commit (nested: part of the outer one)."""
         with self._errors("write"):
+            if self._db.in_transaction:
+                yield
+                return
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield

@@ -133,3 +133,17 @@ def test_usable_from_worker_threads(tmp_path: Path) -> None:
         thread.join()
     assert not errors
     assert store.outbox_depth() == 200
+
+
+def test_nested_transactions_commit_once_with_the_outer(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    with pytest.raises(RuntimeError), store.transaction():
+        with store.transaction():
+            store.enqueue("chat", "g", {}, now=1.0)
+        raise RuntimeError("outer fails after the inner finished")
+    assert store.outbox_depth() == 0
+    with store.transaction():
+        with store.transaction():
+            store.enqueue("chat", "g", {}, now=1.0)
+        store.save_state("k", {"v": 1}, now=1.0)
+    assert store.outbox_depth() == 1 and store.load_state("k") == {"v": 1}
