@@ -12,12 +12,17 @@ import contextlib
 import json
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TextIO
 
 from cgwatchdog import __version__
 from cgwatchdog.client import DEFAULT_TIMEOUT_S, CgminerAPI
 from cgwatchdog.errors import CgwatchdogError, ConfigError, ProtocolError
 from cgwatchdog.protocol import DEFAULT_PORT, encode_request
+
+if TYPE_CHECKING:
+    from cgwatchdog.watchdog import CycleReport, Watchdog
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -99,6 +104,109 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- poll -------------------------------------------------------------------------------
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def poll_document(watchdog: Watchdog, report: CycleReport) -> dict[str, Any]:
+    """The ``poll --json`` object (DESIGN §3): keys may be added, never renamed."""
+    by_miner: dict[str, list[dict[str, Any]]] = {}
+    for alert in watchdog.alerts.alerts():
+        if alert.state.name not in ("PENDING", "FIRING"):
+            continue
+        labels = {k: v for k, v in alert.labels.items() if k not in ("alertname", "miner")}
+        by_miner.setdefault(alert.miner, []).append(
+            {
+                "alertname": alert.alertname,
+                "state": alert.state.name.lower(),
+                "labels": labels,
+                "value": alert.value,
+                "since": _iso(alert.active_since),
+            }
+        )
+    configured = {miner.name: miner for miner in watchdog.config.miners}
+    miners = []
+    for result in report.results:
+        entry = result.to_json()
+        miner = configured.get(result.name)
+        entry["labels"] = dict(miner.labels) if miner is not None else {}
+        entry["alerts"] = by_miner.get(result.name, [])
+        miners.append(entry)
+    return {
+        "time": _iso(report.finished_at),
+        "shard": "1/1",
+        "duration_s": round(report.duration_s, 3),
+        "problems": report.problems,
+        "miners": miners,
+    }
+
+
+def _human_rate(value: Any) -> str:
+    from cgwatchdog.rules import format_hashrate
+
+    return format_hashrate(float(value)) if isinstance(value, int | float) else "-"
+
+
+def print_poll_table(document: Mapping[str, Any], out: TextIO) -> None:
+    """A readable table of miners and the signals each rule sees."""
+    rows = [("MINER", "HOST", "UP", "FORK", "HASHRATE", "TEMP", "DEVICES", "POOL")]
+    for miner in document["miners"]:
+        devices = miner["devices"]
+        alive = sum(1 for d in devices if d["status"] == "Alive")
+        pool = next((p for p in miner["pools"] if p["active"]), None)
+        temp = miner["temperature_max_c"]
+        rows.append(
+            (
+                miner["name"],
+                f"{miner['host']}:{miner['port']}",
+                "up" if miner["up"] else "DOWN",
+                str(miner["fork"] or "-"),
+                _human_rate(miner["hashrate_hs"]),
+                "-" if temp is None else f"{temp:.0f}C",
+                f"{alive}/{len(devices)}" if devices else "-",
+                "-" if pool is None else f"{pool['id']} {pool['status']}",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for index, row in enumerate(rows):
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip(),
+              file=out)
+        if index == 0:
+            continue
+        miner = document["miners"][index - 1]
+        if miner["error"]:
+            print(f"    ! {miner['error']}", file=out)
+        for alert in miner["alerts"]:
+            where = " ".join(f"{k}={v}" for k, v in alert["labels"].items() if k in ("device", "pool"))
+            print(f"    ! {alert['alertname']} {where} {alert['state']}: {alert['value']}".replace("  ", " "),
+                  file=out)
+    for problem in document["problems"]:
+        print(f"problem: {problem}", file=out)
+    up = sum(1 for m in document["miners"] if m["up"])
+    signals = sum(len(m["alerts"]) for m in document["miners"])
+    print(f"{up}/{len(document['miners'])} miners up, {signals} signals, "
+          f"{document['duration_s']:.2f}s", file=out)
+
+
+def cmd_poll(args: argparse.Namespace) -> int:
+    """One poll and evaluation of every miner; print a table or JSON."""
+    from cgwatchdog.config import load_config
+    from cgwatchdog.watchdog import Watchdog
+
+    cfg = load_config(args.config)
+    watchdog = Watchdog(cfg)
+    report = asyncio.run(watchdog.cycle())
+    document = poll_document(watchdog, report)
+    if args.json:
+        print(json.dumps(document, indent=2, allow_nan=False))
+    else:
+        print_poll_table(document, sys.stdout)
+    return EXIT_OK
+
+
 # -- simulate ---------------------------------------------------------------------------
 
 
@@ -154,6 +262,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("-c", "--config", required=True, metavar="CONFIG")
     check.set_defaults(func=cmd_check)
+
+    poll = sub.add_parser(
+        "poll",
+        help="poll every miner once and show what each rule sees",
+        description="One poll and evaluation of every miner; a table, or JSON with --json. "
+        "Sends no notifications.",
+    )
+    poll.add_argument("-c", "--config", required=True, metavar="CONFIG")
+    poll.add_argument("--json", action="store_true", help="print one JSON object")
+    poll.set_defaults(func=cmd_poll)
 
     simulate = sub.add_parser(
         "simulate",

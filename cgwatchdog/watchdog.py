@@ -1,0 +1,266 @@
+"""One watchdog cycle, end to end: poll -> snapshot -> rules -> alerts -> notifications.
+
+:class:`Watchdog` holds the engines of one configuration and runs one cycle when asked;
+it does not schedule, open ports or handle signals (``daemon.py`` does, and ``poll`` and
+``demo`` drive it too). Everything a restart must not forget is saved to the store at the
+end of each cycle in one transaction, together with the notifications the cycle decided
+to send, so a notification is either both recorded as sent and queued, or neither.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cgwatchdog.alerts import (
+    Alert,
+    AlertEngine,
+    Dispatcher,
+    Evaluation,
+    Matcher,
+    Notification,
+    Route,
+    Silence,
+    Transition,
+    fleet_incidents,
+)
+from cgwatchdog.config import Config, RouteConfig, SilenceConfig
+from cgwatchdog.errors import StoreError
+from cgwatchdog.notify.outbox import Outbox
+from cgwatchdog.poller import Poller, PollResult
+from cgwatchdog.rules import RuleEngine
+from cgwatchdog.store import Store
+
+__all__ = ["CycleReport", "Watchdog", "build_route", "build_silences"]
+
+log = logging.getLogger("cgwatchdog")
+
+STATE_ALERTS = "alerts"
+STATE_DISPATCHER = "dispatcher"
+STATE_RULES = "rules"
+
+
+def _matchers(match: Mapping[str, str], match_re: Mapping[str, str]) -> tuple[Matcher, ...]:
+    return tuple(Matcher(name, value) for name, value in match.items()) + tuple(
+        Matcher(name, value, regex=True) for name, value in match_re.items()
+    )
+
+
+def build_route(config: RouteConfig) -> Route:
+    """The dispatcher's routing tree from the validated ``route:`` section."""
+    return Route(
+        receiver=config.receiver,
+        group_by=tuple(config.group_by),
+        group_wait_s=config.group_wait_s,
+        group_interval_s=config.group_interval_s,
+        repeat_interval_s=config.repeat_interval_s,
+        matchers=_matchers(config.match, config.match_re),
+        continue_=config.continue_,
+        routes=tuple(build_route(child) for child in config.routes),
+    )
+
+
+def build_silences(configs: Sequence[SilenceConfig]) -> list[Silence]:
+    """The dispatcher's silences from the ``silences:`` section."""
+    return [
+        Silence(
+            matchers=_matchers(s.match, s.match_re),
+            ends_at=s.until.timestamp(),
+            starts_at=None if s.starts is None else s.starts.timestamp(),
+            comment=s.comment,
+        )
+        for s in configs
+    ]
+
+
+@dataclass(slots=True)
+class CycleReport:
+    """What one cycle saw and decided."""
+
+    started_at: float
+    finished_at: float
+    results: list[PollResult]
+    evaluation: Evaluation
+    transitions: list[Transition]
+    notifications: list[Notification]
+    fleet_incidents: set[str]
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def duration_s(self) -> float:
+        """Wall time of the cycle."""
+        return self.finished_at - self.started_at
+
+    @property
+    def up(self) -> int:
+        """Miners that answered."""
+        return sum(1 for result in self.results if result.up)
+
+
+class Watchdog:
+    """The engines of one configuration and the cycle that runs them."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        store: Store | None = None,
+        outbox: Outbox | None = None,
+        clock: Callable[[], float] = time.time,
+        poller: Poller | None = None,
+    ) -> None:
+        self.clock = clock
+        self.store = store
+        self.outbox = outbox
+        self._backlog: list[Notification] = []
+        self.config = config
+        self.poller = poller or Poller(
+            config.miners,
+            timeout=config.poll.timeout_s,
+            connect_timeout=config.poll.connect_timeout_s,
+            concurrency=config.poll.concurrency,
+            max_reply_bytes=config.poll.max_reply_bytes,
+            clock=clock,
+        )
+        self.rules = RuleEngine(
+            config.rules, config.miners, restart_grace_s=config.actions.restart_grace_s
+        )
+        self.alerts = AlertEngine()
+        self.dispatcher: Dispatcher | None = None
+        self.silences = build_silences(config.silences)
+        self._restore()
+        self.configure(config)
+
+    # -- configuration -------------------------------------------------------------------
+
+    def _send_resolved(self, config: Config) -> dict[str, bool]:
+        return {receiver.name: receiver.send_resolved for receiver in config.receivers}
+
+    def configure(self, config: Config) -> None:
+        """Apply a (re)loaded configuration; alert state, history and the log are kept."""
+        self.config = config
+        self.poller.set_targets(config.miners)
+        self.rules.configure(
+            config.rules, config.miners, restart_grace_s=config.actions.restart_grace_s
+        )
+        self.silences = build_silences(config.silences)
+        if config.route is None:
+            self.dispatcher = None
+            return
+        route = build_route(config.route)
+        if self.dispatcher is None:
+            self.dispatcher = Dispatcher(route, send_resolved=self._send_resolved(config))
+        else:
+            self.dispatcher.set_route(route, send_resolved=self._send_resolved(config))
+        known = {miner.name for miner in config.miners}
+        rule_names = {rule.name for rule in config.rules}
+        # Alerts of miners or rules that are gone would otherwise fire forever.
+        self.alerts.retire(
+            lambda alert: alert.miner not in known or alert.alertname not in rule_names,
+            self.clock(),
+        )
+
+    def _restore(self) -> None:
+        """Take up the state the last run saved; a damaged document starts that part afresh."""
+        if self.store is None:
+            return
+        config = self.config
+        for key, restore in (
+            (STATE_ALERTS, lambda data: setattr(self, "alerts", AlertEngine.from_dict(data))),
+            (
+                STATE_RULES,
+                lambda data: setattr(
+                    self,
+                    "rules",
+                    RuleEngine.from_dict(
+                        data,
+                        config.rules,
+                        config.miners,
+                        restart_grace_s=config.actions.restart_grace_s,
+                    ),
+                ),
+            ),
+            (STATE_DISPATCHER, self._restore_dispatcher),
+        ):
+            try:
+                data = self.store.load_state(key)
+                if data is not None:
+                    restore(data)
+            except (StoreError, ValueError, KeyError, TypeError) as exc:
+                log.error("state %r could not be restored, starting it afresh: %s", key, exc)
+
+    def _restore_dispatcher(self, data: Mapping[str, Any]) -> None:
+        if self.config.route is not None:
+            self.dispatcher = Dispatcher.from_dict(
+                data,
+                build_route(self.config.route),
+                send_resolved=self._send_resolved(self.config),
+            )
+
+    # -- the cycle -----------------------------------------------------------------------
+
+    async def cycle(self) -> CycleReport:
+        """Poll every miner once, evaluate, update alerts, decide notifications, save."""
+        started = self.clock()
+        results = await self.poller.poll()
+        report = self.evaluate(results, started)
+        self.commit(report)
+        return report
+
+    def evaluate(self, results: list[PollResult], started: float) -> CycleReport:
+        """The logic half of a cycle, on results already polled (no I/O)."""
+        now = self.clock()
+        evaluation = self.rules.observe(results, now)
+        transitions = self.alerts.update(evaluation, now)
+        alerts = self.alerts.alerts()
+        incidents = fleet_incidents(
+            alerts, len(self.config.miners), self.config.actions.fleet_incident_share
+        )
+        notifications: list[Notification] = []
+        if self.dispatcher is not None:
+            notifications = self.dispatcher.tick(
+                alerts, self.silences, now, fleet_incidents=incidents
+            )
+        return CycleReport(
+            started_at=started,
+            finished_at=now,
+            results=results,
+            evaluation=evaluation,
+            transitions=transitions,
+            notifications=notifications,
+            fleet_incidents=incidents,
+            problems=list(self.rules.problems),
+        )
+
+    def commit(self, report: CycleReport) -> bool:
+        """Queue the cycle's notifications and save every engine's state, atomically.
+
+        With no store, notifications are only kept for the caller. When the store fails
+        (disk full, read-only, locked) the error is logged loudly, the notifications wait
+        in memory and the next cycle tries again; alerting goes on from memory.
+        """
+        self._backlog.extend(report.notifications)
+        if self.store is None or self.outbox is None:
+            return True
+        now = report.finished_at
+        try:
+            with self.store.transaction():
+                self.outbox.enqueue(self._backlog, now)
+                self.store.save_state(STATE_ALERTS, self.alerts.to_dict(), now)
+                self.store.save_state(STATE_RULES, self.rules.to_dict(), now)
+                if self.dispatcher is not None:
+                    self.store.save_state(STATE_DISPATCHER, self.dispatcher.to_dict(), now)
+        except StoreError as exc:
+            log.error(
+                "STATE NOT SAVED (%d notifications waiting in memory): %s", len(self._backlog), exc
+            )
+            return False
+        self._backlog.clear()
+        return True
+
+    def firing(self) -> list[Alert]:
+        """Alerts firing now."""
+        return self.alerts.firing()
