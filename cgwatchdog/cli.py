@@ -207,6 +207,25 @@ def cmd_poll(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- test-notify ------------------------------------------------------------------------
+
+
+def cmd_test_notify(args: argparse.Namespace) -> int:
+    """Send a test alert through each receiver; one result line per receiver."""
+    from cgwatchdog.config import load_config
+    from cgwatchdog.notify.testing import send_test
+
+    cfg = load_config(args.config)
+    results = send_test(cfg, args.receiver)
+    if not results:
+        print("no receivers configured", file=sys.stderr)
+        return EXIT_USAGE
+    width = max(len(result.name) for result in results)
+    for result in results:
+        print(f"{result.name.ljust(width)}  {'ok    ' if result.ok else 'FAILED'}  {result.message}")
+    return EXIT_OK if all(result.ok for result in results) else EXIT_FAILURE
+
+
 # -- simulate ---------------------------------------------------------------------------
 
 
@@ -272,6 +291,16 @@ def build_parser() -> argparse.ArgumentParser:
     poll.add_argument("-c", "--config", required=True, metavar="CONFIG")
     poll.add_argument("--json", action="store_true", help="print one JSON object")
     poll.set_defaults(func=cmd_poll)
+
+    test_notify = sub.add_parser(
+        "test-notify",
+        help="send a test alert through each receiver",
+        description="Sends a test notification through every receiver (or --receiver) and "
+        "prints ok or the exact error per receiver; exit 1 if any failed.",
+    )
+    test_notify.add_argument("-c", "--config", required=True, metavar="CONFIG")
+    test_notify.add_argument("--receiver", default=None, metavar="NAME")
+    test_notify.set_defaults(func=cmd_test_notify)
 
     simulate = sub.add_parser(
         "simulate",
