@@ -41,6 +41,9 @@ log = logging.getLogger("cgwatchdog")
 STATE_ALERTS = "alerts"
 STATE_DISPATCHER = "dispatcher"
 STATE_RULES = "rules"
+RULES_SAVE_INTERVAL_S = 300.0
+"""The history (baselines) is ~4 KB a miner, 40 MB at 10,000: saved every few minutes,
+not every cycle; after a crash a baseline is at most this much older."""
 
 
 def _matchers(match: Mapping[str, str], match_re: Mapping[str, str]) -> tuple[Matcher, ...]:
@@ -116,6 +119,7 @@ class Watchdog:
         self.store = store
         self.outbox = outbox
         self._backlog: list[Notification] = []
+        self._rules_saved_at = float("-inf")
         self.config = config
         self.poller = poller or Poller(
             config.miners,
@@ -250,7 +254,9 @@ class Watchdog:
             with self.store.transaction():
                 self.outbox.enqueue(self._backlog, now)
                 self.store.save_state(STATE_ALERTS, self.alerts.to_dict(), now)
-                self.store.save_state(STATE_RULES, self.rules.to_dict(), now)
+                if now - self._rules_saved_at >= RULES_SAVE_INTERVAL_S:
+                    self.store.save_state(STATE_RULES, self.rules.to_dict(), now)
+                    self._rules_saved_at = now
                 if self.dispatcher is not None:
                     self.store.save_state(STATE_DISPATCHER, self.dispatcher.to_dict(), now)
         except StoreError as exc:
@@ -260,6 +266,12 @@ class Watchdog:
             return False
         self._backlog.clear()
         return True
+
+    def save_history(self, now: float) -> None:
+        """Save the rule history now (on shutdown); StoreError if the store fails."""
+        if self.store is not None:
+            self.store.save_state(STATE_RULES, self.rules.to_dict(), now)
+            self._rules_saved_at = now
 
     def firing(self) -> list[Alert]:
         """Alerts firing now."""
