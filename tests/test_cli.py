@@ -1,0 +1,181 @@
+"""The command line as an operator uses it: real processes, real sockets, exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cgwatchdog.cli import main
+from tests.conftest import Capture, require_fixtures
+
+ROOT = Path(__file__).resolve().parents[1]
+LISTEN = "127.0.97.1"
+
+
+def cgwatchdog(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cgwatchdog", *args],
+        capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def simulated() -> Iterator[list[str]]:
+    """`cgwatchdog simulate --miners 3` in its own process, as the README runs it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cgwatchdog", "simulate", "--miners", "3", "--listen", LISTEN],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    lines = [proc.stdout.readline().strip() for _ in range(3)]
+    try:
+        yield lines
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_simulate_prints_each_miner(simulated: list[str]) -> None:
+    assert simulated[0].split() == ["sim-001", f"{LISTEN}:4028", "cgminer", "healthy"]
+    assert [line.split()[2] for line in simulated] == ["cgminer", "bmminer", "bfgminer"]
+
+
+def test_query_prints_the_reply_as_json(simulated: list[str]) -> None:
+    result = cgwatchdog("query", LISTEN, "summary")
+    assert result.returncode == 0, result.stderr
+    reply = json.loads(result.stdout)
+    assert reply["STATUS"][0]["STATUS"] == "S"
+    assert reply["SUMMARY"][0]["MHS 5s"] > 0
+
+
+def test_query_parameter_text_and_raw_forms(simulated: list[str]) -> None:
+    asc = cgwatchdog("query", f"{LISTEN}:4028", "asc", "0")
+    assert asc.returncode == 0 and json.loads(asc.stdout)["ASC"][0]["ASC"] == 0
+    text = cgwatchdog("query", LISTEN, "summary", "--text")
+    assert json.loads(text.stdout)["SUMMARY"][0]["Elapsed"] > 0
+    raw = subprocess.run(
+        [sys.executable, "-m", "cgwatchdog", "query", "127.0.97.2", "stats", "--raw"],
+        capture_output=True, timeout=30, cwd=ROOT, check=False,
+    )  # fmt: skip
+    # bmminer's own bytes, quirk and NUL included.
+    assert raw.stdout.endswith(b"\0") and b'"}{"STATS":0' in raw.stdout
+
+
+def test_query_failures_are_one_line_with_exit_1(simulated: list[str]) -> None:
+    bad_pool = cgwatchdog("query", LISTEN, "switchpool", "9")
+    assert bad_pool.returncode == 1
+    assert bad_pool.stderr.strip() == (
+        "cgwatchdog: 'switchpool' failed: STATUS E, Code 26: Invalid pool id 9 - range is 0 - 2"
+    )
+    refused = cgwatchdog("query", "127.0.97.250", "summary")
+    assert refused.returncode == 1
+    assert "connection refused" in refused.stderr and "Traceback" not in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_usage_errors_exit_2() -> None:
+    assert cgwatchdog("query", "127.0.0.1:notaport", "summary").returncode == 2
+    assert cgwatchdog("query", "127.0.0.1", "sum mary").returncode == 2
+    assert cgwatchdog("frobnicate").returncode == 2
+
+
+def test_check_exit_codes(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(
+        f"miners: [{{host: 127.0.0.1}}]\nrule_files: [{ROOT / 'rules' / 'default.yaml'}]\n"
+    )
+    result = cgwatchdog("check", "-c", str(good))
+    assert result.returncode == 0 and result.stdout.startswith("ok:")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("poll:\n  interval: soon\nminers: [{host: 127.0.0.1, colour: red}]\n")
+    result = cgwatchdog("check", "-c", str(bad))
+    assert result.returncode == 2
+    assert f"{bad}:2: poll.interval" in result.stderr
+    assert f"{bad}:3: miners[0]: unknown key 'colour'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def replayed_captures() -> Iterator[list[tuple[Capture, int]]]:
+    """Every field capture served on its own port by a replay server in a thread."""
+    files = require_fixtures()
+    captures = [Capture.load(path) for path in files]
+    loop = asyncio.new_event_loop()
+    servers: list[asyncio.Server] = []
+    ports: list[int] = []
+    ready = threading.Event()
+
+    async def start() -> None:
+        for capture in captures:
+
+            async def handle(
+                reader: asyncio.StreamReader, writer: asyncio.StreamWriter, capture: Capture = capture
+            ) -> None:
+                request = json.loads((await reader.read(65536)).split(b"\0")[0])
+                writer.write(capture.answer(request["command"]) + b"\0")
+                await writer.drain()
+                writer.close()
+
+            server = await asyncio.start_server(handle, "127.0.98.1", 0)
+            servers.append(server)
+            ports.append(server.sockets[0].getsockname()[1])
+        ready.set()
+
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(start(), loop)
+    assert ready.wait(10)
+    yield list(zip(captures, ports, strict=True))
+    for server in servers:
+        loop.call_soon_threadsafe(server.close)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+
+
+def test_poll_json_reports_every_field_capture(
+    replayed_captures: list[tuple[Capture, int]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "fleet.yaml"
+    miners = "".join(
+        f"  - {{name: {c.name}, host: 127.0.98.1, port: {port}, labels: {{site: lab}}}}\n"
+        for c, port in replayed_captures
+    )
+    config.write_text(f"miners:\n{miners}rule_files: [{ROOT / 'rules' / 'default.yaml'}]\n")
+    assert main(["poll", "-c", str(config), "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["shard"] == "1/1" and document["time"].endswith("Z")
+    by_name = {m["name"]: m for m in document["miners"]}
+    for capture, port in replayed_captures:
+        miner = by_name[capture.name]
+        expect, also = capture.expect, capture.expect.get("also", {})
+        assert miner["up"] is True and miner["error"] is None, miner["error"]
+        assert miner["port"] == port and miner["labels"] == {"site": "lab"}
+        rates = [expect["hashrate_hs"], *also.get("hashrate_hs", [])]
+        assert any(abs(miner["hashrate_hs"] - r) <= 0.02 * r for r in rates), capture.name
+        if expect["devices"] is not None:
+            assert len(miner["devices"]) in [expect["devices"], *also.get("devices", [])]
+        assert len(miner["pools"]) in [expect["pools"], *also.get("pools", [])]
+        assert isinstance(miner["alerts"], list)
+
+
+def test_poll_table_shows_down_miners_and_signals(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "miners: [{name: gone, host: 127.0.97.251}]\n"
+        "rules: [{name: MinerUnreachable, type: unreachable, for: 0s}]\n"
+    )
+    started = time.monotonic()
+    assert main(["poll", "-c", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "DOWN" in out and "MinerUnreachable" in out and "firing" in out
+    assert time.monotonic() - started < 10
