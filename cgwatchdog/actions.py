@@ -1,0 +1,1962 @@
+"""Remediation with safeguards (DESIGN §6): a pure planner decides, a small executor does.
+
+::
+
+    FIRING alerts ──ActionPlanner.plan──> [PlannedAction] ──ActionExecutor.execute──> ActionOutcome
+    + poll results    ladders, safeguards      (pure)          miner API / exec (I/O)       │
+          │                                                                               │
+          └──ActionPlanner.verify (following cycles) <── started() / finished() <─────────┘
+
+Ladders
+    Every FIRING alert whose rule has ``actions`` gets a ladder: its steps are tried in
+    order until one is verified. The ladder's states and moves are data (``LadderState``,
+    ``LadderEvent``, ``TRANSITIONS``), as the alert lifecycle's are in alerts.py. A step
+    becomes due ``after`` from the alert's ``fired_at``; a sent step is verified on the
+    following cycles; a step that failed, or was not verified within ``verify_within``,
+    escalates to the next step; when the last one fails the ladder is EXHAUSTED: one
+    ``RemediationFailed`` signal (critical) and no more actions on that miner until the
+    alert resolves or :meth:`ActionPlanner.clear` is called. Nothing loops.
+
+Verification, per step
+    ``restart``: the miner's ``Elapsed`` went down (or it came back with an Elapsed no
+    longer than the time since the restart) *and* the condition cleared (the alert
+    resolved, or its rule was judged this cycle without the condition being true; alerts
+    of a restarted miner hold their state during ``restart_grace``, so "cleared" cannot
+    wait for the resolve). ``exec``: the condition cleared. ``switchpool``: the active
+    pool changed and is Alive. ``disable``: the device reports disabled. ``enable``: the
+    device reports enabled (and, right after a ``disable`` step, the condition cleared:
+    the pair re-initialises the board). A verified ``disable`` followed by an ``enable``
+    step goes on to it at once. After a verified restart or exec, the condition coming
+    back while the alert still fires counts as that step failing (escalate).
+
+Safeguards (stages, each a small function in ``SAFEGUARDS``, tried in order; the first
+that objects holds the step back, logged once per change of reason)
+    exhausted miner; read-only API; fleet incident for the alertname; the condition not
+    seen this cycle (an escalation goes on when the miner did not answer: a hung miner is
+    what a power-cycle is for); another action on the miner in progress; restart grace
+    (first steps); ``cooldown`` per miner (first steps only: an escalation after a failed
+    verification does not wait a cooldown, the one before it already did); the sliding
+    hour's ``max_per_miner_per_hour`` (every step, escalations too); ``max_in_flight``
+    fleet-wide (actions planned or sent and not yet finished/verified).
+
+Dry run
+    ``actions.dry_run`` (global, which a rule cannot override to act for real) or an
+    action's ``dry_run: true``: the step goes through the same stages, is planned and
+    logged, and the executor sends nothing. The ladder moves as it would if the step had
+    no effect, so the log shows what would happen; dry-run steps count against the
+    cooldown and hourly cap of other dry-run steps only, never in flight, and a ladder
+    exhausted without one real attempt raises no ``RemediationFailed``.
+
+Read-only APIs
+    An ``AccessDenied`` (Code 45) marks the miner: one ``RemediationDenied`` signal, no
+    action on it until a config reload (:meth:`ActionPlanner.configure`) or until its API
+    accepts a privileged command again, which is checked with the harmless ``privileged``
+    command at most every ``READ_ONLY_PROBE_INTERVAL_S`` while a step waits for it.
+
+Each cycle, in this order (the daemon does it; ``now`` is the same value throughout)::
+
+    held = planner.held_miners(now)
+    evaluation = rules.observe(results, now, held=held)
+    evaluation = planner.with_signals(evaluation, miner_names, now)
+    alert_engine.update(evaluation, now)
+    alerts = alert_engine.alerts()
+    incidents = fleet_incidents(alerts, len(miners), settings.fleet_incident_share)
+    by_name = {r.name: r for r in results}
+    planner.verify(by_name, alerts, now, evaluated=evaluation.evaluated)
+    for action in planner.plan(alerts, by_name, fleet_incidents=incidents,
+                               miners=miners_by_name, now=now):
+        planner.started(action, clock())
+        planner.finished(await executor.execute(action, miners_by_name[action.miner]), clock())
+    for event in planner.events(): log it, store.record_action(...), metrics, announce
+    store.save_state("actions", planner.to_dict(), now)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import functools
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import shlex
+import signal
+import socket
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, TypeAlias
+
+from jinja2 import StrictUndefined
+from jinja2.sandbox import SandboxedEnvironment
+
+from cgwatchdog.alerts import Alert, AlertState, Evaluation, Signal
+from cgwatchdog.client import AsyncCgminerAPI
+from cgwatchdog.config import ActionsConfig, MinerConfig, RuleAction, RuleConfig
+from cgwatchdog.errors import (
+    AccessDenied,
+    ActionError,
+    CgwatchdogError,
+    MinerUnreachable,
+)
+from cgwatchdog.poller import PollResult
+from cgwatchdog.snapshot import Snapshot
+
+__all__ = [
+    "DEFAULT_VERIFY_WITHIN_S",
+    "ORIGINAL_ALERTNAME_LABEL",
+    "READ_ONLY_PROBE_INTERVAL_S",
+    "REMEDIATION_DENIED",
+    "REMEDIATION_FAILED",
+    "SAFEGUARDS",
+    "SIGNAL_ALERTNAMES",
+    "TRANSITIONS",
+    "ActionEvent",
+    "ActionEventKind",
+    "ActionExecutor",
+    "ActionOutcome",
+    "ActionPlanner",
+    "Candidate",
+    "Hold",
+    "LadderEvent",
+    "LadderState",
+    "LadderView",
+    "PlanContext",
+    "PlannedAction",
+    "VerificationEvent",
+    "exec_env",
+    "hold_busy",
+    "hold_condition_gone",
+    "hold_cooldown",
+    "hold_exhausted",
+    "hold_fleet_incident",
+    "hold_hourly_cap",
+    "hold_in_flight",
+    "hold_read_only",
+    "hold_restart_grace",
+    "next_ladder_state",
+]
+
+log = logging.getLogger("cgwatchdog.actions")
+
+HOUR_S: Final = 3600.0
+# Without verify_within: long enough for a restarted miner to be judged again (the
+# hashrate_drop rule waits out a 10 min startup_grace), short for commands that act at once.
+DEFAULT_VERIFY_WITHIN_S: Final[Mapping[str, float]] = {
+    "restart": 900.0,
+    "exec": 900.0,
+    "switchpool": 120.0,
+    "disable": 120.0,
+    "enable": 120.0,
+}
+# A miner that came back with an Elapsed up to this much longer than the time since our
+# restart still counts as restarted by it (poll timestamps and whole-second Elapsed).
+RESTART_ELAPSED_SLACK_S: Final = 10.0
+# An action planned but never reported finished (the daemon died mid-action) is judged by
+# verification once this long past its timeout: the miner shows whether it happened.
+NO_OUTCOME_GRACE_S: Final = 60.0
+# How often a read-only miner is asked (with the harmless "privileged" command) whether
+# its API accepts privileged commands again, while a step waits for it.
+READ_ONLY_PROBE_INTERVAL_S: Final = 900.0
+# The alert engine stamps last_seen with the cycle's now; plan/verify get the same now.
+_SAME_CYCLE_S: Final = 0.1
+# What a ladder remembers of its failed steps, for the RemediationFailed notice.
+_MAX_FAILURES: Final = 8
+
+REMEDIATION_FAILED: Final = "RemediationFailed"
+REMEDIATION_DENIED: Final = "RemediationDenied"
+SIGNAL_ALERTNAMES: Final = (REMEDIATION_FAILED, REMEDIATION_DENIED)
+ORIGINAL_ALERTNAME_LABEL: Final = "original_alertname"
+
+PROBE: Final = "probe"
+_PROBE_COMMAND: Final = "privileged"
+_CONDITION_STEPS: Final = frozenset({"restart", "exec"})
+_REBOOT_STEPS: Final = frozenset({"restart", "exec"})  # their miner's alerts hold state after
+# cgminer's device commands by the device's kind; boards that only STATS describes
+# (bmminer chains, Avalon MM boards: kind BOARD) and CPUs have none.
+_DEVICE_COMMANDS: Final[Mapping[str, str]] = {"ASC": "asc", "PGA": "pga", "GPU": "gpu"}
+_DEVICE_LABEL = re.compile(r"([A-Za-z]+)(\d+)")
+_STATE_VERSION: Final = 1
+
+# exec: the environment is this PATH plus the action's CGWATCHDOG_* variables, nothing
+# inherited from the daemon (which may hold secrets in its environment).
+SAFE_PATH: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+KILL_GRACE_S: Final = 2.0  # SIGTERM to SIGKILL for a program past its timeout
+_OUTPUT_TAIL_BYTES: Final = 2048
+_DETAIL_CHARS: Final = 400
+
+
+# --- the ladder's state machine, as data ---------------------------------------------
+
+
+class LadderState(enum.Enum):
+    """Where one alert's remediation is. IDLE ladders are not kept, only reported."""
+
+    IDLE = "idle"  # the alert is not firing (or its rule has no actions)
+    WAITING = "waiting"  # firing; the step is not due yet, or a safeguard holds it back
+    RUNNING = "running"  # planned; the executor has it
+    VERIFYING = "verifying"  # sent; watching the miner for its effect
+    VERIFIED = "verified"  # it worked; waiting for the alert to resolve
+    ESCALATING = "escalating"  # the previous step failed (or was skipped): the next is due
+    EXHAUSTED = "exhausted"  # every step failed: notified once, no more actions
+
+
+class LadderEvent(enum.Enum):
+    """What can happen to a ladder."""
+
+    FIRED = "fired"  # an alert with actions is firing and has no ladder
+    PLANNED = "planned"  # the due step passed every safeguard
+    SENT = "sent"  # the executor reports success (or "sent, reply lost")
+    NO_OUTCOME = "no_outcome"  # no outcome came back in time: let verification judge
+    DENIED = "denied"  # the miner refused: read-only API (the step waits)
+    STEP_FAILED = "step_failed"  # failed, skipped, not verified in time, or came back
+    NO_MORE_STEPS = "no_more_steps"  # escalating past the last step
+    CONFIRMED = "confirmed"  # verification saw the effect
+    NEXT_STEP = "next_step"  # a verified disable goes on to its enable
+    RULE_CHANGED = "rule_changed"  # a reload changed the rule's steps
+    RESOLVED = "resolved"  # the alert stopped firing (or the rule lost its actions)
+    CLEARED = "cleared"  # a person cleared the exhausted miner
+
+
+_S, _E = LadderState, LadderEvent
+TRANSITIONS: Final[Mapping[LadderState, Mapping[LadderEvent, LadderState]]] = {
+    _S.IDLE: {_E.FIRED: _S.WAITING},
+    _S.WAITING: {
+        _E.PLANNED: _S.RUNNING,
+        _E.STEP_FAILED: _S.ESCALATING,  # the step cannot apply (e.g. BOARD disable)
+        _E.RULE_CHANGED: _S.WAITING,
+        _E.RESOLVED: _S.IDLE,
+    },
+    _S.RUNNING: {
+        _E.SENT: _S.VERIFYING,
+        _E.NO_OUTCOME: _S.VERIFYING,
+        _E.DENIED: _S.WAITING,
+        _E.STEP_FAILED: _S.ESCALATING,
+        _E.RESOLVED: _S.IDLE,
+    },
+    _S.VERIFYING: {
+        _E.CONFIRMED: _S.VERIFIED,
+        _E.STEP_FAILED: _S.ESCALATING,
+        _E.RESOLVED: _S.IDLE,
+    },
+    _S.VERIFIED: {
+        _E.NEXT_STEP: _S.ESCALATING,
+        _E.STEP_FAILED: _S.ESCALATING,
+        _E.RESOLVED: _S.IDLE,
+    },
+    _S.ESCALATING: {
+        _E.PLANNED: _S.RUNNING,
+        _E.STEP_FAILED: _S.ESCALATING,
+        _E.NO_MORE_STEPS: _S.EXHAUSTED,
+        _E.RULE_CHANGED: _S.WAITING,
+        _E.RESOLVED: _S.IDLE,
+    },
+    _S.EXHAUSTED: {
+        _E.RULE_CHANGED: _S.WAITING,
+        _E.RESOLVED: _S.IDLE,
+        _E.CLEARED: _S.IDLE,
+    },
+}
+del _S, _E
+
+
+def next_ladder_state(state: LadderState, event: LadderEvent) -> LadderState:
+    """The state ``event`` moves ``state`` to; ValueError if the table has no such move."""
+    try:
+        return TRANSITIONS[state][event]
+    except KeyError:
+        raise ValueError(f"no ladder transition from {state.value} on {event.value}") from None
+
+
+# --- what flows between planner and executor -----------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedAction:
+    """One step the planner decided to take; the executor carries it out as given.
+
+    ``command``/``parameter`` for miner API steps (``restart``, ``switchpool``/``1``,
+    ``ascdisable``/``0``, ``privileged`` for a probe); ``argv`` (rendered) and ``env``
+    (``CGWATCHDOG_*``) for ``exec``. ``reason`` says why, for the log.
+    """
+
+    miner: str
+    alert_fingerprint: str
+    alertname: str
+    step: int
+    do: str
+    command: str | None
+    parameter: str | None
+    argv: tuple[str, ...] | None
+    env: Mapping[str, str] = field(hash=False)
+    timeout_s: float
+    dry_run: bool
+    reason: str
+
+    def describe(self) -> str:
+        """What is sent, in one line: ``restart``, ``ascdisable|1``, ``exec /bin/x 'a b'``."""
+        if self.argv is not None:
+            return "exec " + shlex.join(self.argv)
+        if self.command is None:
+            return self.do
+        return self.command if self.parameter is None else f"{self.command}|{self.parameter}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form (for the planner's saved state)."""
+        return {
+            "miner": self.miner,
+            "alert_fingerprint": self.alert_fingerprint,
+            "alertname": self.alertname,
+            "step": self.step,
+            "do": self.do,
+            "command": self.command,
+            "parameter": self.parameter,
+            "argv": None if self.argv is None else list(self.argv),
+            "env": dict(self.env),
+            "timeout_s": self.timeout_s,
+            "dry_run": self.dry_run,
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PlannedAction:
+        """Inverse of :meth:`to_dict`; KeyError/TypeError/ValueError when malformed."""
+        argv = data.get("argv")
+        return cls(
+            miner=str(data["miner"]),
+            alert_fingerprint=str(data["alert_fingerprint"]),
+            alertname=str(data["alertname"]),
+            step=int(data["step"]),
+            do=str(data["do"]),
+            command=_opt_str(data.get("command")),
+            parameter=_opt_str(data.get("parameter")),
+            argv=None if argv is None else tuple(str(a) for a in argv),
+            env={str(k): str(v) for k, v in dict(data.get("env") or {}).items()},
+            timeout_s=float(data["timeout_s"]),
+            dry_run=bool(data["dry_run"]),
+            reason=str(data.get("reason", "")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ActionOutcome:
+    """What happened when the executor carried out one action.
+
+    ``access_denied``: the miner refused a privileged command (Code 45). ``unconfirmed``:
+    the command reached the miner but no reply came (a restart whose connection dropped):
+    it may have been carried out, so the planner lets verification judge it.
+    """
+
+    action: PlannedAction
+    ok: bool
+    detail: str
+    started_at: float
+    finished_at: float
+    access_denied: bool = False
+    unconfirmed: bool = False
+
+
+class ActionEventKind(enum.Enum):
+    """Kinds of :class:`ActionEvent`, as logged and stored in the action log."""
+
+    PLANNED = "planned"
+    STARTED = "started"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    DRY_RUN = "dry-run"
+    DENIED = "denied"  # Code 45: the miner's API is read-only for this host
+    ACCESS_RESTORED = "access-restored"
+    VERIFIED = "verified"
+    ESCALATED = "escalated"
+    EXHAUSTED = "exhausted"
+    SKIPPED = "skipped"  # the step cannot apply here (e.g. a BOARD cannot be disabled)
+    HELD_BACK = "held-back"
+    ENDED = "ended"  # the alert resolved or its rule lost its actions: ladder dropped
+    CLEARED = "cleared"
+
+
+@dataclass(frozen=True, slots=True)
+class ActionEvent:
+    """Something the planner did or saw, for the log, the store's action log, metrics
+    and announcements. ``miner`` is "" for fleet-wide events (a fleet incident)."""
+
+    kind: ActionEventKind
+    at: float
+    miner: str
+    alertname: str
+    alert_fingerprint: str
+    step: int
+    do: str
+    action: str
+    detail: str
+    dry_run: bool = False
+
+    @property
+    def message(self) -> str:
+        """One line for the log and announcements."""
+        who = self.miner or "fleet"
+        dry = " (dry run)" if self.dry_run else ""
+        what = f" {self.action}" if self.action else ""
+        about = f" for {self.alertname}" if self.alertname else ""
+        detail = f": {self.detail}" if self.detail else ""
+        return f"{who}: {self.kind.value}{what}{about}{dry}{detail}"
+
+
+VerificationEvent: TypeAlias = ActionEvent
+"""What :meth:`ActionPlanner.verify` returns: its VERIFIED/ESCALATED/EXHAUSTED events."""
+
+
+@dataclass(frozen=True, slots=True)
+class LadderView:
+    """A read-only view of one ladder, for status pages and tests."""
+
+    alert_fingerprint: str
+    miner: str
+    alertname: str
+    state: LadderState
+    step: int
+    since: float
+    failures: tuple[str, ...]
+
+
+# --- the safeguards: stages of the planning pipeline ----------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A safeguard's objection: ``kind`` is stable (logged once per change), ``reason`` says it."""
+
+    kind: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A step that is due, before the safeguards.
+
+    ``escalation``: a later step of a ladder whose previous step failed (or was verified
+    and leads on): exempt from cooldown and restart grace, not from the hourly cap or
+    max_in_flight. ``condition_seen``: the alert's condition was true this cycle;
+    ``miner_answered``: the miner answered this cycle's poll.
+    """
+
+    miner: str
+    alertname: str
+    fingerprint: str
+    step: int
+    do: str
+    escalation: bool
+    dry_run: bool
+    condition_seen: bool
+    miner_answered: bool = True
+
+
+@dataclass(slots=True)
+class PlanContext:
+    """What the safeguards look at in one ``plan`` call; planning updates it as it goes.
+
+    ``history``: per miner, (time, dry_run) of the actions of the last hour (or cooldown).
+    ``busy``: miner -> (what is in progress, whether it is a dry run). ``exhausted``:
+    miner -> (alertname, whether a real step was tried). ``incidents``: alertname ->
+    share of the fleet it fires on.
+    """
+
+    now: float
+    settings: ActionsConfig
+    results: Mapping[str, PollResult] = field(default_factory=dict)
+    incidents: Mapping[str, float] = field(default_factory=dict)
+    exhausted: dict[str, tuple[str, bool]] = field(default_factory=dict)
+    read_only: Collection[str] = frozenset()
+    busy: dict[str, tuple[str, bool]] = field(default_factory=dict)
+    history: Mapping[str, Sequence[tuple[float, bool]]] = field(default_factory=dict)
+    restarted_at: Mapping[str, float] = field(default_factory=dict)
+    in_flight: int = 0
+
+
+def hold_exhausted(c: Candidate, ctx: PlanContext) -> Hold | None:
+    """No action on a miner whose remediation of some alert failed entirely."""
+    exhausted = ctx.exhausted.get(c.miner)
+    if exhausted is None or not (c.dry_run or exhausted[1]):
+        return None
+    return Hold(
+        "exhausted",
+        f"every remediation step for {exhausted[0]} on this miner failed; no more actions "
+        "on it until that alert resolves or an operator clears it",
+    )
+
+
+def hold_read_only(c: Candidate, ctx: PlanContext) -> Hold | None:
+    """No action on a miner whose API refused a privileged command (Code 45)."""
+    if c.dry_run or c.miner not in ctx.read_only:
+        return None
+    return Hold(
+        "read_only",
+        "the miner's API refused a privileged command (Code 45): its --api-allow lacks W: "
+        "for this host",
+    )
+
+
+def hold_fleet_incident(c: Candidate, ctx: PlanContext) -> Hold | None:
+    """Nothing is repaired one miner at a time while the fleet shares the problem."""
+    share = ctx.incidents.get(c.alertname)
+    if share is None:
+        return None
+    return Hold("fleet_incident", f"fleet incident: {c.alertname} on {share:.0%} of the fleet")
+
+
+def hold_condition_gone(c: Candidate, ctx: PlanContext) -> Hold | None:
+    """A step only while the condition is true now (not merely held firing).
+
+    An escalation also goes on when the miner did not answer (its condition could not be
+    judged): a miner hung by the failed step is what the next step (power-cycle) is for.
+    """
+    if c.condition_seen or (c.escalation and not c.miner_answered):
+        return None
+    return Hold(
+        "condition_gone",
+        "the condition was not seen this cycle (held by keep_firing_for or restart grace, "
+        "or the miner did not answer)",
+    )
+
+
+def hold_busy(c: Candidate, ctx: PlanContext) -> Hold | None:
+    """One action at a time per miner."""
+    busy = ctx.busy.get(c.miner)
+    if busy is None or not (c.dry_run or not busy[1]):
+        return None
+    return Hold("busy", f"another action on this miner is in progress ({busy[0]})")
+
+
+def hold_restart_grace(c: Candidate, ctx: PlanContext) -> Hold | None:
+    """A first step waits until a restarted miner has settled (``restart_grace``)."""
+    if c.escalation:
+        return None
+    grace = ctx.settings.restart_grace_s
+    ours = ctx.restarted_at.get(c.miner)
+    if ours is not None and ctx.now - ours < grace:
+        return Hold(
+            "restart_grace",
+            f"restarted {_fmt_s(ctx.now - ours)} ago; waiting out restart_grace {_fmt_s(grace)}",
+        )
+    result = ctx.results.get(c.miner)
+    if isinstance(result, Snapshot) and result.elapsed_s is not None and result.elapsed_s < grace:
+        return Hold(
+            "restart_grace",
+            f"the miner started {_fmt_s(result.elapsed_s)} ago (Elapsed); waiting out "
+            f"restart_grace {_fmt_s(grace)}",
+        )
+    return None
+
+
+def _counted(entries: Sequence[tuple[float, bool]], dry_run: bool) -> list[float]:
+    """The history a step is judged against: real steps by real actions only."""
+    return [at for at, dry in entries if dry_run or not dry]
+
+
+def hold_cooldown(c: Candidate, ctx: PlanContext) -> Hold | None:
+    """No two actions on one miner within ``cooldown`` (escalations excepted)."""
+    cooldown = ctx.settings.cooldown_s
+    if c.escalation or cooldown <= 0:
+        return None
+    times = _counted(ctx.history.get(c.miner, ()), c.dry_run)
+    if not times:
+        return None
+    ago = ctx.now - max(times)
+    if ago >= cooldown:
+        return None
+    return Hold(
+        "cooldown",
+        f"cooldown: last action on this miner {_fmt_s(ago)} ago (cooldown {_fmt_s(cooldown)})",
+    )
+
+
+def hold_hourly_cap(c: Candidate, ctx: PlanContext) -> Hold | None:
+    """At most ``max_per_miner_per_hour`` actions in any sliding hour, escalations too."""
+    cap = ctx.settings.max_per_miner_per_hour
+    since = ctx.now - HOUR_S
+    count = sum(1 for at in _counted(ctx.history.get(c.miner, ()), c.dry_run) if at > since)
+    if count < cap:
+        return None
+    return Hold(
+        "hourly_cap",
+        f"{count} actions on this miner in the last hour (max_per_miner_per_hour {cap})",
+    )
+
+
+def hold_in_flight(c: Candidate, ctx: PlanContext) -> Hold | None:
+    """At most ``max_in_flight`` real actions sent and not yet finished or verified."""
+    limit = ctx.settings.max_in_flight
+    if c.dry_run or ctx.in_flight < limit:
+        return None
+    return Hold(
+        "in_flight", f"{ctx.in_flight} actions in flight fleet-wide (max_in_flight {limit})"
+    )
+
+
+SAFEGUARDS: Final[tuple[Callable[[Candidate, PlanContext], Hold | None], ...]] = (
+    hold_exhausted,
+    hold_read_only,
+    hold_fleet_incident,
+    hold_condition_gone,
+    hold_busy,
+    hold_restart_grace,
+    hold_cooldown,
+    hold_hourly_cap,
+    hold_in_flight,
+)
+"""The stages a due step passes, in order; the first objection holds it back."""
+
+
+def _first_hold(c: Candidate, ctx: PlanContext) -> Hold | None:
+    for stage in SAFEGUARDS:
+        hold = stage(c, ctx)
+        if hold is not None:
+            return hold
+    return None
+
+
+# --- building the action of a step (pure) ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Skip:
+    """The step cannot apply to this alert or miner: it counts as failed (escalate)."""
+
+    reason: str
+
+
+@functools.cache
+def _jinja() -> SandboxedEnvironment:
+    # Strict: a misspelt label must fail loudly, not run the program with "" for it.
+    return SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True)
+
+
+@functools.lru_cache(maxsize=256)
+def _template(text: str) -> Any:
+    return _jinja().from_string(text)
+
+
+def _render(text: str, context: Mapping[str, Any]) -> str:
+    if "{{" not in text and "{%" not in text and "{#" not in text:
+        return text  # byte for byte: no template, nothing to render
+    return str(_template(text).render(context))
+
+
+def _env_name(label: str) -> str:
+    return re.sub(r"[^A-Z0-9_]", "_", label.upper())
+
+
+def exec_env(
+    alert_labels: Mapping[str, str], miner: MinerConfig, fingerprint: str
+) -> dict[str, str]:
+    """The ``CGWATCHDOG_*`` variables an exec step gets besides ``PATH``."""
+    env = {f"CGWATCHDOG_LABEL_{_env_name(k)}": v for k, v in sorted(alert_labels.items())}
+    env["CGWATCHDOG_MINER"] = miner.name
+    env["CGWATCHDOG_HOST"] = miner.host
+    env["CGWATCHDOG_PORT"] = str(miner.port)
+    env["CGWATCHDOG_ALERTNAME"] = alert_labels.get("alertname", "")
+    env["CGWATCHDOG_FINGERPRINT"] = fingerprint
+    return env
+
+
+def _device_command(do: str, device: str | None) -> tuple[str, str] | _Skip:
+    if not device:
+        return _Skip(f"{do} needs an alert about one device (label device), this one has none")
+    match = _DEVICE_LABEL.fullmatch(device)
+    if match is None:
+        return _Skip(f"device {device!r} is not KIND<number> (ASC0, PGA1, ...)")
+    kind = match.group(1).upper()
+    prefix = _DEVICE_COMMANDS.get(kind)
+    if prefix is None:
+        if kind == "BOARD":
+            return _Skip(
+                f"{device} is a board only STATS describes (bmminer chain, Avalon MM): "
+                f"boards cannot be {do}d through the API"
+            )
+        return _Skip(f"{kind} devices cannot be {do}d through the API (only ASC, PGA and GPU)")
+    return f"{prefix}{do}", str(int(match.group(2)))
+
+
+def _target_pool(step: RuleAction, snapshot: Snapshot | None) -> int | Hold | _Skip:
+    active = snapshot.active_pool if snapshot is not None else None
+    if step.pool is not None:
+        if active is not None and active.id == step.pool and active.status == "Alive":
+            return _Skip(f"pool {step.pool} is already the active pool and Alive")
+        return step.pool
+    if snapshot is None:
+        return Hold("no_data", "the miner did not answer this cycle: its pools are unknown")
+    choices = [
+        p for p in snapshot.pools if p.status == "Alive" and (active is None or p.id != active.id)
+    ]
+    if not choices:
+        return _Skip("no other Alive pool to switch to")
+    return min(choices, key=lambda p: (p.priority, p.id)).id
+
+
+# --- the planner ----------------------------------------------------------------------
+
+
+class _Ladder:
+    """One alert's remediation; the planner's private record."""
+
+    __slots__ = (
+        "action",
+        "alertname",
+        "deadline",
+        "elapsed_before",
+        "failures",
+        "fingerprint",
+        "finished_at",
+        "fired_at",
+        "hold_kind",
+        "labels",
+        "miner",
+        "planned_at",
+        "pool_before",
+        "real_attempts",
+        "restart_seen",
+        "since",
+        "started_at",
+        "state",
+        "step",
+        "steps_sig",
+        "verified_at",
+        "why",
+    )
+
+    def __init__(
+        self,
+        fingerprint: str,
+        miner: str,
+        alertname: str,
+        labels: dict[str, str],
+        fired_at: float,
+        steps_sig: str,
+        now: float,
+    ) -> None:
+        self.fingerprint = fingerprint
+        self.miner = miner
+        self.alertname = alertname
+        self.labels = labels
+        self.fired_at = fired_at
+        self.steps_sig = steps_sig
+        self.state = next_ladder_state(LadderState.IDLE, LadderEvent.FIRED)
+        self.since = now
+        self.step = 0
+        self.action: PlannedAction | None = None
+        self.planned_at: float | None = None
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self.deadline: float | None = None
+        self.elapsed_before: float | None = None
+        self.pool_before: int | None = None
+        self.restart_seen = False
+        self.verified_at: float | None = None
+        self.real_attempts = 0
+        self.failures: list[str] = []
+        self.hold_kind: str | None = None
+        self.why = ""  # why the ladder is escalating (the last step's failure, or success)
+
+    def move(self, event: LadderEvent, now: float) -> None:
+        self.state = next_ladder_state(self.state, event)
+        self.since = now
+
+    @property
+    def exhausted(self) -> bool:
+        return self.state is LadderState.EXHAUSTED
+
+    def sort_key(self) -> tuple[float, str, str]:
+        return (self.fired_at, self.miner, self.fingerprint)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "fingerprint": self.fingerprint,
+            "miner": self.miner,
+            "alertname": self.alertname,
+            "labels": dict(self.labels),
+            "fired_at": self.fired_at,
+            "steps_sig": self.steps_sig,
+            "state": self.state.value,
+            "since": self.since,
+            "step": self.step,
+            "action": None if self.action is None else self.action.to_dict(),
+            "planned_at": self.planned_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "deadline": self.deadline,
+            "elapsed_before": self.elapsed_before,
+            "pool_before": self.pool_before,
+            "restart_seen": self.restart_seen,
+            "verified_at": self.verified_at,
+            "real_attempts": self.real_attempts,
+            "failures": list(self.failures),
+            "hold_kind": self.hold_kind,
+            "why": self.why,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> _Ladder:
+        ladder = cls(
+            str(data["fingerprint"]),
+            str(data["miner"]),
+            str(data["alertname"]),
+            {str(k): str(v) for k, v in dict(data["labels"]).items()},
+            float(data["fired_at"]),
+            str(data["steps_sig"]),
+            float(data["since"]),
+        )
+        ladder.state = LadderState(data["state"])
+        if ladder.state is LadderState.IDLE:
+            raise ValueError("an idle ladder is never stored")
+        ladder.step = int(data["step"])
+        action = data.get("action")
+        ladder.action = None if action is None else PlannedAction.from_dict(action)
+        ladder.planned_at = _opt_float(data.get("planned_at"))
+        ladder.started_at = _opt_float(data.get("started_at"))
+        ladder.finished_at = _opt_float(data.get("finished_at"))
+        ladder.deadline = _opt_float(data.get("deadline"))
+        ladder.elapsed_before = _opt_float(data.get("elapsed_before"))
+        pool_before = data.get("pool_before")
+        ladder.pool_before = None if pool_before is None else int(pool_before)
+        ladder.restart_seen = bool(data.get("restart_seen", False))
+        ladder.verified_at = _opt_float(data.get("verified_at"))
+        ladder.real_attempts = int(data.get("real_attempts", 0))
+        ladder.failures = [str(f) for f in data.get("failures", [])]
+        hold_kind = data.get("hold_kind")
+        ladder.hold_kind = None if hold_kind is None else str(hold_kind)
+        ladder.why = str(data.get("why", ""))
+        if ladder.state in (LadderState.RUNNING, LadderState.VERIFYING) and ladder.action is None:
+            raise ValueError(f"a {ladder.state.value} ladder without its action")
+        return ladder
+
+
+@dataclass(slots=True)
+class _ReadOnly:
+    """A miner whose API refused a privileged command (Code 45)."""
+
+    since: float
+    detail: str
+    labels: dict[str, str]
+    probed_at: float
+
+
+def _steps_sig(steps: Sequence[RuleAction]) -> str:
+    text = json.dumps([s.model_dump(mode="json") for s in steps], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _steps_by_rule(rules: Sequence[RuleConfig]) -> dict[str, tuple[RuleAction, ...]]:
+    return {rule.name: tuple(rule.actions) for rule in rules if rule.actions}
+
+
+class ActionPlanner:
+    """Decides remediations: ladders per alert, safeguards, verification. Pure.
+
+    No I/O and no clock: every method takes ``now``. The state (ladders, per-miner action
+    history, restarts, read-only marks) is JSON-safe through :meth:`to_dict` /
+    :meth:`from_dict`, so counters survive daemon restarts; :meth:`configure` applies a
+    reload and keeps them. See the module docstring for the cycle.
+    """
+
+    __slots__ = (
+        "_events",
+        "_history",
+        "_incidents_logged",
+        "_ladders",
+        "_orphans",
+        "_read_only",
+        "_restarted_at",
+        "_settings",
+        "_sigs",
+        "_steps",
+    )
+
+    def __init__(self, settings: ActionsConfig, rules: Sequence[RuleConfig]) -> None:
+        self._settings = settings
+        self._steps = _steps_by_rule(rules)
+        self._sigs = {name: _steps_sig(steps) for name, steps in self._steps.items()}
+        self._ladders: dict[str, _Ladder] = {}
+        self._history: dict[str, list[tuple[float, bool]]] = {}
+        self._restarted_at: dict[str, float] = {}
+        self._read_only: dict[str, _ReadOnly] = {}
+        # Real actions whose ladder ended while they ran: still in flight (and their miner
+        # busy) until their outcome or timeout; "fingerprint:step" -> (miner, expiry).
+        self._orphans: dict[str, tuple[str, float]] = {}
+        self._events: list[ActionEvent] = []
+        self._incidents_logged: set[str] = set()
+
+    # -- configuration -------------------------------------------------------------------
+
+    @property
+    def settings(self) -> ActionsConfig:
+        """The safeguards in force."""
+        return self._settings
+
+    def configure(self, settings: ActionsConfig, rules: Sequence[RuleConfig]) -> None:
+        """Apply a reloaded configuration; ladders, history and restarts are kept.
+
+        Read-only marks are forgotten (the operator may have fixed ``--api-allow``; the
+        next refusal marks the miner again). A ladder whose rule lost its actions ends; one
+        whose rule's steps changed starts again from its first step unless a step is in
+        flight (it finishes under the old steps).
+        """
+        self._settings = settings
+        self._steps = _steps_by_rule(rules)
+        self._sigs = {name: _steps_sig(steps) for name, steps in self._steps.items()}
+        self._read_only.clear()
+        for ladder in list(self._ladders.values()):
+            sig = self._sigs.get(ladder.alertname)
+            if sig is None:
+                self._end(ladder, ladder.since, "its rule has no actions any more")
+                continue
+            if sig == ladder.steps_sig:
+                continue
+            ladder.steps_sig = sig
+            if LadderEvent.RULE_CHANGED in TRANSITIONS[ladder.state]:
+                ladder.move(LadderEvent.RULE_CHANGED, ladder.since)
+                ladder.step = 0
+                ladder.failures.clear()
+                ladder.real_attempts = 0
+                ladder.hold_kind = None
+
+    # -- planning ------------------------------------------------------------------------
+
+    def plan(
+        self,
+        alerts: Sequence[Alert],
+        results: Mapping[str, PollResult],
+        *,
+        fleet_incidents: Collection[str],
+        miners: Mapping[str, MinerConfig],
+        now: float,
+    ) -> list[PlannedAction]:
+        """The actions to take now, oldest alert first (deterministic).
+
+        ``alerts``: every alert the engine holds (only FIRING ones whose rule has actions
+        matter); ``results``: this cycle's poll results by miner name; ``fleet_incidents``:
+        alertnames firing on a large share of the fleet (``alerts.fleet_incidents``);
+        ``miners``: the configured miners by name.
+        """
+        self._prune(now)
+        self._expire_running(now)
+        firing = self._firing(alerts)
+        self._sync(firing, miners, now)
+        ctx = self._context(alerts, results, fleet_incidents, miners, now)
+        planned: list[PlannedAction] = []
+        for ladder in sorted(self._ladders.values(), key=_Ladder.sort_key):
+            if ladder.state is LadderState.WAITING or ladder.state is LadderState.ESCALATING:
+                alert = firing.get(ladder.fingerprint)
+                miner = miners.get(ladder.miner)
+                if alert is not None and miner is not None:
+                    self._climb(ladder, alert, miner, ctx, planned)
+        return planned
+
+    def _firing(self, alerts: Sequence[Alert]) -> dict[str, Alert]:
+        steps = self._steps
+        return {
+            a.fingerprint: a
+            for a in alerts
+            if a.state is AlertState.FIRING and a.miner and a.alertname in steps
+        }
+
+    def _sync(
+        self, firing: Mapping[str, Alert], miners: Mapping[str, MinerConfig], now: float
+    ) -> None:
+        """Ladders follow the alerts: new ones for new firings, ended for resolved ones."""
+        for fp, ladder in list(self._ladders.items()):
+            alert = firing.get(fp)
+            if alert is None or _fired_at(alert) != ladder.fired_at:
+                self._end(ladder, now, "the alert resolved")
+        for fp, alert in firing.items():
+            if fp in self._ladders or alert.miner not in miners:
+                continue
+            self._ladders[fp] = _Ladder(
+                fp,
+                alert.miner,
+                alert.alertname,
+                dict(alert.labels),
+                _fired_at(alert),
+                self._sigs[alert.alertname],
+                now,
+            )
+
+    def _end(self, ladder: _Ladder, now: float, why: str) -> None:
+        action = ladder.action
+        if ladder.state is LadderState.RUNNING and action is not None and not action.dry_run:
+            expiry = (ladder.planned_at or now) + action.timeout_s + NO_OUTCOME_GRACE_S
+            self._orphans[f"{ladder.fingerprint}:{ladder.step}"] = (ladder.miner, expiry)
+        ladder.move(LadderEvent.RESOLVED, now)
+        del self._ladders[ladder.fingerprint]
+        self._emit(ActionEventKind.ENDED, now, ladder, why)
+
+    def _context(
+        self,
+        alerts: Sequence[Alert],
+        results: Mapping[str, PollResult],
+        incidents: Collection[str],
+        miners: Mapping[str, MinerConfig],
+        now: float,
+    ) -> PlanContext:
+        shares: dict[str, float] = {}
+        if incidents:
+            wanted = set(incidents)
+            affected: dict[str, set[str]] = {}
+            for a in alerts:
+                if a.alertname in wanted and a.state in (AlertState.FIRING, AlertState.PENDING):
+                    affected.setdefault(a.alertname, set()).add(a.miner)
+            size = max(1, len(miners))
+            shares = {name: len(affected.get(name, ())) / size for name in sorted(wanted)}
+        self._incidents_logged &= shares.keys()
+        exhausted: dict[str, tuple[str, bool]] = {}
+        busy: dict[str, tuple[str, bool]] = {}
+        in_flight = 0
+        for miner, expiry in self._orphans.values():
+            if expiry > now:
+                in_flight += 1
+                busy[miner] = ("an action whose alert ended meanwhile", False)
+        for ladder in sorted(self._ladders.values(), key=_Ladder.sort_key):
+            state = ladder.state
+            if state is LadderState.EXHAUSTED:
+                real = ladder.real_attempts > 0
+                previous = exhausted.get(ladder.miner)
+                if previous is None or (real and not previous[1]):
+                    exhausted[ladder.miner] = (ladder.alertname, real)
+            elif (state is LadderState.RUNNING or state is LadderState.VERIFYING) and (
+                ladder.action is not None
+            ):
+                dry = ladder.action.dry_run
+                if not dry:
+                    in_flight += 1
+                what = f"{ladder.action.describe()} for {ladder.alertname}, {state.value}"
+                if ladder.miner not in busy or not dry:
+                    busy[ladder.miner] = (what, dry)
+        return PlanContext(
+            now=now,
+            settings=self._settings,
+            results=results,
+            incidents=shares,
+            exhausted=exhausted,
+            read_only=self._read_only.keys(),
+            busy=busy,
+            history=self._history,
+            restarted_at=self._restarted_at,
+            in_flight=in_flight,
+        )
+
+    def _climb(
+        self,
+        ladder: _Ladder,
+        alert: Alert,
+        miner: MinerConfig,
+        ctx: PlanContext,
+        planned: list[PlannedAction],
+    ) -> None:
+        """Try the ladder's due step; a step that cannot apply escalates to the next now."""
+        now = ctx.now
+        while ladder.state is LadderState.WAITING or ladder.state is LadderState.ESCALATING:
+            steps = self._steps[ladder.alertname]
+            if ladder.step >= len(steps):
+                self._fail_step(ladder, now, "the rule's ladder is shorter than this step")
+                return
+            step = steps[ladder.step]
+            if now < ladder.fired_at + step.after_s:
+                return  # not due yet: waiting is not being held back
+            candidate = Candidate(
+                miner=ladder.miner,
+                alertname=ladder.alertname,
+                fingerprint=ladder.fingerprint,
+                step=ladder.step,
+                do=step.do,
+                escalation=ladder.state is LadderState.ESCALATING,
+                dry_run=self._settings.dry_run or bool(step.dry_run),
+                condition_seen=alert.last_seen >= now - _SAME_CYCLE_S,
+                miner_answered=isinstance(ctx.results.get(ladder.miner), Snapshot),
+            )
+            hold = _first_hold(candidate, ctx)
+            if hold is not None:
+                if hold.kind == "read_only":
+                    self._maybe_probe(ladder, step, miner, ctx, planned)
+                self._held(ladder, step, hold, now)
+                return
+            built = self._build(ladder, step, alert, miner, ctx, candidate)
+            if isinstance(built, Hold):
+                self._held(ladder, step, built, now)
+                return
+            if isinstance(built, _Skip):
+                self._emit(ActionEventKind.SKIPPED, now, ladder, built.reason, do=step.do)
+                self._fail_step(ladder, now, f"{step.do}: {built.reason}")
+                if ladder.exhausted:
+                    ctx.exhausted.setdefault(
+                        ladder.miner, (ladder.alertname, ladder.real_attempts > 0)
+                    )
+                continue
+            self._commit(ladder, built, ctx)
+            planned.append(built)
+            return
+
+    def _held(self, ladder: _Ladder, step: RuleAction, hold: Hold, now: float) -> None:
+        if ladder.hold_kind == hold.kind:
+            return
+        ladder.hold_kind = hold.kind
+        if hold.kind == "fleet_incident":
+            # One line per incident, not one per miner of it (it may be the whole fleet).
+            if ladder.alertname in self._incidents_logged:
+                return
+            self._incidents_logged.add(ladder.alertname)
+            self._events.append(
+                ActionEvent(
+                    ActionEventKind.HELD_BACK, now, "", ladder.alertname, "", ladder.step,
+                    step.do, step.do, f"{hold.reason}: every {ladder.alertname} action is held back",
+                )
+            )  # fmt: skip
+            return
+        self._emit(ActionEventKind.HELD_BACK, now, ladder, hold.reason, do=step.do)
+
+    def _build(
+        self,
+        ladder: _Ladder,
+        step: RuleAction,
+        alert: Alert,
+        miner: MinerConfig,
+        ctx: PlanContext,
+        c: Candidate,
+    ) -> PlannedAction | Hold | _Skip:
+        result = ctx.results.get(ladder.miner)
+        snapshot = result if isinstance(result, Snapshot) else None
+        command: str | None = None
+        parameter: str | None = None
+        argv: tuple[str, ...] | None = None
+        env: dict[str, str] = {}
+        if step.do == "restart":
+            command = "restart"
+        elif step.do == "switchpool":
+            target = _target_pool(step, snapshot)
+            if not isinstance(target, int):
+                return target
+            command, parameter = "switchpool", str(target)
+        elif step.do in ("disable", "enable"):
+            device = _device_command(step.do, alert.labels.get("device"))
+            if isinstance(device, _Skip):
+                return device
+            command, parameter = device
+        else:  # exec
+            assert step.argv is not None  # config.py: exec always has argv
+            context = {
+                "labels": dict(alert.labels),
+                "miner": miner.name,
+                "host": miner.host,
+                "port": miner.port,
+                "alertname": alert.alertname,
+                "value": alert.value,
+            }
+            try:
+                argv = tuple(_render(text, context) for text in step.argv)
+            except Exception as exc:  # the operator's template: say so, never fail the cycle
+                return _Skip(f"argv template failed: {type(exc).__name__}: {exc}")
+            if not argv[0]:
+                return _Skip("argv[0] (the program) renders empty")
+            if any("\0" in arg for arg in argv):
+                return _Skip("an argv item renders with a NUL byte")
+            env = exec_env(alert.labels, miner, ladder.fingerprint)
+        total = len(self._steps[ladder.alertname])
+        if c.escalation:
+            reason = f"step {ladder.step}/{total}: {ladder.why}; step {ladder.step + 1}/{total}"
+        else:
+            on = f" on {alert.labels['device']}" if "device" in alert.labels else ""
+            reason = (
+                f"{ladder.alertname}{on} firing for {_fmt_s(ctx.now - ladder.fired_at)}; "
+                f"step {ladder.step + 1}/{total}"
+            )
+        ladder.elapsed_before = snapshot.elapsed_s if snapshot is not None else None
+        active = snapshot.active_pool if snapshot is not None else None
+        ladder.pool_before = active.id if active is not None else None
+        return PlannedAction(
+            miner=ladder.miner,
+            alert_fingerprint=ladder.fingerprint,
+            alertname=ladder.alertname,
+            step=ladder.step,
+            do=step.do,
+            command=command,
+            parameter=parameter,
+            argv=argv,
+            env=env,
+            timeout_s=step.timeout_s,
+            dry_run=c.dry_run,
+            reason=f"{reason} {step.do}",
+        )
+
+    def _commit(self, ladder: _Ladder, action: PlannedAction, ctx: PlanContext) -> None:
+        now = ctx.now
+        ladder.move(LadderEvent.PLANNED, now)
+        ladder.action = action
+        ladder.planned_at = now
+        ladder.started_at = ladder.finished_at = ladder.deadline = ladder.verified_at = None
+        ladder.restart_seen = False
+        ladder.hold_kind = None
+        self._history.setdefault(ladder.miner, []).append((now, action.dry_run))
+        if not action.dry_run:
+            ctx.in_flight += 1
+        ctx.busy[ladder.miner] = (f"{action.describe()} for {ladder.alertname}", action.dry_run)
+        self._emit(ActionEventKind.PLANNED, now, ladder, action.reason, action=action)
+
+    def _maybe_probe(
+        self,
+        ladder: _Ladder,
+        step: RuleAction,
+        miner: MinerConfig,
+        ctx: PlanContext,
+        planned: list[PlannedAction],
+    ) -> None:
+        mark = self._read_only.get(ladder.miner)
+        if (
+            mark is None
+            or ctx.now - mark.probed_at < READ_ONLY_PROBE_INTERVAL_S
+            or ladder.miner in ctx.busy
+        ):
+            return
+        mark.probed_at = ctx.now
+        probe = PlannedAction(
+            miner=ladder.miner,
+            alert_fingerprint=ladder.fingerprint,
+            alertname=ladder.alertname,
+            step=ladder.step,
+            do=PROBE,
+            command=_PROBE_COMMAND,
+            parameter=None,
+            argv=None,
+            env={},
+            timeout_s=step.timeout_s,
+            dry_run=False,
+            reason="does the miner's API accept privileged commands again?",
+        )
+        ctx.busy[ladder.miner] = ("a write-access check", False)
+        self._emit(ActionEventKind.PLANNED, ctx.now, ladder, probe.reason, action=probe)
+        planned.append(probe)
+
+    # -- outcomes ------------------------------------------------------------------------
+
+    def started(self, action: PlannedAction, now: float) -> None:
+        """The executor began ``action`` (restart grace and verification count from here)."""
+        ladder = self._ladder_of(action)
+        if ladder is not None:
+            ladder.started_at = now
+        if not action.dry_run and action.do in _REBOOT_STEPS:
+            self._restarted_at[action.miner] = now
+        self._events.append(_event(ActionEventKind.STARTED, now, action, ""))
+
+    def finished(self, outcome: ActionOutcome, now: float) -> None:
+        """The executor's result: moves the ladder to verification, escalation or waiting."""
+        action = outcome.action
+        self._orphans.pop(f"{action.alert_fingerprint}:{action.step}", None)
+        if action.do == PROBE:
+            self._probed(outcome, now)
+            return
+        ladder = self._ladder_of(action)
+        # When this action surely did not restart the miner, it gives no restart grace.
+        since = ladder.planned_at if ladder is not None else None
+        if outcome.access_denied:
+            self._unhold(action, since if since is not None else outcome.started_at - 1.0)
+            self._events.append(_event(ActionEventKind.DENIED, now, action, outcome.detail))
+            if action.miner not in self._read_only:
+                labels = _miner_labels(ladder.labels if ladder is not None else {})
+                labels["miner"] = action.miner
+                self._read_only[action.miner] = _ReadOnly(now, outcome.detail, labels, now)
+            if ladder is not None:
+                ladder.move(LadderEvent.DENIED, now)
+                ladder.hold_kind = None
+            return
+        if action.dry_run:
+            kind = ActionEventKind.DRY_RUN
+        elif outcome.ok:
+            kind = ActionEventKind.SUCCEEDED
+        else:
+            kind = ActionEventKind.FAILED
+        self._events.append(_event(kind, now, action, outcome.detail))
+        if outcome.ok and not action.dry_run and action.command is not None:
+            self._read_only.pop(action.miner, None)  # the API took a privileged command
+        if action.do == "restart" and not outcome.ok and not outcome.unconfirmed:
+            self._unhold(action, since if since is not None else outcome.started_at - 1.0)
+        elif action.do in _REBOOT_STEPS and not action.dry_run:
+            self._restarted_at.setdefault(action.miner, outcome.started_at)
+        if ladder is None:
+            return
+        if not action.dry_run:
+            ladder.real_attempts += 1
+        if outcome.ok or outcome.unconfirmed:
+            self._to_verification(ladder, LadderEvent.SENT, now)
+        else:
+            self._fail_step(ladder, now, f"{action.describe()} failed: {outcome.detail}")
+
+    def _probed(self, outcome: ActionOutcome, now: float) -> None:
+        action = outcome.action
+        mark = self._read_only.get(action.miner)
+        if outcome.ok:
+            if mark is not None:
+                del self._read_only[action.miner]
+            self._events.append(
+                _event(ActionEventKind.ACCESS_RESTORED, now, action, "privileged commands accepted")
+            )
+        elif outcome.access_denied:
+            if mark is not None:
+                mark.detail = outcome.detail
+            self._events.append(_event(ActionEventKind.DENIED, now, action, outcome.detail))
+        else:
+            self._events.append(_event(ActionEventKind.FAILED, now, action, outcome.detail))
+
+    def _unhold(self, action: PlannedAction, since: float) -> None:
+        """Forget the restart grace this action's start gave (not an earlier restart's)."""
+        at = self._restarted_at.get(action.miner)
+        if action.do in _REBOOT_STEPS and at is not None and at >= since:
+            del self._restarted_at[action.miner]
+
+    def _ladder_of(self, action: PlannedAction) -> _Ladder | None:
+        ladder = self._ladders.get(action.alert_fingerprint)
+        if ladder is None or ladder.state is not LadderState.RUNNING or ladder.action != action:
+            return None
+        return ladder
+
+    def _to_verification(self, ladder: _Ladder, event: LadderEvent, now: float) -> None:
+        assert ladder.action is not None
+        steps = self._steps.get(ladder.alertname, ())
+        within: float | None = None
+        if ladder.step < len(steps) and steps[ladder.step].do == ladder.action.do:
+            within = steps[ladder.step].verify_within_s
+        if within is None:
+            within = DEFAULT_VERIFY_WITHIN_S.get(ladder.action.do, 300.0)
+        ladder.move(event, now)
+        ladder.finished_at = now
+        ladder.deadline = now + within
+
+    def _fail_step(self, ladder: _Ladder, now: float, detail: str) -> None:
+        """The current step failed: escalate to the next, or exhaust the ladder."""
+        ladder.failures.append(detail[:_DETAIL_CHARS])
+        ladder.why = detail
+        del ladder.failures[:-_MAX_FAILURES]
+        ladder.move(LadderEvent.STEP_FAILED, now)
+        ladder.hold_kind = None
+        steps = self._steps.get(ladder.alertname, ())
+        if ladder.step + 1 < len(steps):
+            ladder.step += 1
+            nxt = steps[ladder.step]
+            self._emit(
+                ActionEventKind.ESCALATED, now, ladder,
+                f"{detail}; next: step {ladder.step + 1}/{len(steps)} {nxt.do}", do=nxt.do,
+            )  # fmt: skip
+            return
+        ladder.move(LadderEvent.NO_MORE_STEPS, now)
+        tried = "" if ladder.real_attempts else " (no step was really sent: dry run or skipped)"
+        self._emit(
+            ActionEventKind.EXHAUSTED, now, ladder,
+            f"every step failed{tried}: " + "; ".join(ladder.failures),
+        )  # fmt: skip
+
+    def _expire_running(self, now: float) -> None:
+        """Actions with no outcome long past their timeout are left to verification."""
+        for ladder in sorted(self._ladders.values(), key=_Ladder.sort_key):
+            if ladder.state is not LadderState.RUNNING or ladder.action is None:
+                continue
+            began = ladder.started_at if ladder.started_at is not None else ladder.planned_at
+            if began is None or now - began < ladder.action.timeout_s + NO_OUTCOME_GRACE_S:
+                continue
+            self._emit(
+                ActionEventKind.FAILED, now, ladder,
+                "no outcome reported (daemon restarted mid-action?); verifying its effect",
+                action=ladder.action,
+            )  # fmt: skip
+            if not ladder.action.dry_run:
+                ladder.real_attempts += 1
+            self._to_verification(ladder, LadderEvent.NO_OUTCOME, now)
+
+    # -- verification --------------------------------------------------------------------
+
+    def verify(
+        self,
+        results: Mapping[str, PollResult],
+        alerts: Sequence[Alert],
+        now: float,
+        *,
+        evaluated: Collection[tuple[str, str]] | None = None,
+    ) -> list[VerificationEvent]:
+        """Judge sent steps against this cycle's results and alerts.
+
+        ``now`` is the cycle's (the one the alert engine stamped ``last_seen`` with);
+        ``evaluated`` (``Evaluation.evaluated``) tells which conditions were judged this
+        cycle; without it a condition counts as judged when its miner answered. Returns
+        the VERIFIED/ESCALATED/EXHAUSTED events (also in :meth:`events`).
+        """
+        self._expire_running(now)
+        by_fp = {a.fingerprint: a for a in alerts}
+        mark = len(self._events)
+        for ladder in sorted(self._ladders.values(), key=_Ladder.sort_key):
+            if ladder.state is LadderState.VERIFYING:
+                self._verify_one(ladder, by_fp.get(ladder.fingerprint), results, evaluated, now)
+            elif ladder.state is LadderState.VERIFIED:
+                self._watch_recurrence(
+                    ladder, by_fp.get(ladder.fingerprint), results, evaluated, now
+                )
+        return [
+            e
+            for e in self._events[mark:]
+            if e.kind
+            in (ActionEventKind.VERIFIED, ActionEventKind.ESCALATED, ActionEventKind.EXHAUSTED)
+        ]
+
+    def _verify_one(
+        self,
+        ladder: _Ladder,
+        alert: Alert | None,
+        results: Mapping[str, PollResult],
+        evaluated: Collection[tuple[str, str]] | None,
+        now: float,
+    ) -> None:
+        action = ladder.action
+        assert action is not None and ladder.deadline is not None
+        result = results.get(ladder.miner)
+        snapshot = result if isinstance(result, Snapshot) else None
+        do = action.do
+        missing: str | None
+        if do == "restart":
+            if snapshot is not None and self._restarted(ladder, snapshot):
+                ladder.restart_seen = True
+            if not ladder.restart_seen:
+                missing = (
+                    "the miner did not answer" if snapshot is None else "Elapsed did not go down"
+                )
+            elif not self._cleared(ladder, alert, result, evaluated, now):
+                missing = "the condition persisted"
+            else:
+                missing = None
+        elif do == "exec" or self._condition_checked(ladder):
+            cleared = self._cleared(ladder, alert, result, evaluated, now)
+            missing = None if cleared else "the condition persisted"
+            if do == "enable" and missing is None:
+                missing = _device_missing(do, action, snapshot)
+        elif do == "switchpool":
+            active = snapshot.active_pool if snapshot is not None else None
+            if active is None:
+                missing = "no active pool seen"
+            elif active.id == ladder.pool_before or active.status != "Alive":
+                missing = f"active pool is {active.id} ({active.status})"
+            else:
+                missing = None
+        else:
+            missing = _device_missing(do, action, snapshot)
+        if missing is None:
+            ladder.move(LadderEvent.CONFIRMED, now)
+            ladder.verified_at = now
+            self._emit(ActionEventKind.VERIFIED, now, ladder, _verified_detail(do), action=action)
+            steps = self._steps.get(ladder.alertname, ())
+            if (
+                do == "disable"
+                and ladder.step + 1 < len(steps)
+                and steps[ladder.step + 1].do == "enable"
+            ):
+                ladder.move(LadderEvent.NEXT_STEP, now)
+                ladder.step += 1
+                ladder.why = f"{action.describe()} verified, the enable follows"
+            return
+        if now >= ladder.deadline:
+            window = _fmt_s(ladder.deadline - (ladder.finished_at or ladder.deadline))
+            self._fail_step(
+                ladder, now, f"{action.describe()} not verified within {window}: {missing}"
+            )
+
+    def _watch_recurrence(
+        self,
+        ladder: _Ladder,
+        alert: Alert | None,
+        results: Mapping[str, PollResult],
+        evaluated: Collection[tuple[str, str]] | None,
+        now: float,
+    ) -> None:
+        action = ladder.action
+        if action is None or ladder.verified_at is None:
+            return
+        if action.do not in _CONDITION_STEPS and not self._condition_checked(ladder):
+            return
+        if (
+            alert is not None
+            and alert.state is AlertState.FIRING
+            and _fired_at(alert) == ladder.fired_at
+            and alert.last_seen > ladder.verified_at + _SAME_CYCLE_S
+        ):
+            self._fail_step(ladder, now, f"the condition came back after {action.describe()}")
+
+    def _condition_checked(self, ladder: _Ladder) -> bool:
+        """An enable right after a disable re-initialises the device: judged by the condition."""
+        steps = self._steps.get(ladder.alertname, ())
+        return (
+            ladder.action is not None
+            and ladder.action.do == "enable"
+            and 0 < ladder.step < len(steps)
+            and steps[ladder.step - 1].do == "disable"
+        )
+
+    def _restarted(self, ladder: _Ladder, snapshot: Snapshot) -> bool:
+        elapsed = snapshot.elapsed_s
+        began = ladder.started_at if ladder.started_at is not None else ladder.planned_at
+        if elapsed is None or began is None or snapshot.at < began:
+            return False
+        if elapsed <= snapshot.at - began + RESTART_ELAPSED_SLACK_S:
+            return True
+        return ladder.elapsed_before is not None and elapsed < ladder.elapsed_before
+
+    def _cleared(
+        self,
+        ladder: _Ladder,
+        alert: Alert | None,
+        result: PollResult | None,
+        evaluated: Collection[tuple[str, str]] | None,
+        now: float,
+    ) -> bool:
+        """Whether the alert's condition is over: resolved, or judged false this cycle."""
+        if alert is None or alert.state is AlertState.RESOLVED:
+            return True
+        if alert.state is not AlertState.FIRING or _fired_at(alert) != ladder.fired_at:
+            return False  # pending again: a new occurrence of the condition
+        if alert.last_seen >= now - _SAME_CYCLE_S:
+            return False
+        if evaluated is not None:
+            return (ladder.alertname, ladder.miner) in evaluated
+        return isinstance(result, Snapshot)
+
+    # -- what the rest of the daemon asks ------------------------------------------------
+
+    def held_miners(self, now: float) -> set[str]:
+        """Miners we restarted (or ran an exec step on) less than ``restart_grace`` ago."""
+        grace = self._settings.restart_grace_s
+        return {miner for miner, at in self._restarted_at.items() if now - at < grace}
+
+    def signals(self, now: float) -> list[Signal]:
+        """RemediationFailed per exhausted ladder, RemediationDenied per read-only miner.
+
+        They go through the alert engine like any rule's signals (see
+        :meth:`with_signals`), so they are deduplicated, grouped, routed and resolved.
+        """
+        out: list[Signal] = []
+        for ladder in sorted(self._ladders.values(), key=_Ladder.sort_key):
+            if ladder.state is not LadderState.EXHAUSTED or not ladder.real_attempts:
+                continue
+            labels = {k: v for k, v in ladder.labels.items() if k not in ("alertname", "severity")}
+            labels.update(
+                alertname=REMEDIATION_FAILED,
+                severity="critical",
+                **{ORIGINAL_ALERTNAME_LABEL: ladder.alertname},
+            )
+            failures = "; ".join(ladder.failures)
+            out.append(
+                Signal(
+                    labels=labels,
+                    annotations={
+                        "summary": f"Remediation of {ladder.alertname} on {ladder.miner} "
+                        "failed: no more automatic actions on this miner until the alert "
+                        "resolves or an operator clears it",
+                        "description": failures,
+                    },
+                    value=failures,
+                )
+            )
+        for miner in sorted(self._read_only):
+            mark = self._read_only[miner]
+            labels = dict(mark.labels)
+            labels.update(alertname=REMEDIATION_DENIED, miner=miner, severity="warning")
+            out.append(
+                Signal(
+                    labels=labels,
+                    annotations={
+                        "summary": f"{miner} refuses privileged commands from cgwatchdog: "
+                        "no automatic repair until its --api-allow grants W: to this host",
+                        "description": mark.detail,
+                    },
+                    value=mark.detail,
+                )
+            )
+        return out
+
+    def with_signals(self, evaluation: Evaluation, miners: Iterable[str], now: float) -> Evaluation:
+        """``evaluation`` plus :meth:`signals`, judged for every miner (so they resolve)."""
+        pairs = set(evaluation.evaluated)
+        for miner in miners:
+            pairs.add((REMEDIATION_FAILED, miner))
+            pairs.add((REMEDIATION_DENIED, miner))
+        return Evaluation(
+            signals=[*evaluation.signals, *self.signals(now)],
+            evaluated=pairs,
+            held_miners=evaluation.held_miners,
+        )
+
+    def clear(self, miner: str, now: float | None = None) -> None:
+        """An operator clears the miner: exhausted ladders end, a read-only mark goes.
+
+        A still-firing alert then starts its ladder from the first step (the hourly cap
+        still applies). ``now`` only timestamps the CLEARED events.
+        """
+        for ladder in sorted(self._ladders.values(), key=_Ladder.sort_key):
+            if ladder.miner == miner and ladder.state is LadderState.EXHAUSTED:
+                now = ladder.since if now is None else now
+                ladder.move(LadderEvent.CLEARED, now)
+                del self._ladders[ladder.fingerprint]
+                self._emit(ActionEventKind.CLEARED, now, ladder, "cleared by an operator")
+        self._read_only.pop(miner, None)
+
+    def events(self) -> list[ActionEvent]:
+        """Events since the last call, oldest first."""
+        events, self._events = self._events, []
+        return events
+
+    def ladders(self) -> list[LadderView]:
+        """Every ladder that is not idle, oldest alert first."""
+        return [
+            LadderView(
+                x.fingerprint, x.miner, x.alertname, x.state, x.step, x.since, tuple(x.failures)
+            )
+            for x in sorted(self._ladders.values(), key=_Ladder.sort_key)
+        ]
+
+    def read_only_miners(self) -> set[str]:
+        """Miners marked read-only (Code 45) and not yet cleared."""
+        return set(self._read_only)
+
+    # -- bookkeeping ---------------------------------------------------------------------
+
+    def _prune(self, now: float) -> None:
+        keep = max(HOUR_S, self._settings.cooldown_s)
+        for miner, entries in list(self._history.items()):
+            fresh = [entry for entry in entries if now - entry[0] < keep]
+            if fresh:
+                self._history[miner] = fresh
+            else:
+                del self._history[miner]
+        grace = self._settings.restart_grace_s
+        for miner, at in list(self._restarted_at.items()):
+            if now - at >= grace:
+                del self._restarted_at[miner]
+        for key, (_, expiry) in list(self._orphans.items()):
+            if expiry <= now:
+                del self._orphans[key]
+
+    def _emit(
+        self,
+        kind: ActionEventKind,
+        now: float,
+        ladder: _Ladder,
+        detail: str,
+        *,
+        action: PlannedAction | None = None,
+        do: str | None = None,
+    ) -> None:
+        if action is not None:
+            self._events.append(_event(kind, now, action, detail))
+            return
+        current = ladder.action
+        step_do = do or (current.do if current is not None else "")
+        self._events.append(
+            ActionEvent(
+                kind, now, ladder.miner, ladder.alertname, ladder.fingerprint, ladder.step,
+                step_do, step_do, detail, dry_run=current is not None and current.dry_run,
+            )
+        )  # fmt: skip
+
+    # -- persistence ---------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """Ladders, per-miner history, restarts and read-only marks, JSON-safe."""
+        return {
+            "version": _STATE_VERSION,
+            "ladders": [x.to_dict() for x in sorted(self._ladders.values(), key=_Ladder.sort_key)],
+            "history": {m: [[at, dry] for at, dry in e] for m, e in sorted(self._history.items())},
+            "restarted_at": dict(sorted(self._restarted_at.items())),
+            "read_only": {
+                m: {
+                    "since": r.since,
+                    "detail": r.detail,
+                    "labels": dict(r.labels),
+                    "probed_at": r.probed_at,
+                }
+                for m, r in sorted(self._read_only.items())
+            },
+            "orphans": {k: [m, t] for k, (m, t) in sorted(self._orphans.items())},
+            "incidents_logged": sorted(self._incidents_logged),
+        }
+
+    @classmethod
+    def from_dict(
+        cls, data: Mapping[str, Any], settings: ActionsConfig, rules: Sequence[RuleConfig]
+    ) -> ActionPlanner:
+        """Restore :meth:`to_dict`'s output under (possibly reloaded) settings and rules.
+
+        ValueError when malformed. Ladders of rules that lost their actions are dropped;
+        ladders of rules whose steps changed start again as in :meth:`configure`.
+        """
+        if not isinstance(data, Mapping) or data.get("version") != _STATE_VERSION:
+            raise ValueError(f"unsupported action state (expected version {_STATE_VERSION})")
+        planner = cls(settings, rules)
+        try:
+            for record in data.get("ladders", []):
+                ladder = _Ladder.from_dict(record)
+                planner._ladders[ladder.fingerprint] = ladder
+            for miner, entries in dict(data.get("history", {})).items():
+                planner._history[str(miner)] = [(float(at), bool(dry)) for at, dry in entries]
+            planner._restarted_at = {
+                str(m): float(at) for m, at in dict(data.get("restarted_at", {})).items()
+            }
+            for miner, r in dict(data.get("read_only", {})).items():
+                planner._read_only[str(miner)] = _ReadOnly(
+                    float(r["since"]),
+                    str(r["detail"]),
+                    {str(k): str(v) for k, v in dict(r.get("labels", {})).items()},
+                    float(r.get("probed_at", r["since"])),
+                )
+            planner._orphans = {
+                str(k): (str(m), float(t)) for k, (m, t) in dict(data.get("orphans", {})).items()
+            }
+            planner._incidents_logged = {str(n) for n in data.get("incidents_logged", [])}
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"malformed action state: {exc!r}") from None
+        # Reconcile with the rules in force, as a reload would (marks survive a restart).
+        read_only = planner._read_only
+        planner._read_only = {}
+        planner.configure(settings, rules)
+        planner._read_only = read_only
+        planner._events.clear()
+        return planner
+
+
+# --- helpers --------------------------------------------------------------------------
+
+
+def _fired_at(alert: Alert) -> float:
+    return alert.fired_at if alert.fired_at is not None else alert.active_since
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _miner_labels(alert_labels: Mapping[str, str]) -> dict[str, str]:
+    """The labels of an alert that describe its miner rather than the condition."""
+    return {
+        k: v
+        for k, v in alert_labels.items()
+        if k not in ("alertname", "severity", "device", "pool", ORIGINAL_ALERTNAME_LABEL)
+    }
+
+
+def _event(kind: ActionEventKind, now: float, action: PlannedAction, detail: str) -> ActionEvent:
+    return ActionEvent(
+        kind, now, action.miner, action.alertname, action.alert_fingerprint, action.step,
+        action.do, action.describe(), detail, dry_run=action.dry_run,
+    )  # fmt: skip
+
+
+def _device_missing(do: str, action: PlannedAction, snapshot: Snapshot | None) -> str | None:
+    """None when the device shows the effect of ``do``; else what is missing."""
+    if snapshot is None:
+        return "the miner did not answer"
+    if action.command is None or action.parameter is None:
+        return "no device"
+    kind = action.command[: -len(do)].upper()
+    number = int(action.parameter)
+    for device in snapshot.devices:
+        if device.kind == kind and device.id == number:
+            disabled = not device.enabled or device.status == "Disabled"
+            if do == "disable":
+                return None if disabled else f"{kind}{number} still enabled ({device.status})"
+            return f"{kind}{number} still disabled" if disabled else None
+    return f"{kind}{number} not among the miner's devices"
+
+
+def _verified_detail(do: str) -> str:
+    return {
+        "restart": "the miner restarted (Elapsed went down) and the condition cleared",
+        "exec": "the condition cleared",
+        "switchpool": "the active pool changed and is Alive",
+        "disable": "the device reports disabled",
+        "enable": "the device reports enabled",
+    }.get(do, "done")
+
+
+def _fmt_s(seconds: float) -> str:
+    """A duration the way the config writes them: 45s, 3m, 1h30m."""
+    if not math.isfinite(seconds):
+        return "?"
+    if seconds < 59.5:
+        return f"{max(0.0, seconds):.3g}s"
+    total = round(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [
+        f"{hours}h" if hours else "",
+        f"{minutes}m" if minutes else "",
+        f"{secs}s" if secs else "",
+    ]
+    return "".join(parts)
+
+
+# --- the executor ---------------------------------------------------------------------
+
+# MinerUnreachable reasons that mean the request never reached the miner (client.py).
+_NOT_SENT_PREFIXES: Final = ("connection refused", "no connection within", "cannot resolve host")
+
+
+def _local_address(host: str, port: int) -> str | None:
+    """This host's address as the miner sees it (a UDP connect sends no packet)."""
+    try:
+        with socket.socket(
+            socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM
+        ) as s:
+            s.connect((host, port))
+            address: str = s.getsockname()[0]
+            return address
+    except OSError:
+        return None
+
+
+class ActionExecutor:
+    """Carries out planned actions: miner API commands (each alone: they are privileged)
+    and ``exec`` programs (no shell, minimal environment, killed at their timeout).
+
+    Never raises for what the miner or the program does: every failure becomes an
+    :class:`ActionOutcome` with ``ok`` False and a one-line ``detail``.
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout_s: float = 10.0,
+        connect_timeout_s: float = 1.0,
+        clock: Callable[[], float] = time.time,
+        kill_grace_s: float = KILL_GRACE_S,
+    ) -> None:
+        self.timeout_s = timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self.clock = clock
+        self.kill_grace_s = kill_grace_s
+
+    async def execute(self, action: PlannedAction, miner: MinerConfig) -> ActionOutcome:
+        """Carry out ``action`` on ``miner``; a dry run only logs it."""
+        extra = {"MINER": action.miner, "ALERTNAME": action.alertname}
+        started = self.clock()
+        if action.dry_run:
+            detail = f"dry run: would {action.describe()} ({action.reason})"
+            log.info("%s: %s", action.miner, detail, extra=extra)
+            return ActionOutcome(action, True, detail, started, started)
+        log.info("%s: %s (%s)", action.miner, action.describe(), action.reason, extra=extra)
+        denied = unconfirmed = False
+        try:
+            if action.argv is not None:
+                detail = await self._exec(action)
+            elif action.command is not None:
+                detail = await self._command(action, miner)
+            else:
+                raise ActionError(f"nothing to carry out for do: {action.do}")
+            ok = True
+        except AccessDenied as exc:
+            ok, denied = False, True
+            here = _local_address(miner.host, miner.port)
+            fix = f"; add W:{here} to its --api-allow" if here else ""
+            detail = f"{exc}{fix}"
+        except MinerUnreachable as exc:
+            ok = False
+            detail = str(exc)
+            # Sent, but the reply got lost (a restart drops the connection on some
+            # firmware): it may have happened, and verification will tell.
+            unconfirmed = action.do != PROBE and not exc.reason.startswith(_NOT_SENT_PREFIXES)
+        except CgwatchdogError as exc:
+            ok, detail = False, str(exc)
+        finished = self.clock()
+        level = logging.INFO if ok else logging.WARNING
+        log.log(level, "%s: %s %s: %s", action.miner, action.describe(),
+                "done" if ok else "failed", detail, extra=extra)  # fmt: skip
+        return ActionOutcome(action, ok, detail, started, finished, denied, unconfirmed)
+
+    async def _command(self, action: PlannedAction, miner: MinerConfig) -> str:
+        api = AsyncCgminerAPI(
+            miner.host,
+            miner.port,
+            timeout=min(self.timeout_s, action.timeout_s),
+            connect_timeout=self.connect_timeout_s,
+        )
+        assert action.command is not None
+        reply = await api.command(action.command, action.parameter)
+        return _reply_summary(reply)
+
+    async def _exec(self, action: PlannedAction) -> str:
+        assert action.argv is not None
+        env = {"PATH": SAFE_PATH, **action.env}
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *action.argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # its own process group, killed as a whole
+                close_fds=True,
+            )
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ActionError(f"cannot run {action.argv[0]}: {reason}") from None
+        tail = bytearray()
+        try:
+            async with asyncio.timeout(action.timeout_s):
+                assert proc.stdout is not None
+                while chunk := await proc.stdout.read(65536):
+                    tail += chunk
+                    del tail[:-_OUTPUT_TAIL_BYTES]
+                status = await proc.wait()
+        except TimeoutError:
+            await self._kill(proc)
+            output = _output(tail)
+            raise ActionError(
+                f"{action.argv[0]} timed out after {_fmt_s(action.timeout_s)}; killed its "
+                f"process group{': ' + output if output else ''}"
+            ) from None
+        except asyncio.CancelledError:
+            await asyncio.shield(self._kill(proc))
+            raise
+        output = _output(tail)
+        if status == 0:
+            return output or "exit status 0"
+        if status < 0:
+            name = (
+                signal.Signals(-status).name if -status in signal.valid_signals() else str(-status)
+            )
+            why = f"killed by {name}"
+        else:
+            why = f"exit status {status}"
+        raise ActionError(f"{action.argv[0]}: {why}{': ' + output if output else ''}")
+
+    async def _kill(self, proc: asyncio.subprocess.Process) -> None:
+        """SIGTERM the program's process group, SIGKILL it after the grace, reap it."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.kill_grace_s):
+                await proc.wait()
+        # Even when the leader obeyed, children it started may not have: KILL the group.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+
+
+def _output(tail: bytes | bytearray) -> str:
+    text = bytes(tail).decode("utf-8", "replace").strip()
+    text = " | ".join(line.strip() for line in text.splitlines() if line.strip())
+    return text[-_DETAIL_CHARS:]
+
+
+def _reply_summary(reply: Mapping[str, Any]) -> str:
+    status = reply.get("STATUS")
+    if isinstance(status, list) and status and isinstance(status[0], Mapping):
+        entry = status[0]
+        return f"STATUS {entry.get('STATUS', '?')}, Code {entry.get('Code', '?')}: {entry.get('Msg', '')}"
+    return f"STATUS {status}"
