@@ -197,7 +197,7 @@ def cmd_poll(args: argparse.Namespace) -> int:
     from cgwatchdog.watchdog import Watchdog
 
     cfg = load_config(args.config)
-    watchdog = Watchdog(cfg)
+    watchdog = Watchdog(cfg, acting=False)  # poll observes; it never repairs
     report = asyncio.run(watchdog.cycle())
     document = poll_document(watchdog, report)
     if args.json:

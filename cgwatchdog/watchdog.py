@@ -9,12 +9,21 @@ to send, so a notification is either both recorded as sent and queued, or neithe
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from cgwatchdog.actions import (
+    SIGNAL_ALERTNAMES,
+    ActionEvent,
+    ActionExecutor,
+    ActionOutcome,
+    ActionPlanner,
+    PlannedAction,
+)
 from cgwatchdog.alerts import (
     Alert,
     AlertEngine,
@@ -41,6 +50,7 @@ log = logging.getLogger("cgwatchdog")
 STATE_ALERTS = "alerts"
 STATE_DISPATCHER = "dispatcher"
 STATE_RULES = "rules"
+STATE_ACTIONS = "actions"
 RULES_SAVE_INTERVAL_S = 300.0
 """The history (baselines) is ~4 KB a miner, 40 MB at 10,000: saved every few minutes,
 not every cycle; after a crash a baseline is at most this much older."""
@@ -91,6 +101,9 @@ class CycleReport:
     notifications: list[Notification]
     fleet_incidents: set[str]
     problems: list[str] = field(default_factory=list)
+    planned: list[PlannedAction] = field(default_factory=list)
+    outcomes: list[ActionOutcome] = field(default_factory=list)
+    action_events: list[ActionEvent] = field(default_factory=list)
 
     @property
     def duration_s(self) -> float:
@@ -114,6 +127,7 @@ class Watchdog:
         outbox: Outbox | None = None,
         clock: Callable[[], float] = time.time,
         poller: Poller | None = None,
+        acting: bool = True,
     ) -> None:
         self.clock = clock
         self.store = store
@@ -133,6 +147,13 @@ class Watchdog:
             config.rules, config.miners, restart_grace_s=config.actions.restart_grace_s
         )
         self.alerts = AlertEngine()
+        self.planner = ActionPlanner(config.actions, config.rules)
+        self.executor = ActionExecutor(
+            timeout_s=config.poll.timeout_s, connect_timeout_s=config.poll.connect_timeout_s,
+            clock=clock,
+        )  # fmt: skip
+        self.acting = acting
+        """Whether this instance runs actions (a follower replica, or ``poll``, does not)."""
         self.dispatcher: Dispatcher | None = None
         self.silences = build_silences(config.silences)
         self._restore()
@@ -143,9 +164,11 @@ class Watchdog:
     def _send_resolved(self, config: Config) -> dict[str, bool]:
         return {receiver.name: receiver.send_resolved for receiver in config.receivers}
 
-    def configure(self, config: Config) -> None:
+    def configure(self, config: Config, *, reload: bool = False) -> None:
         """Apply a (re)loaded configuration; alert state, history and the log are kept."""
         self.config = config
+        if reload:
+            self.planner.configure(config.actions, config.rules)
         self.poller.set_targets(config.miners)
         self.rules.configure(
             config.rules, config.miners, restart_grace_s=config.actions.restart_grace_s
@@ -160,7 +183,7 @@ class Watchdog:
         else:
             self.dispatcher.set_route(route, send_resolved=self._send_resolved(config))
         known = {miner.name for miner in config.miners}
-        rule_names = {rule.name for rule in config.rules}
+        rule_names = {rule.name for rule in config.rules} | set(SIGNAL_ALERTNAMES)
         # Alerts of miners or rules that are gone would otherwise fire forever.
         self.alerts.retire(
             lambda alert: alert.miner not in known or alert.alertname not in rule_names,
@@ -188,6 +211,12 @@ class Watchdog:
                 ),
             ),
             (STATE_DISPATCHER, self._restore_dispatcher),
+            (
+                STATE_ACTIONS,
+                lambda data: setattr(
+                    self, "planner", ActionPlanner.from_dict(data, config.actions, config.rules)
+                ),
+            ),
         ):
             try:
                 data = self.store.load_state(key)
@@ -207,22 +236,34 @@ class Watchdog:
     # -- the cycle -----------------------------------------------------------------------
 
     async def cycle(self) -> CycleReport:
-        """Poll every miner once, evaluate, update alerts, decide notifications, save."""
+        """Poll every miner once, evaluate, update alerts, decide, save, then act."""
         started = self.clock()
         results = await self.poller.poll()
         report = self.evaluate(results, started)
         self.commit(report)
+        self._log_actions(report.action_events)
+        if report.planned:
+            await self.act(report)
         return report
 
     def evaluate(self, results: list[PollResult], started: float) -> CycleReport:
         """The logic half of a cycle, on results already polled (no I/O)."""
         now = self.clock()
-        evaluation = self.rules.observe(results, now)
+        config = self.config
+        names = [miner.name for miner in config.miners]
+        evaluation = self.rules.observe(results, now, held=self.planner.held_miners(now))
+        evaluation = self.planner.with_signals(evaluation, names, now)
         transitions = self.alerts.update(evaluation, now)
         alerts = self.alerts.alerts()
-        incidents = fleet_incidents(
-            alerts, len(self.config.miners), self.config.actions.fleet_incident_share
-        )
+        incidents = fleet_incidents(alerts, len(names), config.actions.fleet_incident_share)
+        by_name = {result.name: result for result in results}
+        self.planner.verify(by_name, alerts, now, evaluated=evaluation.evaluated)
+        planned: list[PlannedAction] = []
+        if self.acting:
+            planned = self.planner.plan(
+                alerts, by_name, fleet_incidents=incidents,
+                miners={miner.name: miner for miner in config.miners}, now=now,
+            )  # fmt: skip
         notifications: list[Notification] = []
         if self.dispatcher is not None:
             notifications = self.dispatcher.tick(
@@ -237,7 +278,46 @@ class Watchdog:
             notifications=notifications,
             fleet_incidents=incidents,
             problems=list(self.rules.problems),
+            planned=planned,
+            action_events=self.planner.events(),
         )
+
+    async def act(self, report: CycleReport) -> None:
+        """Carry out the cycle's planned actions, concurrently (their number is bounded by
+        ``max_in_flight``), and record what came of them."""
+        miners = {miner.name: miner for miner in self.config.miners}
+
+        async def one(action: PlannedAction) -> ActionOutcome:
+            self.planner.started(action, self.clock())
+            outcome = await self.executor.execute(action, miners[action.miner])
+            self.planner.finished(outcome, self.clock())
+            return outcome
+
+        report.outcomes = list(
+            await asyncio.gather(*(one(a) for a in report.planned if a.miner in miners))
+        )
+        events = self.planner.events()
+        report.action_events.extend(events)
+        self._log_actions(events)
+        if self.store is not None:
+            try:
+                self.store.save_state(STATE_ACTIONS, self.planner.to_dict(), self.clock())
+            except StoreError as exc:
+                log.error("ACTION STATE NOT SAVED: %s", exc)
+
+    def _log_actions(self, events: Sequence[ActionEvent]) -> None:
+        for event in events:
+            log.warning(event.message, extra={"MINER": event.miner, "ALERTNAME": event.alertname})
+        if self.store is None or not events:
+            return
+        try:
+            with self.store.transaction():
+                for e in events:
+                    self.store.record_action(
+                        e.at, e.miner, e.alertname, e.action, e.kind.value, e.detail
+                    )
+        except StoreError as exc:
+            log.error("ACTION LOG NOT SAVED (%d events): %s", len(events), exc)
 
     def commit(self, report: CycleReport) -> bool:
         """Queue the cycle's notifications and save every engine's state, atomically.
@@ -259,6 +339,7 @@ class Watchdog:
                     self._rules_saved_at = now
                 if self.dispatcher is not None:
                     self.store.save_state(STATE_DISPATCHER, self.dispatcher.to_dict(), now)
+                self.store.save_state(STATE_ACTIONS, self.planner.to_dict(), now)
         except StoreError as exc:
             log.error(
                 "STATE NOT SAVED (%d notifications waiting in memory): %s", len(self._backlog), exc
