@@ -226,6 +226,17 @@ def cmd_test_notify(args: argparse.Namespace) -> int:
     return EXIT_OK if all(result.ok for result in results) else EXIT_FAILURE
 
 
+# -- demo -------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The embedded default: a simulated farm with failures, watched for --duration s."""
+    from cgwatchdog.demo import run_demo
+
+    summary = asyncio.run(run_demo(args.duration))
+    return EXIT_OK if summary.fired and summary.resolved else EXIT_FAILURE
+
+
 # -- simulate ---------------------------------------------------------------------------
 
 
@@ -245,6 +256,54 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- run / status -----------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """The daemon in the foreground (what systemd runs)."""
+    import logging
+
+    from cgwatchdog.daemon import run_daemon
+
+    level = logging.DEBUG if args.debug else getattr(logging, args.log_level.upper())
+    return asyncio.run(run_daemon(args.config, log_level=level))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Ask a running daemon for its health and firing alerts."""
+    import urllib.error
+    import urllib.request
+
+    from cgwatchdog.httpapi import status_lines
+
+    url = args.url.rstrip("/") + "/api/alerts"
+    if not url.startswith(("http://", "https://")):
+        raise UsageError(f"--url {args.url!r} is not an http:// URL")
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as answer:
+            document = json.loads(answer.read(16 * 1024 * 1024))
+    except urllib.error.HTTPError as exc:
+        print(f"cgwatchdog: {url} answered HTTP {exc.code}: is that a cgwatchdog daemon?",
+              file=sys.stderr)
+        return EXIT_FAILURE
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        reason = getattr(reason, "strerror", None) or reason
+        print(f"cgwatchdog: cannot reach the daemon at {args.url}: {reason} "
+              "(is cgwatchdog running? see --url)", file=sys.stderr)
+        return EXIT_FAILURE
+    except ValueError:
+        print(f"cgwatchdog: {url} did not answer JSON: is that a cgwatchdog daemon?",
+              file=sys.stderr)
+        return EXIT_FAILURE
+    if not isinstance(document, dict):
+        print(f"cgwatchdog: {url} answered unexpected JSON", file=sys.stderr)
+        return EXIT_FAILURE
+    for line in status_lines(document):
+        print(line)
+    return EXIT_OK if document.get("health") == "ok" else EXIT_FAILURE
+
+
 # -- wiring -----------------------------------------------------------------------------
 
 
@@ -257,6 +316,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cgwatchdog {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
+
+    demo = sub.add_parser(
+        "demo",
+        help="watch a simulated farm with failures for a minute (no config needed)",
+        description="Starts simulated miners with failures, a local webhook sink and the "
+        "watchdog with the shipped rules; prints alerts, actions and webhooks; exits by itself.",
+    )
+    demo.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
+    demo.set_defaults(func=cmd_demo)
 
     query = sub.add_parser(
         "query",
@@ -315,6 +383,28 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--base-port", type=int, default=None,
                           help="serve every miner on LISTEN with consecutive ports")
     simulate.set_defaults(func=cmd_simulate)
+
+    run = sub.add_parser(
+        "run",
+        help="the daemon, in the foreground (what systemd runs)",
+        description="Poll, evaluate, notify on schedule until SIGTERM; SIGHUP reloads the "
+        "configuration. Serves /metrics, /healthz and /api/alerts on http.listen.",
+    )
+    run.add_argument("-c", "--config", required=True, metavar="CONFIG")
+    run.add_argument("--log-level", default="info",
+                     choices=["debug", "info", "warning", "error"])
+    run.set_defaults(func=cmd_run)
+
+    status = sub.add_parser(
+        "status",
+        help="ask a running daemon for its health and firing alerts",
+        description="Prints health, the last cycle and the firing alerts of a running "
+        "daemon; exit 1 if it is unreachable or unhealthy.",
+    )
+    status.add_argument("--url", default="http://127.0.0.1:9841",
+                        help="the daemon's http.listen (default http://127.0.0.1:9841)")
+    status.add_argument("--timeout", type=float, default=5.0, help="seconds to wait")
+    status.set_defaults(func=cmd_status)
     return parser
 
 
