@@ -813,6 +813,11 @@ class Dispatcher:
         self._states: dict[_StateKey, _RouteState] = {}
         self._route_cache: dict[str, tuple[_Target, ...]] = {}
 
+    @property
+    def route(self) -> Route:
+        """The routing tree in use."""
+        return self._route
+
     def set_route(self, route: Route, *, send_resolved: Mapping[str, bool] | None = None) -> None:
         """Swap in a reloaded routing tree, keeping groups and the notification log.
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cgwatchdog.actions import (
+    ORIGINAL_ALERTNAME_LABEL,
     SIGNAL_ALERTNAMES,
     ActionEvent,
     ActionExecutor,
@@ -27,6 +28,7 @@ from cgwatchdog.actions import (
 from cgwatchdog.alerts import (
     Alert,
     AlertEngine,
+    AlertView,
     Dispatcher,
     Evaluation,
     Matcher,
@@ -34,6 +36,7 @@ from cgwatchdog.alerts import (
     Route,
     Silence,
     Transition,
+    fingerprint,
     fleet_incidents,
 )
 from cgwatchdog.config import Config, RouteConfig, SilenceConfig
@@ -51,6 +54,9 @@ STATE_ALERTS = "alerts"
 STATE_DISPATCHER = "dispatcher"
 STATE_RULES = "rules"
 STATE_ACTIONS = "actions"
+ACTION_ALERTNAME = "RemediationAction"
+ANNOUNCED_ACTION_EVENTS = frozenset({"succeeded", "failed", "dry-run"})
+"""Action events told to receivers; exhaustion and read-only miners go out as alerts."""
 RULES_SAVE_INTERVAL_S = 300.0
 """The history (baselines) is ~4 KB a miner, 40 MB at 10,000: saved every few minutes,
 not every cycle; after a crash a baseline is at most this much older."""
@@ -299,11 +305,58 @@ class Watchdog:
         events = self.planner.events()
         report.action_events.extend(events)
         self._log_actions(events)
+        self._announce(events)
         if self.store is not None:
             try:
                 self.store.save_state(STATE_ACTIONS, self.planner.to_dict(), self.clock())
             except StoreError as exc:
                 log.error("ACTION STATE NOT SAVED: %s", exc)
+
+    def _announce(self, events: Sequence[ActionEvent]) -> None:
+        """Tell the receivers of the alert that an action was taken (or dry-run, or failed).
+
+        Each announcement goes where the alert itself goes (same routes), as a one-off
+        ``RemediationAction`` alert, through the durable outbox like any notification.
+        """
+        if self.dispatcher is None:
+            return
+        announcements: list[Notification] = []
+        for event in events:
+            if event.kind.value not in ANNOUNCED_ACTION_EVENTS:
+                continue
+            alert = self.alerts.get(event.alert_fingerprint)
+            base = dict(alert.labels) if alert is not None else {"miner": event.miner}
+            labels = {
+                **{k: v for k, v in base.items() if k != "alertname"},
+                "alertname": ACTION_ALERTNAME,
+                ORIGINAL_ALERTNAME_LABEL: event.alertname,
+                "action": event.do,
+                "severity": "info",
+            }
+            view = AlertView(
+                fingerprint=fingerprint(labels),
+                labels=labels,
+                annotations={"summary": event.message},
+                value=f"{event.kind.value}: {event.detail}" if event.detail else event.kind.value,
+                status="firing",
+                starts_at=event.at,
+                ends_at=event.at,
+            )
+            for route in self.dispatcher.route.match(base):
+                announcements.append(
+                    Notification(
+                        receiver=route.receiver,
+                        group_key=f"action/{event.alert_fingerprint}/{event.at:.3f}/{event.kind.value}",
+                        group_labels={"alertname": ACTION_ALERTNAME, "miner": event.miner},
+                        status="firing",
+                        alerts=(view,),
+                    )
+                )
+        if announcements and self.store is not None and self.outbox is not None:
+            try:
+                self.outbox.enqueue(announcements, self.clock())
+            except StoreError as exc:
+                log.error("action announcements not queued: %s", exc)
 
     def _log_actions(self, events: Sequence[ActionEvent]) -> None:
         for event in events:

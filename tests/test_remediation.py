@@ -16,7 +16,9 @@ import pytest
 
 from cgwatchdog.alerts import Notification
 from cgwatchdog.config import load_config
+from cgwatchdog.notify import Outbox
 from cgwatchdog.simulator import FakeClock, Fleet
+from cgwatchdog.store import Store
 from cgwatchdog.watchdog import CycleReport, Watchdog
 
 INTERVAL_S = 30.0
@@ -75,7 +77,10 @@ async def farm(tmp_path: Path) -> AsyncIterator[Any]:
             "actions: {cooldown: 15m, max_per_miner_per_hour: 3, max_in_flight: 5,"
             " restart_grace: 2m}\n" + rules
         )
-        return Farm(fleet, Watchdog(load_config(config), clock=clock), clock)
+        cfg = load_config(config)
+        store = Store(tmp_path / f"farm{len(fleets)}.sqlite")
+        outbox = Outbox(store, {}, clock=clock)
+        return Farm(fleet, Watchdog(cfg, store=store, outbox=outbox, clock=clock), clock)
 
     yield make
     for fleet in fleets:
@@ -102,7 +107,18 @@ async def test_dead_device_restart_recovers_and_resolves_once(farm: Any) -> None
     statuses = [(n.status, len(n.alerts)) for n in f.notifications()]
     assert statuses == [("firing", 1), ("resolved", 1)]
     kinds = [e.kind.value for r in f.reports for e in r.action_events]
-    assert "verified" in kinds or "succeeded" in kinds, kinds
+    assert "verified" in kinds and "succeeded" in kinds, kinds
+    # Recorded in the store's action log, and announced to the alert's receiver.
+    store = f.watchdog.store
+    assert store is not None
+    logged = [(a.action, a.outcome) for a in store.actions()]
+    assert ("restart", "succeeded") in logged and ("restart", "verified") in logged
+    queued = [item.payload for item in store.pending()]
+    announced = [
+        p for p in queued if p["alerts"][0]["labels"]["alertname"] == "RemediationAction"
+    ]
+    assert len(announced) == 1 and announced[0]["receiver"] == "ops"
+    assert "restart" in announced[0]["alerts"][0]["annotations"]["summary"]
 
 
 async def test_a_miner_that_does_not_recover_escalates_to_exec(
