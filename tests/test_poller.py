@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -76,10 +77,13 @@ async def test_multi_command_refused_falls_back_and_is_remembered(
 
 async def test_fleet_of_mixed_flavours_and_a_dead_address() -> None:
     clock = FakeClock(1_800_000_000.0)
-    fleet = Fleet.build(30, clock=clock, listen="127.0.31.1")
+    fleet = Fleet.build(30, clock=clock, listen="127.0.31.1", base_port=0)
+    with socket.socket() as probe:  # a port with nothing listening on it
+        probe.bind(("127.0.31.1", 0))
+        dead_port = probe.getsockname()[1]
     async with serve(fleet):
         targets = [Target(m.name, m.address[0], m.address[1]) for m in fleet.members]
-        targets.append(Target("ghost", "127.0.31.250", 4028))
+        targets.append(Target("ghost", "127.0.31.1", dead_port))
         poller = Poller(targets, timeout=2.0, connect_timeout=0.5, concurrency=8, clock=clock)
         results = await poller.poll()
         assert [r.name for r in results] == [t.name for t in targets]
