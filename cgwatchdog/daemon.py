@@ -1,0 +1,724 @@
+"""The daemon: ``cgwatchdog run -c CONFIG``, the one place where things are wired together.
+
+Only this module schedules cycles, creates tasks, binds the HTTP port, installs signal
+handlers and talks to systemd; everything it drives is an object it calls::
+
+    load_config ─> Store ─> integrations ─> Outbox ─> Watchdog ─> bind HTTP ─> loop:
+
+      every poll.interval (± jitter; never overlapping; a slow cycle is followed at once)
+        Watchdog.cycle()                  poll, evaluate, save state + queue notifications, act
+        Alertmanager receivers            push the engine's alert state (background task)
+        Outbox.deliver_due(wait_s=0.5)    in a thread; slow receivers finish on their own
+        metrics, STATUS=, WATCHDOG=1      READY=1 after the first cycle
+      between cycles: WATCHDOG=1 every half watchdog interval, SIGHUP reloads
+
+    SIGHUP   RELOADING=1, load the config; invalid: log every problem, keep the running
+             one; valid: Watchdog.configure, new integrations; READY=1 either way
+    SIGTERM  STOPPING=1, the cycle in flight finishes, a last delivery (bounded), state
+    SIGINT   saved, store closed, exit 0
+
+WATCHDOG=1 is sent by the loop itself, never by a timer thread: when the loop stalls,
+the pings stop and systemd restarts the service. A failing state file (disk full) never
+stops the loop: it is logged loudly, shown by /healthz (still 200) and /metrics, and the
+watchdog goes on alerting from memory until the file works again.
+
+Alertmanager receivers are state-based (notify/alertmanager.py): each cycle pushes every
+alert the engine holds, so notifications routed to them (the dispatcher's, action
+announcements) are dropped by :class:`DirectOutbox` before they are queued: a queued copy
+would replay stale state after an outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import signal
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from prometheus_client import CollectorRegistry
+
+from cgwatchdog import __version__
+from cgwatchdog.alerts import AlertState, Evaluation, Notification, Transition
+from cgwatchdog.config import Config, HttpConfig, load_config
+from cgwatchdog.errors import ConfigError, ConfigProblem, NotifyError, StoreError
+from cgwatchdog.httpapi import DaemonStatus, HttpApi, Metrics
+from cgwatchdog.logs import FIELD_ALERTNAME, FIELD_MINER, RedactingFilter, setup_logging
+from cgwatchdog.notify.alertmanager import AlertmanagerIntegration
+from cgwatchdog.notify.base import Integration, build_integration
+from cgwatchdog.notify.outbox import Outbox
+from cgwatchdog.sdnotify import Notifier
+from cgwatchdog.store import Store
+from cgwatchdog.watchdog import CycleReport, Watchdog
+
+__all__ = [
+    "DELIVERY_WAIT_S",
+    "FINAL_DELIVERY_WAIT_S",
+    "STATE_FILE",
+    "Daemon",
+    "DaemonWatchdog",
+    "DirectOutbox",
+    "run_daemon",
+    "start_http_server",
+    "status_line",
+]
+
+log = logging.getLogger("cgwatchdog.daemon")
+
+EXIT_OK: Final = 0
+EXIT_FAILURE: Final = 1
+EXIT_USAGE: Final = 2
+
+STATE_FILE: Final = "cgwatchdog.sqlite"
+# After each cycle deliver_due waits this long for the receivers' workers; a slower
+# receiver finishes in its own thread and is recorded at the next call, so polling
+# never waits for a webhook.
+DELIVERY_WAIT_S: Final = 0.5
+# On SIGTERM, the last delivery may take this long: enough for a healthy webhook and
+# SMTP server, short enough for systemd's stop timeout.
+FINAL_DELIVERY_WAIT_S: Final = 10.0
+# Then the outbox's workers get this long to finish sends in flight (so they are not
+# sent again at the next start), and the last Alertmanager push this long.
+CLOSE_WAIT_S: Final = 15.0
+PUSH_WAIT_S: Final = 5.0
+# How long a write waits for another process's lock on the state file (a backup, the
+# sqlite3 shell). The store is written on the event loop's thread, so waiting stalls
+# polling and the endpoint; a save that fails is simply retried at the next cycle.
+STORE_BUSY_TIMEOUT_S: Final = 1.0
+
+
+class DirectOutbox(Outbox):
+    """The outbox of the receivers that are sent notifications one by one.
+
+    Notifications for ``state_receivers`` (the Alertmanager receivers, which get the
+    engine's state pushed every cycle) are dropped here, whichever path queues them
+    (the cycle's commit, action announcements).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        integrations: Mapping[str, Integration],
+        *,
+        state_receivers: frozenset[str],
+        clock: Callable[[], float],
+    ) -> None:
+        super().__init__(store, integrations, clock=clock)
+        self.state_receivers = state_receivers
+
+    def enqueue(self, notifications: Iterable[Notification], now: float) -> list[int]:
+        """Outbox.enqueue, less the notifications of state-pushed receivers."""
+        kept = [n for n in notifications if n.receiver not in self.state_receivers]
+        return super().enqueue(kept, now)
+
+
+class DaemonWatchdog(Watchdog):
+    """The Watchdog as the daemon runs it: ``saved`` tells whether the last commit
+    reached the state file, and :meth:`save` saves everything on the way out."""
+
+    def __init__(self, config: Config, **kwargs: Any) -> None:
+        self.saved = True
+        super().__init__(config, **kwargs)
+
+    def commit(self, report: CycleReport) -> bool:
+        """Watchdog.commit, remembering whether it worked."""
+        self.saved = super().commit(report)
+        return self.saved
+
+    def save(self, now: float) -> bool:
+        """Save every engine's state, the rule history and whatever notifications wait
+        in memory, now (on SIGTERM)."""
+        empty = CycleReport(
+            started_at=now,
+            finished_at=now,
+            results=[],
+            evaluation=Evaluation((), ()),
+            transitions=[],
+            notifications=[],
+            fleet_incidents=set(),
+        )
+        if not self.commit(empty):
+            return False
+        try:
+            self.save_history(now)
+        except StoreError as exc:
+            log.error("STATE NOT SAVED: the rule history (baselines): %s", exc)
+            return False
+        return True
+
+
+def status_line(status: DaemonStatus, firing: int) -> str:
+    """The one-line STATUS= summary ``systemctl status`` shows."""
+    duration = status.last_cycle_duration_s
+    text = (
+        f"{status.miners:,} miners, {status.up:,} up, {firing:,} firing, "
+        f"outbox {status.outbox_depth:,}, "
+        + ("no cycle yet" if duration is None else f"last cycle {duration:.1f}s")
+    )
+    if status.store_error is not None:
+        text += ", STATE FILE FAILING"
+    return text
+
+
+async def start_http_server(api: HttpApi, http: HttpConfig) -> asyncio.Server:
+    """Bind the endpoint to ``http.listen`` (default 127.0.0.1:9841); OSError if it cannot."""
+    return await asyncio.start_server(api.handle, http.host, http.port, reuse_address=True)
+
+
+def _split_integrations(
+    config: Config,
+) -> tuple[dict[str, AlertmanagerIntegration], dict[str, Integration]]:
+    """The configured receivers' integrations: state-pushed (Alertmanager) and the rest."""
+    pushed: dict[str, AlertmanagerIntegration] = {}
+    direct: dict[str, Integration] = {}
+    for receiver in config.receivers:
+        integration = build_integration(receiver, interval_s=config.poll.interval_s)
+        if isinstance(integration, AlertmanagerIntegration):
+            pushed[receiver.name] = integration
+        else:
+            direct[receiver.name] = integration
+    return pushed, direct
+
+
+def _fields(transition: Transition) -> dict[str, str]:
+    return {FIELD_MINER: transition.alert.miner, FIELD_ALERTNAME: transition.alert.alertname}
+
+
+def _where(labels: Mapping[str, str]) -> str:
+    parts = [f"{key} {labels[key]}" for key in ("device", "pool") if labels.get(key)]
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+class Daemon:
+    """One running daemon; build it with a loaded config and call :meth:`run` once."""
+
+    def __init__(
+        self,
+        config_path: str | Path,
+        config: Config,
+        *,
+        clock: Callable[[], float] = time.time,
+        notifier: Notifier | None = None,
+        registry: CollectorRegistry | None = None,
+        redactor: RedactingFilter | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config_path = Path(config_path)
+        self.config = config
+        self.clock = clock
+        self.notifier = notifier if notifier is not None else Notifier()
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.redactor = redactor
+        self._rng = rng if rng is not None else random.Random()
+        self.metrics = Metrics(self.registry)
+        self.status = DaemonStatus(
+            interval_s=config.poll.interval_s,
+            started_at=clock(),
+            shard=str(config.cluster.shard),
+            replica=config.cluster.replica,
+            # Leadership among replicas (DESIGN §11) is not wired yet: every instance
+            # acts as the leader of its shard.
+            role="leader",
+        )
+        self.store: Store | None = None
+        self.outbox: DirectOutbox | None = None
+        self.watchdog: DaemonWatchdog | None = None
+        self.server: asyncio.Server | None = None
+        self._pushed: dict[str, AlertmanagerIntegration] = {}
+        self._direct: dict[str, Integration] = {}
+        self._retired: list[Integration] = []
+        self._push_ok: dict[str, bool] = {}
+        self._push_task: asyncio.Task[None] | None = None
+        self._tasks: asyncio.TaskGroup | None = None
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._reload_wanted = False
+        self._ready_sent = False
+        self._last_ping = -math.inf
+        self._store_problem: str | None = None
+
+    # -- the whole life -------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Start, loop until SIGTERM/SIGINT, stop cleanly; the process exit code."""
+        loop = asyncio.get_running_loop()
+        self._install_signals(loop)
+        try:
+            code = self._open()
+            if code != EXIT_OK:
+                return code
+            watchdog = self.watchdog
+            assert watchdog is not None
+            api = HttpApi(
+                self.status,
+                self.registry,
+                alerts=lambda: watchdog.alerts.alerts(),
+                clock=self.clock,
+            )
+            try:
+                self.server = await start_http_server(api, self.config.http)
+            except OSError as exc:
+                log.error(
+                    "cannot listen on %s: %s (another cgwatchdog running? change http.listen)",
+                    self.config.http.listen,
+                    exc.strerror or exc,
+                )
+                return EXIT_FAILURE
+            self._log_start()
+            async with asyncio.TaskGroup() as tasks:
+                self._tasks = tasks
+                await self._loop()
+                await self._finish_push()
+            await self._shutdown()
+            return EXIT_OK
+        finally:
+            self._remove_signals(loop)
+            self._close()
+
+    def _open(self) -> int:
+        config = self.config
+        path = config.state_dir / STATE_FILE
+        try:
+            self.store = Store(path, timeout_s=STORE_BUSY_TIMEOUT_S)
+        except StoreError as exc:
+            log.error("cannot open the state file: %s", exc)
+            return EXIT_FAILURE
+        try:
+            self._pushed, self._direct = _split_integrations(config)
+        except ConfigError as exc:
+            self._log_problems("configuration", exc.problems)
+            return EXIT_USAGE
+        self.outbox = DirectOutbox(
+            self.store, self._direct, state_receivers=frozenset(self._pushed), clock=self.clock
+        )
+        self.watchdog = DaemonWatchdog(
+            config, store=self.store, outbox=self.outbox, clock=self.clock
+        )
+        return EXIT_OK
+
+    def _log_start(self) -> None:
+        config = self.config
+        log.info(
+            "cgwatchdog %s: %d miners, %d rules, %d receivers; state in %s; "
+            "http://%s/metrics; poll every %g s; sd_notify: %s",
+            __version__,
+            len(config.miners),
+            len(config.rules),
+            len(config.receivers),
+            config.state_dir / STATE_FILE,
+            config.http.listen,
+            config.poll.interval_s,
+            self.notifier.backend,
+        )
+        for warning in config.warnings:
+            log.warning("%s", warning)
+        self._check_watchdog_budget(config)
+
+    def _check_watchdog_budget(self, config: Config) -> None:
+        budget = self.notifier.watchdog_interval_s
+        if budget is None or not config.miners:
+            return
+        waves = math.ceil(len(config.miners) / config.poll.concurrency)
+        worst = waves * config.poll.timeout_s
+        if worst >= budget:
+            log.warning(
+                "a cycle over a fleet that does not answer may take up to %.0f s "
+                "(%d miners / concurrency %d x timeout %g s), not less than the systemd "
+                "watchdog (%.0f s): raise WatchdogSec= or poll.concurrency",
+                worst,
+                len(config.miners),
+                config.poll.concurrency,
+                config.poll.timeout_s,
+                budget,
+            )
+
+    # -- signals ------------------------------------------------------------------------
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.add_signal_handler(signal.SIGTERM, self._on_stop, "SIGTERM")
+        loop.add_signal_handler(signal.SIGINT, self._on_stop, "SIGINT")
+        loop.add_signal_handler(signal.SIGHUP, self._on_reload)
+
+    @staticmethod
+    def _remove_signals(loop: asyncio.AbstractEventLoop) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(signum)
+
+    def _on_stop(self, name: str) -> None:
+        if self._stop.is_set():
+            log.info("%s again: already stopping", name)
+            return
+        log.info("%s received: stopping after the cycle in flight", name)
+        self.status.stopping = True
+        self.notifier.stopping("stopping")
+        self._stop.set()
+        self._wake.set()
+
+    def _on_reload(self) -> None:
+        log.info("SIGHUP received: reloading %s", self.config_path)
+        self._reload_wanted = True
+        self._wake.set()
+
+    # -- the loop -----------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while not self._stop.is_set():
+            await self._idle_until(next_at)
+            if self._stop.is_set():
+                break
+            started = loop.time()
+            await self._cycle()
+            elapsed = loop.time() - started
+            if not self._ready_sent:
+                self._ready_sent = True
+                self.notifier.ready(self._status_line())
+            interval = self.config.poll.interval_s
+            if elapsed > interval:
+                log.warning(
+                    "slow cycle: %.1f s, longer than the %g s poll interval; the next starts now",
+                    elapsed,
+                    interval,
+                )
+                next_at = loop.time()
+            else:
+                spread = self.config.poll.jitter * interval
+                next_at = max(started + interval + self._rng.uniform(-spread, spread), loop.time())
+
+    async def _idle_until(self, deadline: float) -> None:
+        """Wait for ``deadline``: reload on SIGHUP, ping the watchdog, return on stop."""
+        loop = asyncio.get_running_loop()
+        ping_every = self.notifier.watchdog_interval_s
+        while not self._stop.is_set():
+            if self._reload_wanted:
+                await self._reload()
+                continue
+            now = loop.time()
+            wait = deadline - now
+            if wait <= 0:
+                return
+            if ping_every is not None:
+                half = ping_every / 2
+                if now - self._last_ping >= half:
+                    self._ping()
+                wait = min(wait, self._last_ping + half - now)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(wait, 0.0)):
+                    await self._wake.wait()
+
+    def _ping(self) -> None:
+        self._last_ping = asyncio.get_running_loop().time()
+        self.notifier.watchdog()
+
+    async def _cycle(self) -> None:
+        """One cycle and everything after it; never raises for a cycle's failure."""
+        watchdog = self.watchdog
+        assert watchdog is not None
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            report = await watchdog.cycle()
+        except Exception as exc:  # a bug in one rule or reply must not end the monitoring
+            log.exception("cycle failed with an internal error (please report it): %s", exc)
+            self.status.cycle_error = f"{type(exc).__name__}: {exc}"
+            self.metrics.record_cycle_failure()
+            self._ping()
+            return
+        duration = loop.time() - started
+        self.status.cycle_error = None
+        self._log_transitions(report.transitions)
+        status = self.status
+        status.cycles += 1
+        # When it completed, saving and actions included (a slow save is part of it).
+        status.last_cycle_at = completed = self.clock()
+        status.last_cycle_duration_s = duration
+        status.miners = len(report.results)
+        status.up = report.up
+        self.metrics.observe_cycle(
+            report.results,
+            watchdog.alerts.alerts(),
+            duration_s=duration,
+            finished_at=completed,
+            interval_s=self.config.poll.interval_s,
+        )
+        for event in report.action_events:
+            self.metrics.record_action(event.do or "-", event.kind.value)
+        self._start_push(report.finished_at)
+        await self._deliver(self.clock(), DELIVERY_WAIT_S, saved=watchdog.saved)
+        self.notifier.status(self._status_line())
+        self._ping()
+
+    def _log_transitions(self, transitions: Sequence[Transition]) -> None:
+        for t in transitions:
+            alert = t.alert
+            if t.new is AlertState.FIRING:
+                log.warning(
+                    "FIRING %s on %s%s: %s",
+                    alert.alertname,
+                    alert.miner or "the fleet",
+                    _where(alert.labels),
+                    alert.value,
+                    extra=_fields(t),
+                )
+            elif t.new is AlertState.RESOLVED:
+                log.info(
+                    "resolved %s on %s%s",
+                    alert.alertname,
+                    alert.miner or "the fleet",
+                    _where(alert.labels),
+                    extra=_fields(t),
+                )
+
+    def _status_line(self) -> str:
+        firing = len(self.watchdog.firing()) if self.watchdog is not None else 0
+        return status_line(self.status, firing)
+
+    # -- delivery -----------------------------------------------------------------------
+
+    async def _deliver(self, now: float, wait_s: float, *, saved: bool) -> None:
+        """Run the outbox in a thread; record the state file's health either way."""
+        outbox = self.outbox
+        assert outbox is not None
+        problem: str | None = None
+        if not saved:
+            problem = "the last cycle's state was not saved; notifications wait in memory"
+        try:
+            delivery = await asyncio.to_thread(outbox.deliver_due, now, wait_s=wait_s)
+        except StoreError as exc:
+            log.error("STATE FILE FAILING in the outbox: %s", exc)
+            problem = str(exc)
+        else:
+            self.status.outbox_depth = delivery.pending
+            self.metrics.observe_outbox(delivery.pending, outbox.counters())
+            pushing = self._push_task is not None and not self._push_task.done()
+            if not delivery.busy and not pushing:
+                self._close_retired()  # no thread uses them any more
+        self._store_health(problem)
+
+    def _store_health(self, problem: str | None) -> None:
+        if problem is None and self._store_problem is not None:
+            log.warning("the state file works again")
+        self._store_problem = problem
+        self.status.store_error = problem
+        self.metrics.record_store(problem is None)
+
+    def _start_push(self, now: float) -> None:
+        """Push the engine's alert state to every Alertmanager receiver, in the background;
+        skipped while the previous push still runs (the next one carries the newer state)."""
+        if not self._pushed or self._tasks is None or self.watchdog is None:
+            return
+        if self._push_task is not None and not self._push_task.done():
+            log.debug("the previous Alertmanager push is still running: this cycle's skipped")
+            return
+        alerts = self.watchdog.alerts.alerts()
+        jobs = [
+            (name, integration, integration.postable(alerts, now))
+            for name, integration in self._pushed.items()
+        ]
+        self._push_task = self._tasks.create_task(self._push(jobs))
+
+    async def _push(
+        self, jobs: Sequence[tuple[str, AlertmanagerIntegration, list[dict[str, Any]]]]
+    ) -> None:
+        for name, integration, documents in jobs:
+            if not documents:
+                continue
+            error: str | None = None
+            try:
+                result = await asyncio.to_thread(integration.push_documents, documents)
+            except NotifyError as exc:
+                error = integration.redact(str(exc))
+            except Exception as exc:
+                log.exception("internal error pushing to Alertmanager receiver %r", name)
+                error = f"internal error: {type(exc).__name__}"
+            else:
+                if result.failed:
+                    log.debug("receiver %r: %s", name, integration.redact(result.receipt()))
+            self.metrics.record_push(name, error is None)
+            was_ok = self._push_ok.get(name, True)
+            if error is not None and was_ok:
+                log.warning("Alertmanager receiver %r: push failed: %s", name, error)
+            elif error is None and not was_ok:
+                log.info("Alertmanager receiver %r: pushes work again", name)
+            self._push_ok[name] = error is None
+
+    async def _finish_push(self) -> None:
+        task = self._push_task
+        if task is None or task.done():
+            return
+        try:
+            async with asyncio.timeout(PUSH_WAIT_S):
+                await asyncio.shield(task)
+        except TimeoutError:
+            log.warning("the last Alertmanager push did not finish within %g s", PUSH_WAIT_S)
+            task.cancel()
+
+    # -- reload -------------------------------------------------------------------------
+
+    async def _reload(self) -> None:
+        self._reload_wanted = False
+        self.notifier.reloading()
+        try:
+            try:
+                config = await asyncio.to_thread(load_config, self.config_path)
+                pushed, direct = _split_integrations(config)
+            except ConfigError as exc:
+                self._refuse(exc.problems)
+                return
+            self._apply(config, pushed, direct)
+        finally:
+            self.notifier.ready(self._status_line())
+
+    def _refuse(self, problems: Sequence[ConfigProblem]) -> None:
+        count = len(problems)
+        self._log_problems("the new configuration", problems)
+        log.error(
+            "config reload refused: %s is invalid (%d problem%s); the running configuration stays",
+            self.config_path,
+            count,
+            "" if count == 1 else "s",
+        )
+        self.status.config_error = (
+            f"{self.config_path} is invalid ({count} problem{'' if count == 1 else 's'}); "
+            "running the previous configuration"
+        )
+        self.metrics.record_reload(False)
+
+    def _apply(
+        self,
+        config: Config,
+        pushed: dict[str, AlertmanagerIntegration],
+        direct: dict[str, Integration],
+    ) -> None:
+        old = self.config
+        if self.redactor is not None:
+            self.redactor.set_config(config)
+        for what, before, after in (
+            ("state_dir", old.state_dir, config.state_dir),
+            ("http.listen", old.http.listen, config.http.listen),
+        ):
+            if before != after:
+                log.warning(
+                    "%s changed (%s -> %s): it takes effect at the next restart",
+                    what,
+                    before,
+                    after,
+                )
+        watchdog, outbox = self.watchdog, self.outbox
+        assert watchdog is not None and outbox is not None
+        outbox.state_receivers = frozenset(pushed)
+        outbox.set_integrations(direct)
+        watchdog.configure(config, reload=True)
+        self._retired += [*self._pushed.values(), *self._direct.values()]
+        self._pushed, self._direct = pushed, direct
+        self._push_ok = {name: ok for name, ok in self._push_ok.items() if name in pushed}
+        self.config = config
+        status = self.status
+        status.interval_s = config.poll.interval_s
+        status.shard = str(config.cluster.shard)
+        status.replica = config.cluster.replica
+        status.config_error = None
+        self.metrics.record_reload(True)
+        log.info(
+            "configuration reloaded: %d miners, %d rules, %d receivers",
+            len(config.miners),
+            len(config.rules),
+            len(config.receivers),
+        )
+        for warning in config.warnings:
+            log.warning("%s", warning)
+        self._check_watchdog_budget(config)
+
+    @staticmethod
+    def _log_problems(what: str, problems: Sequence[ConfigProblem]) -> None:
+        for problem in problems:
+            log.error("%s: %s", what, problem)
+
+    # -- stopping -----------------------------------------------------------------------
+
+    async def _shutdown(self) -> None:
+        """A last delivery, state saved; the caller closes the rest."""
+        if self.server is not None:
+            self.server.close()
+        watchdog = self.watchdog
+        assert watchdog is not None
+        saved = watchdog.save(self.clock())
+        try:
+            async with asyncio.timeout(FINAL_DELIVERY_WAIT_S + 2.0):
+                await self._deliver(self.clock(), FINAL_DELIVERY_WAIT_S, saved=saved)
+        except TimeoutError:
+            log.warning("the last delivery did not finish in time; the outbox keeps the rest")
+        if self.status.outbox_depth:
+            log.info(
+                "%d notification(s) stay in the outbox for the next start", self.status.outbox_depth
+            )
+        outbox = self.outbox
+        assert outbox is not None
+        try:
+            async with asyncio.timeout(CLOSE_WAIT_S):
+                await asyncio.to_thread(outbox.close, wait=True)
+        except TimeoutError:
+            log.warning(
+                "sends still in flight after %g s; they may be sent again at the next start",
+                CLOSE_WAIT_S,
+            )
+        except StoreError as exc:
+            log.error("STATE FILE FAILING while stopping: %s", exc)
+        log.info("stopped")
+
+    def _close_retired(self) -> None:
+        retired, self._retired = self._retired, []
+        for integration in retired:
+            integration.close()
+
+    def _close(self) -> None:
+        """Release everything that was opened (also after a failed start)."""
+        if self.server is not None:
+            self.server.close()
+        for integration in [*self._retired, *self._pushed.values(), *self._direct.values()]:
+            with contextlib.suppress(Exception):
+                integration.close()
+        self._retired = []
+        if self.store is not None:
+            self.store.close()
+        self.notifier.close()
+
+
+async def run_daemon(
+    config_path: str | Path,
+    *,
+    clock: Callable[[], float] = time.time,
+    notifier: Notifier | None = None,
+    registry: CollectorRegistry | None = None,
+    log_level: int = logging.INFO,
+    configure_logging: bool = True,
+) -> int:
+    """``cgwatchdog run``: the daemon in the foreground; returns the exit code.
+
+    2 when the configuration is invalid (nothing has started then), 1 when the state
+    file or the HTTP port cannot be opened, 0 after a clean stop on SIGTERM/SIGINT.
+    """
+    redactor = setup_logging(level=log_level) if configure_logging else None
+    try:
+        config = await asyncio.to_thread(load_config, config_path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            log.error("%s", problem)
+        count = len(exc.problems)
+        log.error(
+            "not starting: %d problem%s in the configuration", count, "" if count == 1 else "s"
+        )
+        return EXIT_USAGE
+    if redactor is not None:
+        redactor.set_config(config)
+    daemon = Daemon(
+        config_path, config, clock=clock, notifier=notifier, registry=registry, redactor=redactor
+    )
+    return await daemon.run()

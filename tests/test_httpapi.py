@@ -1,0 +1,381 @@
+"""The daemon's HTTP endpoint: routes, limits, health over a driven clock, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from cgwatchdog.alerts import AlertEngine, Evaluation, Signal
+from cgwatchdog.config import Config, HttpConfig
+from cgwatchdog.daemon import start_http_server
+from cgwatchdog.httpapi import (
+    HEALTHY_WITHIN_INTERVALS,
+    MAX_HEAD_BYTES,
+    DaemonStatus,
+    HttpApi,
+    HttpProblem,
+    Metrics,
+    alerts_document,
+    parse_request_head,
+    status_lines,
+)
+from cgwatchdog.notify.outbox import ReceiverCounters
+from cgwatchdog.poller import Unreachable
+from cgwatchdog.simulator import FakeClock
+from cgwatchdog.snapshot import Device, Pool, Snapshot
+
+INTERVAL_S = 30.0
+
+
+def alert_engine(now: float) -> AlertEngine:
+    """One firing DeviceDead on m1 and one pending HashrateDrop on m2."""
+    engine = AlertEngine()
+    dead = Signal(
+        {"alertname": "DeviceDead", "miner": "m1", "device": "1", "severity": "critical"},
+        {"summary": "m1: device 1 is Dead"},
+        "Dead",
+    )
+    drop = Signal({"alertname": "HashrateDrop", "miner": "m2"}, {}, "50%", for_s=600.0)
+    evaluated = [("DeviceDead", "m1"), ("HashrateDrop", "m2")]
+    engine.update(Evaluation([dead, drop], evaluated), now)
+    return engine
+
+
+def results(now: float) -> list[Snapshot | Unreachable]:
+    m1 = Snapshot(
+        name="m1",
+        host="127.0.0.1",
+        port=4028,
+        at=now,
+        hashrate_hs=1.35e13,
+        hardware_errors=10,
+        diff1_work=99_990,
+        temperature_max_c=71.0,
+        devices=(
+            Device(0, "ASC", "BC5", "Alive", hashrate_hs=4.5e12),
+            Device(1, "ASC", "BC5", "Dead", hashrate_hs=0.0),
+        ),
+        pools=(
+            Pool(0, "stratum+tcp://pool.example.org:3333", status="Alive", active=True),
+            Pool(1, "stratum+tcp://backup.example.org:3333", status="Dead"),
+        ),
+    )
+    m2 = Unreachable("m2", "127.0.0.2", 4028, now, "connection refused", "unreachable")
+    return [m1, m2]
+
+
+@dataclass
+class Endpoint:
+    clock: FakeClock
+    status: DaemonStatus
+    metrics: Metrics
+    engine: AlertEngine
+    api: HttpApi
+    port: int
+
+
+@pytest.fixture
+async def endpoint() -> AsyncIterator[Endpoint]:
+    clock = FakeClock()
+    status = DaemonStatus(interval_s=INTERVAL_S, started_at=clock())
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    engine = alert_engine(clock())
+    api = HttpApi(
+        status,
+        registry,
+        alerts=engine.alerts,
+        clock=clock,
+        head_timeout_s=0.3,
+        max_connections=2,
+    )
+    server = await asyncio.start_server(api.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    yield Endpoint(clock, status, metrics, engine, api, port)
+    server.close()
+    await server.wait_closed()
+
+
+def completed_cycle(e: Endpoint) -> None:
+    """What the daemon records after a cycle, at the clock's time now."""
+    now = e.clock()
+    e.status.cycles += 1
+    e.status.last_cycle_at = now
+    e.status.last_cycle_duration_s = 1.25
+    e.status.miners, e.status.up = 2, 1
+    e.metrics.observe_cycle(
+        results(now), e.engine.alerts(), duration_s=1.25, finished_at=now, interval_s=INTERVAL_S
+    )
+    e.metrics.observe_outbox(2, {"chat": ReceiverCounters(sent=3, failed=1, dropped=0)})
+
+
+async def exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    await writer.drain()
+    async with asyncio.timeout(5):
+        data = await reader.read()
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, body
+
+
+async def get(port: int, path: str, *extra: str) -> tuple[int, dict[str, str], bytes]:
+    head = "\r\n".join([f"GET {path} HTTP/1.1", "Host: localhost", *extra]) + "\r\n\r\n"
+    return await exchange(port, head.encode())
+
+
+# -- routes ---------------------------------------------------------------------------------
+
+
+async def test_metrics_show_miners_devices_pools_alerts_outbox(endpoint: Endpoint) -> None:
+    completed_cycle(endpoint)
+    endpoint.metrics.record_action("restart", "verified")
+    code, headers, body = await get(endpoint.port, "/metrics")
+    assert code == 200
+    assert headers["content-type"].startswith("text/plain")
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
+    assert samples["cgwatchdog_miner_up", (("miner", "m1"),)] == 1
+    assert samples["cgwatchdog_miner_up", (("miner", "m2"),)] == 0
+    assert samples["cgwatchdog_miner_hashrate_hashes_per_second", (("miner", "m1"),)] == 1.35e13
+    assert samples["cgwatchdog_miner_hardware_error_ratio", (("miner", "m1"),)] == pytest.approx(
+        1e-4
+    )
+    assert (
+        samples["cgwatchdog_device_status", (("device", "1"), ("miner", "m1"), ("status", "Dead"))]
+        == 1
+    )
+    assert (
+        samples["cgwatchdog_pool_status", (("miner", "m1"), ("pool", "1"), ("status", "Dead"))] == 1
+    )
+    assert samples["cgwatchdog_pool_active", (("miner", "m1"), ("pool", "0"))] == 1
+    assert samples["cgwatchdog_alerts", (("state", "firing"),)] == 1
+    assert samples["cgwatchdog_alerts", (("state", "pending"),)] == 1
+    assert samples["cgwatchdog_alerts", (("state", "resolved"),)] == 0
+    assert (
+        samples[
+            "cgwatchdog_alerts_by_alertname", (("alertname", "DeviceDead"), ("state", "firing"))
+        ]
+        == 1
+    )
+    assert (
+        samples["cgwatchdog_actions_total", (("action", "restart"), ("outcome", "verified"))] == 1
+    )
+    assert samples["cgwatchdog_cycles_total", ()] == 1
+    assert samples["cgwatchdog_cycle_duration_seconds_count", ()] == 1
+    assert samples["cgwatchdog_poll_errors_total", (("kind", "unreachable"),)] == 1
+    assert samples["cgwatchdog_outbox_depth", ()] == 2
+    assert (
+        samples["cgwatchdog_notifications_total", (("outcome", "sent"), ("receiver", "chat"))] == 3
+    )
+    assert samples["cgwatchdog_miners_up", ()] == 1
+    assert samples["cgwatchdog_store_healthy", ()] == 1
+
+
+async def test_metrics_speak_openmetrics_when_asked(endpoint: Endpoint) -> None:
+    completed_cycle(endpoint)
+    code, headers, body = await get(
+        endpoint.port, "/metrics", "Accept: application/openmetrics-text; version=1.0.0"
+    )
+    assert code == 200
+    assert headers["content-type"].startswith("application/openmetrics-text")
+    assert body.endswith(b"# EOF\n")
+
+
+async def test_api_alerts_lists_firing_then_pending_with_health(endpoint: Endpoint) -> None:
+    completed_cycle(endpoint)
+    endpoint.clock.advance(5)
+    code, headers, body = await get(endpoint.port, "/api/alerts")
+    assert code == 200 and headers["content-type"] == "application/json"
+    document = json.loads(body)
+    assert document["health"] == "ok" and document["reason"] is None
+    assert document["shard"] == "1/1" and document["replica"] is None
+    assert document["role"] == "leader"
+    assert document["last_cycle"] == {
+        "finished_at": "2025-11-25T20:00:00Z",
+        "age_s": 5.0,
+        "duration_s": 1.25,
+    }
+    assert (document["miners"], document["up"]) == (2, 1)
+    assert (document["firing"], document["pending"]) == (1, 1)
+    first, second = document["alerts"]
+    assert first["state"] == "firing" and first["alertname"] == "DeviceDead"
+    assert first["labels"]["device"] == "1"
+    assert first["annotations"] == {"summary": "m1: device 1 is Dead"}
+    assert first["value"] == "Dead" and first["since"] == "2025-11-25T20:00:00Z"
+    assert second["state"] == "pending" and second["miner"] == "m2"
+
+
+async def test_healthz_turns_503_when_the_last_cycle_is_too_old(endpoint: Endpoint) -> None:
+    code, _, body = await get(endpoint.port, "/healthz")
+    assert code == 503 and b"no cycle has completed yet" in body
+    completed_cycle(endpoint)
+    code, _, body = await get(endpoint.port, "/healthz")
+    assert (code, body) == (200, b"ok\n")
+    endpoint.clock.advance(HEALTHY_WITHIN_INTERVALS * INTERVAL_S)  # exactly at the limit
+    assert (await get(endpoint.port, "/healthz"))[0] == 200
+    endpoint.clock.advance(1)
+    code, _, body = await get(endpoint.port, "/healthz")
+    assert code == 503
+    assert body.startswith(b"unhealthy: the last cycle completed 91 s ago, more than 3 poll")
+    completed_cycle(endpoint)
+    assert (await get(endpoint.port, "/healthz"))[0] == 200
+
+
+async def test_a_failing_state_file_is_reported_but_healthy(endpoint: Endpoint) -> None:
+    completed_cycle(endpoint)
+    endpoint.status.store_error = "state file /x: cannot write: database or disk is full"
+    code, _, body = await get(endpoint.port, "/healthz")
+    assert code == 200
+    assert (
+        body == b"ok\nwarning: state file: state file /x: cannot write: database or disk is full\n"
+    )
+    document = json.loads((await get(endpoint.port, "/api/alerts"))[2])
+    assert document["health"] == "ok" and "disk is full" in document["warnings"][0]
+
+
+async def test_head_answers_without_a_body(endpoint: Endpoint) -> None:
+    completed_cycle(endpoint)
+    code, headers, body = await exchange(endpoint.port, b"HEAD /healthz HTTP/1.1\r\n\r\n")
+    assert code == 200 and headers["content-length"] == "3" and body == b""
+
+
+async def test_unknown_path_is_404_and_other_methods_405(endpoint: Endpoint) -> None:
+    code, _, _ = await get(endpoint.port, "/nothing")
+    assert code == 404
+    code, headers, body = await exchange(
+        endpoint.port, b"POST /api/alerts HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"
+    )
+    assert code == 405 and headers["allow"] == "GET, HEAD"
+    assert b"only GET" in body
+    code, _, _ = await exchange(endpoint.port, b"DELETE /metrics HTTP/1.1\r\n\r\n")
+    assert code == 405
+
+
+async def test_bodies_and_broken_requests_are_refused(endpoint: Endpoint) -> None:
+    code, _, body = await exchange(
+        endpoint.port, b"GET /metrics HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"
+    )
+    assert code == 400 and b"bodies are not accepted" in body
+    assert (await exchange(endpoint.port, b"GARBAGE\r\n\r\n"))[0] == 400
+    assert (await exchange(endpoint.port, b"GET /metrics HTTP/2.0\r\n\r\n"))[0] == 505
+
+
+async def test_an_oversized_request_head_gets_431(endpoint: Endpoint) -> None:
+    padding = "X-Padding: " + "a" * MAX_HEAD_BYTES
+    code, _, _ = await get(endpoint.port, "/metrics", padding)
+    assert code == 431
+    code, _, _ = await exchange(endpoint.port, b"GET /" + b"a" * (2 * MAX_HEAD_BYTES))
+    assert code == 431  # a request line that never ends
+
+
+async def test_a_slow_client_is_dropped(endpoint: Endpoint) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", endpoint.port)
+    writer.write(b"GET /metrics HTTP/1.1\r\n")  # and never the blank line
+    await writer.drain()
+    async with asyncio.timeout(5):
+        data = await reader.read()
+    assert data.startswith(b"HTTP/1.1 408 ")
+    writer.close()
+
+
+async def test_connections_past_the_limit_get_503(endpoint: Endpoint) -> None:
+    idle = [await asyncio.open_connection("127.0.0.1", endpoint.port) for _ in range(2)]
+    await asyncio.sleep(0)  # let the server accept them
+    reader, writer = await asyncio.open_connection("127.0.0.1", endpoint.port)
+    async with asyncio.timeout(5):
+        data = await reader.read()
+    assert data.startswith(b"HTTP/1.1 503 ")
+    writer.close()
+    for _, idle_writer in idle:
+        idle_writer.close()
+
+
+# -- binding ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def test_binds_loopback_by_default() -> None:
+    assert Config().http.listen == "127.0.0.1:9841"
+    assert HttpConfig().host == "127.0.0.1"
+    clock = FakeClock()
+    registry = CollectorRegistry()
+    api = HttpApi(
+        DaemonStatus(interval_s=INTERVAL_S, started_at=clock()), registry, alerts=list, clock=clock
+    )
+    port = free_port()
+    server = await start_http_server(api, HttpConfig(listen=f"127.0.0.1:{port}"))
+    try:
+        assert [s.getsockname() for s in server.sockets] == [("127.0.0.1", port)]
+        code, _, body = await get(port, "/")
+        assert code == 200 and b"/api/alerts" in body
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+# -- sans-I/O and rendering -----------------------------------------------------------------
+
+
+def test_parse_request_head() -> None:
+    request = parse_request_head(b"GET /metrics?x=1 HTTP/1.1\r\nAccept: text/plain\r\n\r\n")
+    assert (request.method, request.path, request.version) == ("GET", "/metrics", "HTTP/1.1")
+    assert request.header("ACCEPT") == "text/plain"
+    assert parse_request_head(b"GET / HTTP/1.0\n\n").version == "HTTP/1.0"
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        (b"PUT / HTTP/1.1\r\n\r\n", 405),
+        (b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nno colon here\r\n\r\n", 400),
+        (b"GET http://x/ HTTP/1.1\r\n\r\n", 400),
+        (b"GET  / HTTP/1.1\r\n\r\n", 400),
+        (b"GET / SPDY/3\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nA: " + b"b" * MAX_HEAD_BYTES + b"\r\n\r\n", 431),
+    ],
+)
+def test_parse_request_head_refusals(head: bytes, status: int) -> None:
+    with pytest.raises(HttpProblem) as caught:
+        parse_request_head(head)
+    assert caught.value.status == status
+
+
+def status_document() -> dict[str, object]:
+    clock = FakeClock()
+    status = DaemonStatus(interval_s=INTERVAL_S, started_at=clock(), cycles=4, miners=2, up=1)
+    status.last_cycle_at, status.last_cycle_duration_s = clock(), 1.25
+    return alerts_document(status, alert_engine(clock()).alerts(), clock.advance(2))
+
+
+def test_status_lines_show_health_cycle_and_firing_alerts() -> None:
+    lines = status_lines(status_document())
+    assert lines == [
+        "cgwatchdog ok",
+        "2 miners, 1 up, 1 firing, 1 pending, outbox 0",
+        "last cycle: 2025-11-25T20:00:00Z (2.0 s ago), took 1.25 s",
+        "shard 1/1, replica -, role leader",
+        "FIRING  DeviceDead  m1  device=1  since 2025-11-25T20:00:00Z  Dead",
+    ]
+    unhealthy = {**status_document(), "health": "unhealthy", "reason": "stopping"}
+    assert status_lines(unhealthy)[0] == "cgwatchdog UNHEALTHY: stopping"
