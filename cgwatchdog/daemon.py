@@ -450,6 +450,7 @@ class Daemon:
         )
         for event in report.action_events:
             self.metrics.record_action(event.do or "-", event.kind.value)
+        status.record_actions(report.action_events)
         self._start_push(report.finished_at)
         await self._deliver(self.clock(), DELIVERY_WAIT_S, saved=watchdog.saved)
         self.notifier.status(self._status_line())

@@ -26,6 +26,7 @@ import contextlib
 import json
 import logging
 import math
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -94,6 +95,9 @@ def _iso(epoch: float | None) -> str | None:
 # -- the daemon's state, as the endpoint shows it -----------------------------------------
 
 
+RECENT_ACTIONS: Final = 50
+"""Remediation events kept for /api/alerts (the full log is in the store)."""
+
 @dataclass(slots=True)
 class DaemonStatus:
     """What the daemon's loop last did; the daemon updates it, the endpoint reads it."""
@@ -113,6 +117,17 @@ class DaemonStatus:
     store_error: str | None = None  # the state file failed at the last attempt
     config_error: str | None = None  # the last reload was refused
     stopping: bool = False
+    recent_actions: deque[dict[str, Any]] = field(
+        default_factory=lambda: deque(maxlen=RECENT_ACTIONS)
+    )  # the newest remediation events, for /api/alerts and `cgwatchdog status`
+
+    def record_actions(self, events: Iterable[Any]) -> None:
+        """Keep the newest action events (``actions.ActionEvent``) for the endpoint."""
+        for event in events:
+            self.recent_actions.append(
+                {"at": _iso(event.at), "miner": event.miner, "alertname": event.alertname,
+                 "action": event.action, "outcome": event.kind.value, "detail": event.detail}
+            )  # fmt: skip
 
     def health(self, now: float) -> Health:
         """Healthy while a cycle completed within ``HEALTHY_WITHIN_INTERVALS`` intervals.
@@ -466,6 +481,7 @@ def alerts_document(status: DaemonStatus, alerts: Iterable[Alert], now: float) -
         "firing": firing,
         "pending": len(shown) - firing,
         "alerts": [_alert_entry(a) for a in shown],
+        "actions": list(status.recent_actions),
     }
 
 
@@ -506,6 +522,12 @@ def status_lines(document: Mapping[str, Any]) -> list[str]:
             str(alert.get("value") or ""),
         ]
         lines.append("  ".join(part for part in parts if part))
+    for action in document.get("actions") or ():
+        lines.append(
+            f"ACTION  {action.get('at')}  {action.get('miner')}  {action.get('action')} "
+            f"for {action.get('alertname')}: {action.get('outcome')}"
+            + (f" ({action['detail']})" if action.get("detail") else "")
+        )
     return lines
 
 

@@ -379,3 +379,25 @@ def test_status_lines_show_health_cycle_and_firing_alerts() -> None:
     ]
     unhealthy = {**status_document(), "health": "unhealthy", "reason": "stopping"}
     assert status_lines(unhealthy)[0] == "cgwatchdog UNHEALTHY: stopping"
+
+
+def test_recent_actions_reach_api_alerts_and_status() -> None:
+    from cgwatchdog.actions import ActionEvent, ActionEventKind
+
+    clock = FakeClock()
+    status = DaemonStatus(interval_s=INTERVAL_S, started_at=clock(), cycles=1, miners=1, up=1)
+    status.last_cycle_at, status.last_cycle_duration_s = clock(), 0.5
+    event = ActionEvent(
+        kind=ActionEventKind.VERIFIED, at=clock(), miner="m1", alertname="DeviceDead",
+        alert_fingerprint="f" * 16, step=0, do="restart", action="restart",
+        detail="Elapsed went down", dry_run=False,
+    )  # fmt: skip
+    status.record_actions([event])
+    document = alerts_document(status, [], clock())
+    assert document["actions"] == [
+        {"at": "2025-11-25T20:00:00Z", "miner": "m1", "alertname": "DeviceDead",
+         "action": "restart", "outcome": "verified", "detail": "Elapsed went down"}
+    ]  # fmt: skip
+    assert status_lines(document)[-1] == (
+        "ACTION  2025-11-25T20:00:00Z  m1  restart for DeviceDead: verified (Elapsed went down)"
+    )
