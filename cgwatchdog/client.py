@@ -21,7 +21,13 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
-from cgwatchdog.errors import InvalidCommand, MinerTimeout, MinerUnreachable, ProtocolError
+from cgwatchdog.errors import (
+    InvalidCommand,
+    MinerTimeout,
+    MinerUnreachable,
+    ProtocolError,
+    ReplyTooLarge,
+)
 from cgwatchdog.protocol import (
     DEFAULT_PORT,
     MAX_REPLY_BYTES,
@@ -194,29 +200,87 @@ class CgminerAPI(_BaseAPI):
         return call
 
 
+class _ReplyReader(asyncio.Protocol):
+    """Feeds one connection's bytes straight to a ReplyDecoder (no stream buffer).
+
+    ``done`` resolves (always with None) when the reply is complete (NUL or close), the
+    socket fails or the deadline passes; ``error`` then says which failure, if any. The
+    error is kept here rather than in the future so that the caller can drop its last
+    reference before raising it: a raised exception held by a frame in its own traceback
+    is a reference cycle, left to the cyclic GC, per failing miner.
+    """
+
+    __slots__ = ("decoder", "done", "error", "request")
+
+    def __init__(self, request: bytes, decoder: ReplyDecoder, done: asyncio.Future[None]) -> None:
+        self.request = request
+        self.decoder = decoder
+        self.done = done
+        self.error: BaseException | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.write(self.request)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            complete = self.decoder.feed(data)
+        except ReplyTooLarge as exc:
+            self.end(exc)
+            return
+        if complete:
+            self.end(None)
+
+    def eof_received(self) -> bool:
+        self.decoder.feed_eof()
+        self.end(None)
+        return False  # let the transport close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is None:
+            self.decoder.feed_eof()
+        self.end(exc)
+
+    def expire(self) -> None:
+        """The read deadline passed."""
+        self.end(TimeoutError())
+
+    def end(self, error: BaseException | None) -> None:
+        if not self.done.done():
+            self.error = error
+            self.done.set_result(None)
+
+
 class AsyncCgminerAPI(_BaseAPI):
-    """asyncio client, one connection per request; no thread per miner."""
+    """asyncio client, one connection per request; no thread per miner.
+
+    The read path is a bare :class:`asyncio.Protocol` feeding the decoder, with one timer
+    for the read deadline: measured cheaper per connection than streams and a second
+    ``asyncio.timeout`` (``benchmarks/RESULTS.md``), which counts at 10,000 miners.
+    """
 
     async def exchange(self, request: bytes) -> ReplyDecoder:
         """Send raw request bytes and collect the reply's bytes."""
         decoder = ReplyDecoder(self.max_reply_bytes)
         phase = ["connect"]
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        reader = _ReplyReader(request, decoder, done)
         with self._edge(decoder, phase):
             async with asyncio.timeout(self.connect_timeout):
-                reader, writer = await asyncio.open_connection(self.host, self.port)
+                transport, _ = await loop.create_connection(lambda: reader, self.host, self.port)
             phase[0] = "read"
+            timer = loop.call_later(self.timeout, reader.expire)
             try:
-                async with asyncio.timeout(self.timeout):
-                    writer.write(request)
-                    while True:
-                        chunk = await reader.read(_READ_CHUNK)
-                        if not chunk:
-                            decoder.feed_eof()
-                            break
-                        if decoder.feed(chunk):
-                            break
+                await done
             finally:
-                writer.close()
+                timer.cancel()
+                transport.close()
+            if reader.error is not None:
+                error, reader.error = reader.error, None
+                try:
+                    raise error
+                finally:
+                    del error
         return decoder
 
     async def command(

@@ -4,12 +4,31 @@ Each miner is asked ``summary+devs+pools`` in one request (plus ``stats`` for fi
 whose boards, fans or temperatures only appear there: bmminer, Avalon and the like).
 Miners whose API rejects multi-commands are remembered and asked one command per
 connection. A fixed number of worker coroutines share the fleet, so a cycle over
-10,000 miners creates ``concurrency`` tasks, not 10,000.
+10,000 miners creates ``concurrency`` tasks, not 10,000. ``stats`` is kept only where the
+first answer showed it adds something to the snapshot: on cgminer and bfgminer it is
+most of the reply's bytes and tells nothing the other three did not.
+
+The cyclic garbage collector is paused while a cycle runs (``pause_gc``): a cycle over
+10,000 miners allocates millions of acyclic containers (decoded replies, snapshots) that
+reference counting frees, yet they made the collector run ~600 times a cycle, 5 of them
+over the whole heap, about a quarter of the cycle's CPU (``benchmarks/RESULTS.md``). The
+client's paths leave no reference cycles of their own; asyncio's selector transports are
+cycles by design (a few small objects per connection, its socket already closed), and
+they wait for the one collection after the cycle.
+
+Each connection is an open file: the poller raises the soft ``RLIMIT_NOFILE`` toward the
+hard limit for ``concurrency`` sockets, and where even the hard limit is too low it polls
+fewer miners at once and says so in the log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import gc
+import logging
+import resource
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -26,10 +45,41 @@ from cgwatchdog.errors import (
 from cgwatchdog.protocol import MAX_REPLY_BYTES
 from cgwatchdog.snapshot import Snapshot, build_snapshot
 
-__all__ = ["BASE_COMMANDS", "PollResult", "Poller", "Target", "Unreachable"]
+__all__ = ["BASE_COMMANDS", "PollResult", "Poller", "Target", "Unreachable", "fit_file_limit"]
+
+log = logging.getLogger("cgwatchdog")
 
 BASE_COMMANDS = ("summary", "devs", "pools")
 STATS_COMMAND = "stats"
+FILE_LIMIT_SPARE = 64
+"""Open files kept for everything but miner connections: the store, the HTTP port,
+notification sessions, logs."""
+
+
+def fit_file_limit(concurrency: int, *, spare: int = FILE_LIMIT_SPARE) -> int:
+    """How many connections at once the open-file limit allows, up to ``concurrency``.
+
+    Raises the soft limit toward the hard one first (any process may); where the hard
+    limit is too low (``LimitNOFILE=`` of the unit, ``ulimit -Hn``) it logs a warning and
+    returns the smaller number.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = concurrency + spare
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return concurrency
+    target = want if hard == resource.RLIM_INFINITY else min(hard, want)
+    with contextlib.suppress(ValueError, OSError):  # a sandbox may refuse even this
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return concurrency
+    allowed = max(1, soft - spare)
+    log.warning(
+        "open-file limit %d (hard %s) allows %d miner connections at once, not %d: "
+        "raise LimitNOFILE= in the unit (or ulimit -n) to poll at full concurrency",
+        soft, "unlimited" if hard == resource.RLIM_INFINITY else hard, allowed, concurrency,
+    )  # fmt: skip
+    return min(concurrency, allowed)
 
 
 class Target(Protocol):
@@ -83,19 +133,27 @@ class _MinerState:
         self.commands: tuple[str, ...] | None = None  # None: not known until it answers
 
 
-def _commands_for(snapshot: Snapshot) -> tuple[str, ...]:
-    """The commands that describe this miner fully, judged from a first answer."""
+def _commands_for(snapshot: Snapshot, without_stats: Snapshot | None) -> tuple[str, ...]:
+    """The commands that describe this miner fully, judged from a first answer.
+
+    ``without_stats`` is the same answer built without ``stats`` (None if it was not
+    asked): where every normalized field equals ``snapshot``'s, stats added nothing the
+    rules use and is not asked again (its raw entries stay out of ``extra``).
+    """
     fork = (snapshot.fork or snapshot.description or "").lower()
     if "bosminer" in fork:
         # BOSminer reports fans and temperatures in commands of its own (Codes 202, 201).
         return (*BASE_COMMANDS, "fans", "temps")
+    if any(name in fork for name in ("bmminer", "avalon", "hammer")):
+        return (*BASE_COMMANDS, STATS_COMMAND)
     if (
         not snapshot.devices
         or snapshot.hashrate_hs is None
         or snapshot.temperature_max_c is None
         or not snapshot.fans_rpm
-        or any(name in fork for name in ("bmminer", "avalon", "hammer"))
     ):
+        if without_stats is not None and snapshot.devices and without_stats == snapshot:
+            return BASE_COMMANDS
         return (*BASE_COMMANDS, STATS_COMMAND)
     return BASE_COMMANDS
 
@@ -112,10 +170,12 @@ class Poller:
         concurrency: int = 512,
         max_reply_bytes: int = MAX_REPLY_BYTES,
         clock: Callable[[], float] = time.time,
+        pause_gc: bool = True,
     ) -> None:
         self.timeout = timeout
+        self.pause_gc = pause_gc
         self.connect_timeout = connect_timeout
-        self.concurrency = max(1, concurrency)
+        self.concurrency = fit_file_limit(max(1, concurrency))
         self.max_reply_bytes = max_reply_bytes
         self.clock = clock
         self._states: dict[str, _MinerState] = {}
@@ -156,9 +216,16 @@ class Poller:
                 results[index] = await self.poll_one(states[index])
 
         workers = min(self.concurrency, len(states))
-        async with asyncio.TaskGroup() as group:
-            for _ in range(workers):
-                group.create_task(worker())
+        paused = self.pause_gc and gc.isenabled()
+        if paused:
+            gc.disable()
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(workers):
+                    group.create_task(worker())
+        finally:
+            if paused:
+                gc.enable()
         return [result for result in results if result is not None]
 
     async def poll_one(self, state: _MinerState) -> PollResult:
@@ -172,7 +239,17 @@ class Poller:
                 replies, name=target.name, host=target.host, port=target.port, at=self.clock()
             )
             if first_contact:
-                state.commands = _commands_for(snapshot)
+                without_stats = None
+                if STATS_COMMAND in replies:
+                    lean = {name: replies[name] for name in BASE_COMMANDS if name in replies}
+                    without_stats = dataclasses.replace(
+                        build_snapshot(
+                            lean, name=target.name, host=target.host, port=target.port, at=0.0
+                        ),
+                        at=snapshot.at,
+                        extra=snapshot.extra,
+                    )
+                state.commands = _commands_for(snapshot, without_stats)
                 missing = [name for name in state.commands if name not in replies]
                 if missing:
                     # Ask once more now, so the first cycle already sees the whole miner.

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -29,6 +29,14 @@ from cgwatchdog.errors import (
     ProtocolError,
     ReplyTooLarge,
 )
+
+_fast_loads: Callable[[bytes], Any] | None
+try:  # the [fast] extra: a reply that is plain JSON decodes about 4x faster
+    from orjson import loads as _orjson_loads
+except ImportError:  # pragma: no cover - depends on the environment
+    _fast_loads = None
+else:
+    _fast_loads = _orjson_loads
 
 __all__ = [
     "DEFAULT_PORT",
@@ -294,6 +302,10 @@ def decode_reply(data: bytes, *, command: str | None = None) -> dict[str, Any]:
     not the cgminer API). It does not look at STATUS; see :func:`check_status`.
     """
     body = data.split(b"\0", 1)[0]
+    if _fast_loads is not None and body[:1] == b"{":
+        fast = _fast_decode(body, _fast_loads)
+        if fast is not None:
+            return fast
     text = body.decode("utf-8", errors="replace").strip()
     if not text:
         raise ProtocolError("empty reply")
@@ -303,6 +315,46 @@ def decode_reply(data: bytes, *, command: str | None = None) -> dict[str, Any]:
     if text.startswith("STATUS="):
         return _decode_text(text, command)
     raise ProtocolError(f"not a cgminer API reply (starts with {_preview(text)})")
+
+
+# Every digit as b"0", anything else as b" ": a run of 19 digits, the shortest integer
+# that may not fit 64 bits, is then one bytes.find (~5 us on a 5 KB reply; a regex takes 45).
+_DIGIT_MASK: Final = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_LONG_DIGIT_RUN: Final = b"0" * 19
+
+
+def _fast_decode(body: bytes, loads: Callable[[bytes], Any]) -> dict[str, Any] | None:
+    """orjson's reading of a reply, or None where the lenient decoder must decide.
+
+    Strict JSON, valid UTF-8, no NaN, no integer of 19 digits or more: orjson gives the
+    same objects the lenient decoder would, about 3x faster. The one quirk mended here is
+    ``}{`` between objects (every bmminer STATS), where orjson stops, exactly as
+    :func:`_fix_where_decoding_stopped` mends it; anything else fails over to the
+    lenient path from the start. Positions are only trusted on ASCII replies (orjson
+    counts characters).
+    """
+    if body.translate(_DIGIT_MASK).find(_LONG_DIGIT_RUN) >= 0:
+        return None  # orjson reads integers past 64 bits as floats; json keeps them exact
+    ascii_only: bool | None = None
+    for _ in range(_MAX_GUIDED_FIXES + 1):
+        try:
+            obj = loads(body)
+        except ValueError as exc:
+            pos = getattr(exc, "pos", None)
+            if getattr(exc, "msg", None) != "unexpected character" or not isinstance(pos, int):
+                return None
+            if ascii_only is None:
+                ascii_only = body.isascii()
+            if (
+                not ascii_only
+                or body[pos : pos + 1] != b"{"
+                or not body[:pos].rstrip(b" \t\n\r").endswith(b"}")
+            ):
+                return None
+            body = body[:pos] + b"," + body[pos:]  # }{: bmminer 1.0, cgminer 4.8/4.9
+            continue
+        return obj if isinstance(obj, dict) else None
+    return None
 
 
 def _preview(text: str, limit: int = 24) -> str:

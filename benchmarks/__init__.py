@@ -1,0 +1,1 @@
+"""Benchmarks of cgwatchdog against its peers; see README.md."""

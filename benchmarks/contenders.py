@@ -1,0 +1,348 @@
+"""The pollers compared by ``fleet.py``; each runs alone in a child process.
+
+Every contender polls the same fleet (``summary+devs+pools`` per miner) and runs one
+cycle per :meth:`Contender.cycle` call:
+
+``cgwatchdog`` (``cgwatchdog-gc``: with the cyclic GC left running during the poll)
+    :class:`cgwatchdog.poller.Poller` (one multi-command connection per miner, decode,
+    Snapshot) plus :meth:`cgwatchdog.rules.RuleEngine.observe` with the shipped
+    ``rules/default.yaml``, over a history pre-filled to ``history_s`` (an hour by default,
+    the memory target's condition).
+``sequential``
+    the seed's pattern: pycgminer (ported, :mod:`benchmarks.pycgminer_port`), one blocking
+    connection per command, one miner after another; then the same Snapshot and rules as
+    cgwatchdog, so only the polling differs. Over a large fleet it polls an even sample
+    and scales the figures up (said in the table).
+``pyasic``
+    pyasic 0.79's ``CGMinerRPCAPI(ip, port).multicommand("summary", "devs", "pools")``
+    (its own connection, read-to-close and JSON repair), no Snapshot or rules.
+``floor-streams`` / ``floor-protocol``
+    connect, send the request, keep the bytes until the miner closes, close: asyncio
+    streams, or a bare :class:`asyncio.Protocol`. Nothing is decoded.
+
+A ``-uvloop`` suffix runs the contender on uvloop's event loop. All asyncio contenders
+share the fleet among ``concurrency`` worker coroutines, as cgwatchdog's poller does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+import warnings
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from benchmarks.pycgminer_port import PyCgminerAPI
+from cgwatchdog.config import MinerConfig, load_rule_file
+from cgwatchdog.poller import Poller, PollResult
+from cgwatchdog.rules import RuleEngine
+from cgwatchdog.snapshot import Snapshot, build_snapshot
+
+REQUEST = b'{"command":"summary+devs+pools"}'
+BASE_COMMANDS = ("summary", "devs", "pools")
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_RULES = REPO / "rules" / "default.yaml"
+PREFILL_INTERVAL_S = 30.0
+"""The daemon's default poll interval: an hour of history is 120 samples a miner."""
+
+
+class Target(NamedTuple):
+    """One simulated miner."""
+
+    name: str
+    host: str
+    port: int
+
+
+@dataclasses.dataclass(slots=True)
+class Outcome:
+    """What one cycle got."""
+
+    answered: int = 0
+    failed: int = 0
+    reply_bytes: int = 0
+    polled: int = 0
+    """Miners actually polled (a sample for ``sequential`` over a large fleet)."""
+
+
+async def _share(
+    items: Sequence[Any], concurrency: int, job: Callable[[Any], Awaitable[None]]
+) -> None:
+    """Run ``job`` over ``items`` with ``concurrency`` worker coroutines, not a task each."""
+    work = iter(items)
+
+    async def worker() -> None:
+        for item in work:
+            await job(item)
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(min(concurrency, len(items))):
+            group.create_task(worker())
+
+
+class Contender:
+    """One way of polling the fleet."""
+
+    name = ""
+
+    def __init__(self, targets: Sequence[Target], concurrency: int) -> None:
+        self.targets = list(targets)
+        self.concurrency = concurrency
+        self.notes: list[str] = []
+
+    async def warm_up(self) -> Outcome:
+        """The first cycle (first contact), timed apart from the measured ones."""
+        return await self.cycle()
+
+    async def cycle(self) -> Outcome:
+        raise NotImplementedError
+
+
+# -- cgwatchdog ---------------------------------------------------------------------------
+
+
+def _miners(targets: Sequence[Target]) -> list[MinerConfig]:
+    return [MinerConfig(name=t.name, host=t.host, port=t.port) for t in targets]
+
+
+class CgwatchdogContender(Contender):
+    """Poller + Snapshot + RuleEngine over the shipped default rules."""
+
+    name = "cgwatchdog"
+
+    def __init__(
+        self,
+        targets: Sequence[Target],
+        concurrency: int,
+        *,
+        history_s: float = 3600.0,
+        pause_gc: bool = True,
+    ) -> None:
+        super().__init__(targets, concurrency)
+        self.history_s = history_s
+        miners = _miners(targets)
+        self.poller = Poller(miners, concurrency=concurrency, pause_gc=pause_gc)
+        self.engine = RuleEngine(load_rule_file(DEFAULT_RULES), miners)
+        if self.poller.concurrency != concurrency:
+            self.notes.append(f"concurrency clamped to {self.poller.concurrency} by the file limit")
+
+    async def warm_up(self) -> Outcome:
+        """First contact (the poller settles each miner's commands), then history."""
+        results = await self.poller.poll()
+        self._prefill(results)
+        return _count(results)
+
+    def _prefill(self, results: list[PollResult]) -> None:
+        """Give every miner ``history_s`` of samples, as after an hour of running."""
+        steps = int(self.history_s // PREFILL_INTERVAL_S)
+        if steps <= 0:
+            return
+        started = time.perf_counter()
+        now = time.time()
+        for step in range(steps, 0, -1):
+            back = step * PREFILL_INTERVAL_S
+            shifted: list[PollResult] = []
+            for result in results:
+                if isinstance(result, Snapshot):
+                    elapsed = (
+                        None if result.elapsed_s is None else max(0.0, result.elapsed_s - back)
+                    )
+                    shifted.append(
+                        dataclasses.replace(result, at=result.at - back, elapsed_s=elapsed)
+                    )
+                else:
+                    shifted.append(dataclasses.replace(result, at=result.at - back))
+            self.engine.observe(shifted, now - back)
+        self.notes.append(
+            f"history pre-filled: {steps} samples a miner in {time.perf_counter() - started:.1f} s"
+        )
+
+    async def cycle(self) -> Outcome:
+        results = await self.poller.poll()
+        self.engine.observe(results, time.time())
+        return _count(results)
+
+
+def _count(results: Sequence[PollResult]) -> Outcome:
+    answered = sum(1 for r in results if r.up)
+    return Outcome(answered, len(results) - answered, 0, len(results))
+
+
+# -- sequential pycgminer -----------------------------------------------------------------
+
+
+class SequentialContender(Contender):
+    """pycgminer's pattern: three connections a miner, one miner after another."""
+
+    name = "sequential"
+
+    def __init__(self, targets: Sequence[Target], concurrency: int, *, sample: int = 500) -> None:
+        super().__init__(targets, concurrency)
+        step = max(1, -(-len(self.targets) // sample)) if sample > 0 else 1
+        self.sample = self.targets[::step]
+        self.scale = len(self.targets) / max(1, len(self.sample))
+        if len(self.sample) < len(self.targets):
+            self.notes.append(
+                f"polls every {step}th miner ({len(self.sample)}); figures scaled x{self.scale:.1f}"
+            )
+        miners = _miners(self.sample)
+        self.engine = RuleEngine(load_rule_file(DEFAULT_RULES), miners)
+
+    async def cycle(self) -> Outcome:
+        results: list[PollResult] = []
+        failed = 0
+        for target in self.sample:
+            api = PyCgminerAPI(target.host, target.port)
+            try:
+                replies = {command: api.command(command) for command in BASE_COMMANDS}
+            except (OSError, ValueError):
+                failed += 1
+                continue
+            results.append(
+                build_snapshot(
+                    replies, name=target.name, host=target.host, port=target.port, at=time.time()
+                )
+            )
+        self.engine.observe(results, time.time())
+        return Outcome(len(results), failed, 0, len(self.sample))
+
+
+# -- pyasic -------------------------------------------------------------------------------
+
+
+class PyasicContender(Contender):
+    """pyasic's cgminer RPC client, ``multicommand("summary", "devs", "pools")``."""
+
+    name = "pyasic"
+
+    def __init__(self, targets: Sequence[Target], concurrency: int) -> None:
+        super().__init__(targets, concurrency)
+        from pyasic.rpc.cgminer import CGMinerRPCAPI  # type: ignore[import-untyped, import-not-found, unused-ignore]
+
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        self.apis = [CGMinerRPCAPI(t.host, port=t.port) for t in self.targets]
+        self.fallbacks = 0
+
+    async def cycle(self) -> Outcome:
+        outcome = Outcome(polled=len(self.apis))
+
+        async def one(api: Any) -> None:
+            try:
+                reply = await api.multicommand(*BASE_COMMANDS)
+            except Exception:  # pyasic raises its APIError and whatever the socket raised
+                outcome.failed += 1
+                return
+            if "id" not in reply:
+                # pyasic found a STATUS E inside the multi-command (bmminer's devs: "No
+                # ASCs") and asked each command again on its own connection.
+                self.fallbacks += 1
+            if reply.get("summary"):
+                outcome.answered += 1
+            else:
+                outcome.failed += 1
+
+        await _share(self.apis, self.concurrency, one)
+        return outcome
+
+
+# -- the floor ----------------------------------------------------------------------------
+
+
+class FloorStreams(Contender):
+    """asyncio streams: connect, write, read to the close, close. No decoding."""
+
+    name = "floor-streams"
+
+    async def cycle(self) -> Outcome:
+        outcome = Outcome(polled=len(self.targets))
+
+        async def one(target: Target) -> None:
+            try:
+                reader, writer = await asyncio.open_connection(target.host, target.port)
+            except OSError:
+                outcome.failed += 1
+                return
+            writer.write(REQUEST)
+            chunks = []
+            while chunk := await reader.read(65536):
+                chunks.append(chunk)
+            writer.close()
+            outcome.reply_bytes += len(b"".join(chunks))
+            outcome.answered += 1
+
+        await _share(self.targets, self.concurrency, one)
+        return outcome
+
+
+class _Collect(asyncio.Protocol):
+    __slots__ = ("chunks", "done")
+
+    def __init__(self, done: asyncio.Future[bytes]) -> None:
+        self.done = done
+        self.chunks: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.write(REQUEST)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(b"".join(self.chunks))
+
+
+class FloorProtocol(Contender):
+    """A bare asyncio.Protocol: the transport calls back with each chunk."""
+
+    name = "floor-protocol"
+
+    async def cycle(self) -> Outcome:
+        outcome = Outcome(polled=len(self.targets))
+        loop = asyncio.get_running_loop()
+
+        async def one(target: Target) -> None:
+            done: asyncio.Future[bytes] = loop.create_future()
+            try:
+                await loop.create_connection(lambda: _Collect(done), target.host, target.port)
+            except OSError:
+                outcome.failed += 1
+                return
+            outcome.reply_bytes += len(await done)
+            outcome.answered += 1
+
+        await _share(self.targets, self.concurrency, one)
+        return outcome
+
+
+CONTENDERS: dict[str, type[Contender]] = {
+    c.name: c
+    for c in (
+        CgwatchdogContender,
+        SequentialContender,
+        PyasicContender,
+        FloorStreams,
+        FloorProtocol,
+    )
+}
+
+
+def make(
+    name: str, targets: Sequence[Target], concurrency: int, *, sample: int, history_s: float
+) -> Contender:
+    """The contender called ``name`` (without its ``-uvloop`` suffix)."""
+    base = name.removesuffix("-uvloop")
+    if base in ("cgwatchdog", "cgwatchdog-gc"):
+        # cgwatchdog-gc: the cyclic GC left running during the poll, to measure the pause
+        pause = base == "cgwatchdog"
+        return CgwatchdogContender(targets, concurrency, history_s=history_s, pause_gc=pause)
+    if base == "sequential":
+        return SequentialContender(targets, concurrency, sample=sample)
+    kind = CONTENDERS.get(base)
+    if kind is None:
+        raise SystemExit(f"unknown contender {name!r}; known: {', '.join(CONTENDERS)}")
+    return kind(targets, concurrency)
