@@ -44,7 +44,7 @@ from typing import Any, Final
 from prometheus_client import CollectorRegistry
 
 from cgwatchdog import __version__
-from cgwatchdog.alerts import AlertState, Evaluation, Notification, Transition
+from cgwatchdog.alerts import AlertState, Notification, Transition
 from cgwatchdog.config import Config, HttpConfig, load_config
 from cgwatchdog.errors import ConfigError, ConfigProblem, NotifyError, StoreError
 from cgwatchdog.httpapi import DaemonStatus, HttpApi, Metrics
@@ -54,14 +54,13 @@ from cgwatchdog.notify.base import Integration, build_integration
 from cgwatchdog.notify.outbox import Outbox
 from cgwatchdog.sdnotify import Notifier
 from cgwatchdog.store import Store
-from cgwatchdog.watchdog import CycleReport, Watchdog
+from cgwatchdog.watchdog import Watchdog
 
 __all__ = [
     "DELIVERY_WAIT_S",
     "FINAL_DELIVERY_WAIT_S",
     "STATE_FILE",
     "Daemon",
-    "DaemonWatchdog",
     "DirectOutbox",
     "run_daemon",
     "start_http_server",
@@ -115,41 +114,6 @@ class DirectOutbox(Outbox):
         """Outbox.enqueue, less the notifications of state-pushed receivers."""
         kept = [n for n in notifications if n.receiver not in self.state_receivers]
         return super().enqueue(kept, now)
-
-
-class DaemonWatchdog(Watchdog):
-    """The Watchdog as the daemon runs it: ``saved`` tells whether the last commit
-    reached the state file, and :meth:`save` saves everything on the way out."""
-
-    def __init__(self, config: Config, **kwargs: Any) -> None:
-        self.saved = True
-        super().__init__(config, **kwargs)
-
-    def commit(self, report: CycleReport) -> bool:
-        """Watchdog.commit, remembering whether it worked."""
-        self.saved = super().commit(report)
-        return self.saved
-
-    def save(self, now: float) -> bool:
-        """Save every engine's state, the rule history and whatever notifications wait
-        in memory, now (on SIGTERM)."""
-        empty = CycleReport(
-            started_at=now,
-            finished_at=now,
-            results=[],
-            evaluation=Evaluation((), ()),
-            transitions=[],
-            notifications=[],
-            fleet_incidents=set(),
-        )
-        if not self.commit(empty):
-            return False
-        try:
-            self.save_history(now)
-        except StoreError as exc:
-            log.error("STATE NOT SAVED: the rule history (baselines): %s", exc)
-            return False
-        return True
 
 
 def status_line(status: DaemonStatus, firing: int) -> str:
@@ -227,7 +191,7 @@ class Daemon:
         )
         self.store: Store | None = None
         self.outbox: DirectOutbox | None = None
-        self.watchdog: DaemonWatchdog | None = None
+        self.watchdog: Watchdog | None = None
         self.server: asyncio.Server | None = None
         self._pushed: dict[str, AlertmanagerIntegration] = {}
         self._direct: dict[str, Integration] = {}
@@ -296,7 +260,7 @@ class Daemon:
         self.outbox = DirectOutbox(
             self.store, self._direct, state_receivers=frozenset(self._pushed), clock=self.clock
         )
-        self.watchdog = DaemonWatchdog(
+        self.watchdog = Watchdog(
             config, store=self.store, outbox=self.outbox, clock=self.clock
         )
         return EXIT_OK

@@ -140,6 +140,7 @@ class Watchdog:
         self.outbox = outbox
         self._backlog: list[Notification] = []
         self._rules_saved_at = float("-inf")
+        self.saved = True
         self.config = config
         self.poller = poller or Poller(
             config.miners,
@@ -378,16 +379,23 @@ class Watchdog:
         With no store, notifications are only kept for the caller. When the store fails
         (disk full, read-only, locked) the error is logged loudly, the notifications wait
         in memory and the next cycle tries again; alerting goes on from memory.
+        ``saved`` tells whether the last attempt reached the state file.
         """
         self._backlog.extend(report.notifications)
+        return self._save(report.finished_at, history=False)
+
+    def save(self, now: float) -> bool:
+        """Save everything now, the rule history included (on the way out)."""
+        return self._save(now, history=True)
+
+    def _save(self, now: float, *, history: bool) -> bool:
         if self.store is None or self.outbox is None:
             return True
-        now = report.finished_at
         try:
             with self.store.transaction():
                 self.outbox.enqueue(self._backlog, now)
                 self.store.save_state(STATE_ALERTS, self.alerts.to_dict(), now)
-                if now - self._rules_saved_at >= RULES_SAVE_INTERVAL_S:
+                if history or now - self._rules_saved_at >= RULES_SAVE_INTERVAL_S:
                     self.store.save_state(STATE_RULES, self.rules.to_dict(), now)
                     self._rules_saved_at = now
                 if self.dispatcher is not None:
@@ -397,15 +405,11 @@ class Watchdog:
             log.error(
                 "STATE NOT SAVED (%d notifications waiting in memory): %s", len(self._backlog), exc
             )
+            self.saved = False
             return False
         self._backlog.clear()
+        self.saved = True
         return True
-
-    def save_history(self, now: float) -> None:
-        """Save the rule history now (on shutdown); StoreError if the store fails."""
-        if self.store is not None:
-            self.store.save_state(STATE_RULES, self.rules.to_dict(), now)
-            self._rules_saved_at = now
 
     def firing(self) -> list[Alert]:
         """Alerts firing now."""

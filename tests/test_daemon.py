@@ -38,10 +38,11 @@ from werkzeug import Request, Response
 
 from cgwatchdog.alerts import AlertView, Notification
 from cgwatchdog.config import Config, load_config
-from cgwatchdog.daemon import STATE_FILE, DaemonWatchdog, DirectOutbox
+from cgwatchdog.daemon import STATE_FILE, DirectOutbox
 from cgwatchdog.logs import setup_logging, stderr_is_journal
 from cgwatchdog.simulator import Fleet, make_scenario, serve
 from cgwatchdog.store import Store
+from cgwatchdog.watchdog import Watchdog
 
 REPO = Path(__file__).resolve().parents[1]
 INTERVAL = "500ms"
@@ -619,7 +620,7 @@ route:
     config = load_config(config_path)
     store = Store(tmp_path / STATE_FILE)
     outbox = DirectOutbox(store, {}, state_receivers=frozenset({"am"}), clock=time.time)
-    watchdog = DaemonWatchdog(config, store=store, outbox=outbox, clock=time.time)
+    watchdog = Watchdog(config, store=store, outbox=outbox, clock=time.time)
     report = watchdog.evaluate([], time.time())
     view = AlertView("f", {"alertname": "X"}, {}, "", "firing", 0.0, None)
     report.notifications = [
