@@ -180,9 +180,9 @@ def print_poll_table(document: Mapping[str, Any], out: TextIO) -> None:
         if miner["error"]:
             print(f"    ! {miner['error']}", file=out)
         for alert in miner["alerts"]:
-            where = " ".join(f"{k}={v}" for k, v in alert["labels"].items() if k in ("device", "pool"))
-            print(f"    ! {alert['alertname']} {where} {alert['state']}: {alert['value']}".replace("  ", " "),
-                  file=out)
+            where = [f"{k}={v}" for k, v in alert["labels"].items() if k in ("device", "pool")]
+            head = " ".join([alert["alertname"], *where, alert["state"]])
+            print(f"    ! {head}: {alert['value']}", file=out)
     for problem in document["problems"]:
         print(f"problem: {problem}", file=out)
     up = sum(1 for m in document["miners"] if m["up"])

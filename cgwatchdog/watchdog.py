@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from cgwatchdog.actions import (
     ORIGINAL_ALERTNAME_LABEL,
@@ -49,6 +49,7 @@ from cgwatchdog.store import Store
 __all__ = ["CycleReport", "Watchdog", "build_route", "build_silences"]
 
 log = logging.getLogger("cgwatchdog")
+_T = TypeVar("_T")
 
 STATE_ALERTS = "alerts"
 STATE_DISPATCHER = "dispatcher"
@@ -199,46 +200,41 @@ class Watchdog:
 
     def _restore(self) -> None:
         """Take up the state the last run saved; a damaged document starts that part afresh."""
-        if self.store is None:
-            return
         config = self.config
-        for key, restore in (
-            (STATE_ALERTS, lambda data: setattr(self, "alerts", AlertEngine.from_dict(data))),
-            (
-                STATE_RULES,
-                lambda data: setattr(
-                    self,
-                    "rules",
-                    RuleEngine.from_dict(
-                        data,
-                        config.rules,
-                        config.miners,
-                        restart_grace_s=config.actions.restart_grace_s,
-                    ),
-                ),
+        alerts = self._load(STATE_ALERTS, AlertEngine.from_dict)
+        if alerts is not None:
+            self.alerts = alerts
+        rules = self._load(
+            STATE_RULES,
+            lambda data: RuleEngine.from_dict(
+                data, config.rules, config.miners, restart_grace_s=config.actions.restart_grace_s
             ),
-            (STATE_DISPATCHER, self._restore_dispatcher),
-            (
-                STATE_ACTIONS,
-                lambda data: setattr(
-                    self, "planner", ActionPlanner.from_dict(data, config.actions, config.rules)
-                ),
-            ),
-        ):
-            try:
-                data = self.store.load_state(key)
-                if data is not None:
-                    restore(data)
-            except (StoreError, ValueError, KeyError, TypeError) as exc:
-                log.error("state %r could not be restored, starting it afresh: %s", key, exc)
-
-    def _restore_dispatcher(self, data: Mapping[str, Any]) -> None:
-        if self.config.route is not None:
-            self.dispatcher = Dispatcher.from_dict(
-                data,
-                build_route(self.config.route),
-                send_resolved=self._send_resolved(self.config),
+        )
+        if rules is not None:
+            self.rules = rules
+        planner = self._load(
+            STATE_ACTIONS, lambda data: ActionPlanner.from_dict(data, config.actions, config.rules)
+        )
+        if planner is not None:
+            self.planner = planner
+        if config.route is not None:
+            route = build_route(config.route)
+            send_resolved = self._send_resolved(config)
+            self.dispatcher = self._load(
+                STATE_DISPATCHER,
+                lambda data: Dispatcher.from_dict(data, route, send_resolved=send_resolved),
             )
+
+    def _load(self, key: str, build: Callable[[Mapping[str, Any]], _T]) -> _T | None:
+        """The object saved under ``key``, or None (nothing saved, or unreadable: logged)."""
+        if self.store is None:
+            return None
+        try:
+            data = self.store.load_state(key)
+            return None if data is None else build(data)
+        except (StoreError, ValueError, KeyError, TypeError) as exc:
+            log.error("state %r could not be restored, starting it afresh: %s", key, exc)
+            return None
 
     # -- the cycle -----------------------------------------------------------------------
 
