@@ -133,23 +133,6 @@ def _restarted(prev_at: float, prev_elapsed: float, at: float, elapsed: float) -
     return elapsed + RESTART_SLACK_S < prev_elapsed + (at - prev_at)
 
 
-def _difficulty_accepted(snapshot: Snapshot) -> float | None:
-    """The summary's ``Difficulty Accepted`` (diff1 units), where Diff1 Work is absent."""
-    summary = snapshot.extra.get("summary")
-    if not isinstance(summary, Mapping):
-        return None
-    raw = summary.get("Difficulty Accepted")
-    if type(raw) is str:
-        try:
-            raw = float(raw)
-        except ValueError:
-            return None
-    if type(raw) is int or type(raw) is float:
-        value = float(raw)
-        return value if math.isfinite(value) and value >= 0 else None
-    return None
-
-
 class MinerHistory:
     """The recent samples of one miner, and what was learnt from them."""
 
@@ -270,7 +253,7 @@ class MinerHistory:
         work: float | None = snapshot.diff1_work
         source: WorkSource = "diff1"
         if work is None:
-            work = _difficulty_accepted(snapshot)
+            work = snapshot.difficulty_accepted
             source = "difficulty_accepted"
         restarted = self.record(
             snapshot.at,

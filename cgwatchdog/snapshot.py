@@ -272,6 +272,8 @@ class Snapshot:
     """Fan slots the firmware says it drives (bmminer ``fan_num``, StrongU ``Fan Num``)."""
     hardware_error_ratio_reported: float | None = None
     """The miner's own ``Device Hardware%`` / 100, used when ``diff1_work`` is unknown."""
+    difficulty_accepted: float | None = None
+    """SUMMARY ``Difficulty Accepted`` (diff1 units): work done where Diff1 Work is absent."""
 
     @property
     def up(self) -> bool:
@@ -995,11 +997,17 @@ def build_snapshot(
     host: str,
     port: int,
     at: float,
+    keep_raw: bool = False,
 ) -> Snapshot:
     """Normalize one miner's decoded replies (command -> reply dict) into a Snapshot.
 
     Any reply may be missing; a reply whose STATUS is E or F counts as absent (a ``devs``
     answering Code 10 "No ASCs" is a miner with no devices). Never raises on odd input.
+
+    ``extra`` always holds the refused commands' STATUS, the Avalon ``MM ID`` fields and
+    the count of unconfigured pool slots; with ``keep_raw`` it also keeps the raw
+    VERSION, SUMMARY and STATS entries by reference. The poller leaves them out: at
+    10,000 miners they are most of a cycle's memory, and no rule reads them.
     """
     statuses: dict[str, Mapping[str, Any]] = {}
     sections: dict[str, list[Mapping[str, Any]]] = {}
@@ -1201,14 +1209,15 @@ def build_snapshot(
             refused[command] = status  # e.g. devs Code 10 "No ASCs", Code 14 "Invalid command"
     if refused:
         extra["refused"] = refused
-    if version is not None:
-        extra["version"] = version
-    if summary is not None:
-        extra["summary"] = summary
-    if stats_miner is not None:
-        extra["stats"] = stats_miner
-    if stats_identity is not None:
-        extra["stats_identity"] = stats_identity
+    if keep_raw:
+        if version is not None:
+            extra["version"] = version
+        if summary is not None:
+            extra["summary"] = summary
+        if stats_miner is not None:
+            extra["stats"] = stats_miner
+        if stats_identity is not None:
+            extra["stats_identity"] = stats_identity
     if mms:
         extra["mm"] = mms
     if unconfigured:
@@ -1235,10 +1244,18 @@ def build_snapshot(
         fans_rpm=tuple(fans),
         devices=tuple(devices),
         pools=pools,
-        extra=MappingProxyType(extra),
+        extra=MappingProxyType(extra) if extra else _EMPTY,
         fans_expected=fans_expected,
         hardware_error_ratio_reported=reported_ratio,
+        difficulty_accepted=_difficulty_accepted(summary),
     )
+
+
+def _difficulty_accepted(summary: Mapping[str, Any] | None) -> float | None:
+    if summary is None:
+        return None
+    value = _num(summary.get("Difficulty Accepted"))
+    return value if value is not None and value >= 0 else None
 
 
 def _add_fan(fans: list[int], raw: object) -> None:

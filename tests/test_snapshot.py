@@ -753,8 +753,12 @@ def test_elapsed_from_summary_else_stats() -> None:
 
 def test_snapshot_is_immutable_and_keeps_raw_entries_by_reference() -> None:
     summary_entry = {"Elapsed": 60, "MHS 5s": 1.0, "Odd Field": "kept"}
-    s = snap(summary=reply("SUMMARY", [summary_entry]))
+    s = build_snapshot(
+        {"summary": reply("SUMMARY", [summary_entry])}, name="m", host="h", port=4028, at=AT,
+        keep_raw=True,
+    )
     assert s.extra["summary"] is summary_entry
+    assert "summary" not in snap(summary=reply("SUMMARY", [summary_entry])).extra
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.hashrate_hs = 0.0  # type: ignore[misc]
     with pytest.raises(TypeError):
