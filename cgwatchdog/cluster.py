@@ -1,0 +1,240 @@
+"""Leadership among the replicas of a shard, through the Alertmanager cluster (DESIGN §11).
+
+No I/O here and no clock: the daemon pushes :func:`heartbeat_alerts` to every
+Alertmanager peer each cycle, reads the heartbeats back (``GET /api/v2/alerts`` filtered
+by :func:`heartbeat_matchers`), and :func:`elect` says what this replica is:
+
+    Role.LEADER     the lowest live replica name of the shard: runs actions and sends
+                    direct (webhook/email) notifications
+    Role.FOLLOWER   another replica leads: evaluates and pushes alerts to Alertmanager
+                    (which deduplicates them), but neither acts nor notifies directly
+    Role.ISOLATED   no Alertmanager peer could be read (or took our heartbeat): never
+                    acts, since it cannot know whether another replica does
+
+Rules of the election:
+
+- A heartbeat counts when its ``alertname`` is ``CgwatchdogHeartbeat``, its ``shard``
+  label is this shard (``"1/4"``; ``"1-of-4"`` is read too) and its ``endsAt`` is after
+  ``now``. Its ``status`` is not looked at: an operator silencing the always-firing
+  heartbeat must not change who leads. Entries that are not shaped like that (missing
+  labels, unparsable ``endsAt``, not a mapping) are skipped.
+- Replica names compare as plain strings (Python ``str`` order, i.e. by code point:
+  ``"B" < "a"``, ``"a10" < "a2"``); the lowest leads. Names are unique per shard.
+- A heartbeat of this shard without a ``replica`` label comes from an instance run
+  without replicas, which acts regardless; it counts as the name ``""``, lower than any
+  real name, so the replicas defer to it rather than act twice.
+- This replica always counts itself as live: its own heartbeat may not be visible yet
+  (first cycle, push in flight), and it is alive by definition.
+- ``replica`` None (no replicas configured) is always the leader and reads nothing.
+
+A leader that dies stops refreshing its heartbeat; it expires ``lifetime_intervals``
+(default 3) intervals after its last push and the next replica leads from then on.
+Clocks of replicas and Alertmanager peers are assumed to agree to well within an
+interval (NTP).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any, Final
+
+from cgwatchdog.config import Shard, parse_shard
+from cgwatchdog.errors import NotifyError
+from cgwatchdog.notify.formats import rfc3339
+
+__all__ = [
+    "HEARTBEAT_ALERTNAME",
+    "SERVICE_LABEL",
+    "WATCHDOG_ALERTNAME",
+    "Role",
+    "elect",
+    "heartbeat_alerts",
+    "heartbeat_matchers",
+    "leadership",
+    "parse_rfc3339",
+]
+
+HEARTBEAT_ALERTNAME: Final = "CgwatchdogHeartbeat"
+WATCHDOG_ALERTNAME: Final = "Watchdog"
+# On both alerts, so a team that already routes Prometheus' own Watchdog to a dead man's
+# switch can route ours apart (grouped together, one live sender would hide the other).
+SERVICE_LABEL: Final = ("service", "cgwatchdog")
+
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})"
+)
+
+
+class Role(enum.Enum):
+    """What a replica does this cycle."""
+
+    LEADER = "leader"
+    FOLLOWER = "follower"
+    ISOLATED = "isolated"
+
+    @property
+    def acts(self) -> bool:
+        """Whether this replica runs actions and sends direct notifications."""
+        return self is Role.LEADER
+
+
+def heartbeat_matchers(shard: Shard) -> dict[str, str]:
+    """Label equalities selecting this shard's heartbeats in ``GET /api/v2/alerts``."""
+    return {"alertname": HEARTBEAT_ALERTNAME, "shard": str(shard)}
+
+
+def heartbeat_alerts(
+    shard: Shard,
+    replica: str | None,
+    now: float,
+    interval_s: float,
+    *,
+    lifetime_intervals: float = 3.0,
+    generator_url: str = "",
+) -> list[dict[str, object]]:
+    """The two always-firing alerts to POST to ``/api/v2/alerts`` each cycle.
+
+    ``CgwatchdogHeartbeat`` carries ``shard`` and ``replica`` (left out when None):
+    one per replica, read back by :func:`elect`. ``Watchdog`` carries ``shard`` but no
+    replica, so the replicas of a shard push the same alert, Alertmanager merges them,
+    and it stays firing while any replica is alive: the dead man's switch. Both end
+    ``lifetime_intervals`` x ``interval_s`` after ``now`` unless pushed again.
+    ``generator_url`` (the daemon's own URL) is added when given.
+    """
+    if not interval_s > 0 or not lifetime_intervals > 0:
+        raise ValueError("interval_s and lifetime_intervals must be positive")
+    starts_at = rfc3339(now)
+    ends_at = rfc3339(now + lifetime_intervals * interval_s)
+    shard_text = str(shard)
+    heartbeat_labels = {"alertname": HEARTBEAT_ALERTNAME, "shard": shard_text}
+    if replica is not None:
+        heartbeat_labels["replica"] = replica
+    who = f"shard {shard_text}" + ("" if replica is None else f" replica {replica}")
+    heartbeat: dict[str, object] = {
+        "labels": {**heartbeat_labels, "severity": "none", SERVICE_LABEL[0]: SERVICE_LABEL[1]},
+        "annotations": {
+            "summary": f"cgwatchdog {who} is alive",
+            "description": (
+                f"Always firing while cgwatchdog {who} runs and reaches Alertmanager. "
+                "The replicas of a shard elect their leader from these heartbeats (the "
+                "lowest live replica name runs repairs and direct notifications). "
+                "Not a problem: route it to a receiver that does nothing."
+            ),
+        },
+        "startsAt": starts_at,
+        "endsAt": ends_at,
+    }
+    watchdog: dict[str, object] = {
+        "labels": {
+            "alertname": WATCHDOG_ALERTNAME,
+            "shard": shard_text,
+            "severity": "none",
+            SERVICE_LABEL[0]: SERVICE_LABEL[1],
+        },
+        "annotations": {
+            "summary": f"cgwatchdog shard {shard_text} is alive",
+            "description": (
+                f"Always firing while any replica of cgwatchdog shard {shard_text} runs "
+                "and reaches Alertmanager. Route it to a dead man's switch (a receiver "
+                "that pages when this alert stops arriving). Its absence means no "
+                f"cgwatchdog watches the miners of shard {shard_text}: every replica is "
+                "down, stuck, or cut off from Alertmanager, and their failures go "
+                "unreported."
+            ),
+        },
+        "startsAt": starts_at,
+        "endsAt": ends_at,
+    }
+    if generator_url:
+        heartbeat["generatorURL"] = generator_url
+        watchdog["generatorURL"] = generator_url
+    return [heartbeat, watchdog]
+
+
+def parse_rfc3339(text: object) -> float | None:
+    """Epoch seconds of an RFC 3339 time (``2026-11-25T21:00:00.123456789Z``, any number
+    of fractional digits, ``Z`` or ``±hh:mm``); None if ``text`` is not one."""
+    if not isinstance(text, str):
+        return None
+    found = _RFC3339.fullmatch(text.strip())
+    if found is None:
+        return None
+    year, month, day, hour, minute, second = (int(found[i]) for i in range(1, 7))
+    zone = found[8]
+    try:
+        if zone in ("Z", "z"):
+            tz = UTC
+        else:
+            sign = -1 if zone[0] == "-" else 1
+            tz = timezone(sign * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6])))
+        whole = datetime(year, month, day, hour, minute, second, tzinfo=tz).timestamp()
+    except (ValueError, OverflowError):
+        return None
+    return whole + (float("0." + found[7]) if found[7] else 0.0)
+
+
+def _live_replica(alert: object, shard: Shard, now: float) -> str | None:
+    """The replica name of a live heartbeat of ``shard`` (``""`` if it has none), or
+    None when ``alert`` is not one."""
+    if not isinstance(alert, Mapping):
+        return None
+    labels = alert.get("labels")
+    if not isinstance(labels, Mapping) or labels.get("alertname") != HEARTBEAT_ALERTNAME:
+        return None
+    shard_text = labels.get("shard")
+    if not isinstance(shard_text, str):
+        return None
+    try:
+        if parse_shard(shard_text) != shard:
+            return None
+    except ValueError:
+        return None
+    ends_at = parse_rfc3339(alert.get("endsAt"))
+    if ends_at is None or ends_at <= now:
+        return None
+    replica = labels.get("replica", "")
+    return replica if isinstance(replica, str) else None
+
+
+def elect(
+    heartbeats: Iterable[Mapping[str, Any]], shard: Shard, replica: str | None, now: float
+) -> Role:
+    """LEADER if ``replica`` is the lowest live replica of ``shard`` among ``heartbeats``
+    (alerts as ``GET /api/v2/alerts`` returns them) and itself, else FOLLOWER."""
+    if replica is None:
+        return Role.LEADER
+    lowest = replica
+    for alert in heartbeats:
+        name = _live_replica(alert, shard, now)
+        if name is not None and name < lowest:
+            lowest = name
+    return Role.LEADER if lowest == replica else Role.FOLLOWER
+
+
+def leadership(
+    read: Callable[[], Iterable[Mapping[str, Any]]],
+    shard: Shard,
+    replica: str | None,
+    now: float,
+    *,
+    pushed: bool = True,
+) -> Role:
+    """This cycle's role, calling ``read`` for the heartbeats (e.g. a bound
+    ``AlertmanagerIntegration.alerts`` with :func:`heartbeat_matchers`).
+
+    ISOLATED when ``read`` raises NotifyError, or when ``pushed`` is False (this cycle's
+    heartbeat reached no peer): the others cannot see this replica, so it must not act
+    even if it reads a lower name than theirs. ``replica`` None is LEADER and reads nothing.
+    """
+    if replica is None:
+        return Role.LEADER
+    if not pushed:
+        return Role.ISOLATED
+    try:
+        heartbeats = list(read())
+    except NotifyError:
+        return Role.ISOLATED
+    return elect(heartbeats, shard, replica, now)
