@@ -891,6 +891,26 @@ class Dispatcher:
         notifications.sort(key=lambda n: (n.receiver, n.group_key))
         return notifications
 
+    def renotify(self, now: float) -> int:
+        """Make every group that has told its receiver of firing alerts repeat them at the
+        next tick, as if ``repeat_interval`` had passed; the number of such groups.
+
+        A replica taking over from a dead leader calls it: what the leader last sent is
+        unknown, so firing alerts are sent once more (at-least-once) rather than maybe
+        never until the repeat interval.
+        """
+        count = 0
+        for state in self._states.values():
+            for group in state.groups.values():
+                if group.last_notified_at is None or not group.notified_firing:
+                    continue  # never told: the normal flush tells it
+                group.last_notified_at = min(
+                    group.last_notified_at, now - state.route.repeat_interval_s
+                )
+                group.next_flush_at = min(group.next_flush_at, now)
+                count += 1
+        return count
+
     def _targets(self, labels: Mapping[str, str]) -> tuple[_Target, ...]:
         root = self._route
         return tuple(

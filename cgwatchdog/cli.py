@@ -22,6 +22,7 @@ from cgwatchdog.errors import CgwatchdogError, ConfigError, ProtocolError
 from cgwatchdog.protocol import DEFAULT_PORT, encode_request
 
 if TYPE_CHECKING:
+    from cgwatchdog.overrides import Overrides
     from cgwatchdog.watchdog import CycleReport, Watchdog
 
 EXIT_OK = 0
@@ -137,7 +138,8 @@ def poll_document(watchdog: Watchdog, report: CycleReport) -> dict[str, Any]:
         miners.append(entry)
     return {
         "time": _iso(report.finished_at),
-        "shard": "1/1",
+        "shard": str(watchdog.config.cluster.shard),
+        "replica": watchdog.config.cluster.replica,
         "duration_s": round(report.duration_s, 3),
         "problems": report.problems,
         "miners": miners,
@@ -196,7 +198,7 @@ def cmd_poll(args: argparse.Namespace) -> int:
     from cgwatchdog.config import load_config
     from cgwatchdog.watchdog import Watchdog
 
-    cfg = load_config(args.config)
+    cfg = _overrides(args).apply(load_config(args.config))
     watchdog = Watchdog(cfg, acting=False)  # poll observes; it never repairs
     report = asyncio.run(watchdog.cycle())
     document = poll_document(watchdog, report)
@@ -259,6 +261,30 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 # -- run / status -----------------------------------------------------------------------
 
 
+def _overrides(args: argparse.Namespace) -> Overrides:
+    """The instance flags of ``run`` and ``poll`` (ConfigError when malformed)."""
+    from cgwatchdog.overrides import Overrides
+
+    return Overrides.from_flags(
+        shard=args.shard,
+        replica=args.replica,
+        state_dir=getattr(args, "state_dir", None),
+        listen=getattr(args, "listen", None),
+    )
+
+
+def _add_instance_flags(parser: argparse.ArgumentParser, *, daemon: bool) -> None:
+    parser.add_argument("--shard", default=None, metavar="I/N",
+                        help="own shard I of N (1/4 or 1-of-4); overrides cluster.shard")
+    parser.add_argument("--replica", default=None, metavar="NAME",
+                        help="this replica's name; overrides cluster.replica")
+    if daemon:
+        parser.add_argument("--state-dir", default=None, metavar="DIR",
+                            help="where the state file lives; overrides state_dir")
+        parser.add_argument("--listen", default=None, metavar="HOST:PORT",
+                            help="the HTTP endpoint's address; overrides http.listen")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """The daemon in the foreground (what systemd runs)."""
     import logging
@@ -273,7 +299,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:
         pass
-    return asyncio.run(run_daemon(args.config, log_level=level))
+    return asyncio.run(run_daemon(args.config, log_level=level, overrides=_overrides(args)))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -365,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     poll.add_argument("-c", "--config", required=True, metavar="CONFIG")
     poll.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_instance_flags(poll, daemon=False)
     poll.set_defaults(func=cmd_poll)
 
     test_notify = sub.add_parser(
@@ -400,6 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-c", "--config", required=True, metavar="CONFIG")
     run.add_argument("--log-level", default="info",
                      choices=["debug", "info", "warning", "error"])
+    _add_instance_flags(run, daemon=True)
     run.set_defaults(func=cmd_run)
 
     status = sub.add_parser(

@@ -45,13 +45,16 @@ from prometheus_client import CollectorRegistry
 
 from cgwatchdog import __version__
 from cgwatchdog.alerts import AlertState, Notification, Transition
+from cgwatchdog.cluster import Role, heartbeat_alerts, heartbeat_matchers, leadership
 from cgwatchdog.config import Config, HttpConfig, load_config
 from cgwatchdog.errors import ConfigError, ConfigProblem, NotifyError, StoreError
+from cgwatchdog.heartbeat import HeartbeatPinger
 from cgwatchdog.httpapi import DaemonStatus, HttpApi, Metrics
 from cgwatchdog.logs import FIELD_ALERTNAME, FIELD_MINER, RedactingFilter, setup_logging
 from cgwatchdog.notify.alertmanager import AlertmanagerIntegration
 from cgwatchdog.notify.base import Integration, build_integration
 from cgwatchdog.notify.outbox import Outbox
+from cgwatchdog.overrides import Overrides
 from cgwatchdog.sdnotify import Notifier
 from cgwatchdog.store import Store
 from cgwatchdog.watchdog import Watchdog
@@ -89,6 +92,11 @@ PUSH_WAIT_S: Final = 5.0
 # sqlite3 shell). The store is written on the event loop's thread, so waiting stalls
 # polling and the endpoint; a save that fails is simply retried at the next cycle.
 STORE_BUSY_TIMEOUT_S: Final = 1.0
+# A replica's heartbeat lives this many poll intervals after its push. With a check
+# after every cycle, a dead leader's shard is taken over within lifetime + 1 interval:
+# the three intervals DESIGN §11 promises. A leader that could not refresh its own
+# heartbeat for as long steps down by itself, so two replicas never both act.
+HEARTBEAT_LIFETIME_INTERVALS: Final = 2.0
 
 
 class DirectOutbox(Outbox):
@@ -109,9 +117,14 @@ class DirectOutbox(Outbox):
     ) -> None:
         super().__init__(store, integrations, clock=clock)
         self.state_receivers = state_receivers
+        self.sending = True
+        """False while another replica of the shard leads: it sends them, this one drops."""
 
     def enqueue(self, notifications: Iterable[Notification], now: float) -> list[int]:
-        """Outbox.enqueue, less the notifications of state-pushed receivers."""
+        """Outbox.enqueue, less the notifications of state-pushed receivers (and all of
+        them while this replica follows)."""
+        if not self.sending:
+            return []
         kept = [n for n in notifications if n.receiver not in self.state_receivers]
         return super().enqueue(kept, now)
 
@@ -171,8 +184,10 @@ class Daemon:
         registry: CollectorRegistry | None = None,
         redactor: RedactingFilter | None = None,
         rng: random.Random | None = None,
+        overrides: Overrides | None = None,
     ) -> None:
         self.config_path = Path(config_path)
+        self.overrides = overrides if overrides is not None else Overrides()
         self.config = config
         self.clock = clock
         self.notifier = notifier if notifier is not None else Notifier()
@@ -185,9 +200,7 @@ class Daemon:
             started_at=clock(),
             shard=str(config.cluster.shard),
             replica=config.cluster.replica,
-            # Leadership among replicas (DESIGN §11) is not wired yet: every instance
-            # acts as the leader of its shard.
-            role="leader",
+            role=(Role.LEADER if config.cluster.replica is None else Role.ISOLATED).value,
         )
         self.store: Store | None = None
         self.outbox: DirectOutbox | None = None
@@ -205,6 +218,14 @@ class Daemon:
         self._ready_sent = False
         self._last_ping = -math.inf
         self._store_problem: str | None = None
+        # Leadership (DESIGN §11): the role the last heartbeat check found, until when it
+        # holds without a newer successful heartbeat, and the role the last cycle ran as.
+        self._elected = Role.LEADER if config.cluster.replica is None else Role.ISOLATED
+        self._elected_until = math.inf if config.cluster.replica is None else -math.inf
+        self._role: Role | None = None
+        self._pinger: HeartbeatPinger | None = None
+        self._pinging: asyncio.Task[None] | None = None
+        self._ping_ok = True
 
     # -- the whole life -------------------------------------------------------------------
 
@@ -236,6 +257,10 @@ class Daemon:
             self._log_start()
             async with asyncio.TaskGroup() as tasks:
                 self._tasks = tasks
+                if self.config.cluster.replica is not None:
+                    # Know the role before the first cycle decides anything.
+                    self._start_push(self.clock())
+                    await self._finish_push()
                 await self._loop()
                 await self._finish_push()
             await self._shutdown()
@@ -263,15 +288,27 @@ class Daemon:
         self.watchdog = Watchdog(
             config, store=self.store, outbox=self.outbox, clock=self.clock
         )
+        self._set_pinger(config)
         return EXIT_OK
+
+    def _set_pinger(self, config: Config) -> None:
+        old = self._pinger
+        if old is not None and config.heartbeat == old.config:
+            return
+        self._pinger = None if config.heartbeat is None else HeartbeatPinger(config.heartbeat)
+        if old is not None:
+            old.close()
 
     def _log_start(self) -> None:
         config = self.config
+        cluster = config.cluster
         log.info(
-            "cgwatchdog %s: %d miners, %d rules, %d receivers; state in %s; "
+            "cgwatchdog %s: %d miners%s, %d rules, %d receivers; state in %s; "
             "http://%s/metrics; poll every %g s; sd_notify: %s",
             __version__,
             len(config.miners),
+            "" if cluster.shard.count == 1 and cluster.replica is None
+            else f" (shard {cluster.shard}, replica {cluster.replica or '-'})",
             len(config.rules),
             len(config.receivers),
             config.state_dir / STATE_FILE,
@@ -387,6 +424,7 @@ class Daemon:
         assert watchdog is not None
         loop = asyncio.get_running_loop()
         started = loop.time()
+        self._take_role(self.clock())
         try:
             report = await watchdog.cycle()
         except Exception as exc:  # a bug in one rule or reply must not end the monitoring
@@ -404,6 +442,7 @@ class Daemon:
         status.last_cycle_at = completed = self.clock()
         status.last_cycle_duration_s = duration
         status.miners = len(report.results)
+        status.miner_names = tuple(result.name for result in report.results)
         status.up = report.up
         self.metrics.observe_cycle(
             report.results,
@@ -417,6 +456,7 @@ class Daemon:
         status.record_actions(report.action_events)
         self._start_push(report.finished_at)
         await self._deliver(self.clock(), DELIVERY_WAIT_S, saved=watchdog.saved)
+        self._start_heartbeat(self.clock())
         self.notifier.status(self._status_line())
         self._ping()
 
@@ -440,6 +480,74 @@ class Daemon:
                     _where(alert.labels),
                     extra=_fields(t),
                 )
+
+    # -- leadership and the dead man's switch --------------------------------------------
+
+    def _take_role(self, now: float) -> None:
+        """Run this cycle as the role the last heartbeat check found, if it still holds.
+
+        An elected role lapses (to ISOLATED: no actions) once this replica's own heartbeat
+        has expired unrefreshed, since the other replicas no longer see it then.
+        """
+        role = self._elected if now <= self._elected_until else Role.ISOLATED
+        previous, self._role = self._role, role
+        watchdog, outbox = self.watchdog, self.outbox
+        assert watchdog is not None and outbox is not None
+        watchdog.acting = role.acts
+        # A follower drops direct notifications (the leader sends them). An isolated
+        # replica sends them: nobody can be known to, and a duplicate beats silence.
+        outbox.sending = role is not Role.FOLLOWER
+        self.status.role = role.value
+        if role is previous:
+            return
+        cluster = self.config.cluster
+        if cluster.replica is None:
+            return
+        if role is Role.LEADER:
+            groups = watchdog.dispatcher.renotify(now) if watchdog.dispatcher is not None else 0
+            log.warning(
+                "leading shard %s as replica %s: running actions and direct notifications"
+                "%s",
+                cluster.shard,
+                cluster.replica,
+                f"; the {groups} notified group(s) are sent again once" if groups else "",
+            )
+        elif role is Role.FOLLOWER:
+            log.info(
+                "following in shard %s as replica %s: a lower-named replica leads",
+                cluster.shard,
+                cluster.replica,
+            )
+        else:
+            log.warning(
+                "replica %s of shard %s cannot see itself on any Alertmanager peer: "
+                "no actions until it can (alerts still go out)",
+                cluster.replica,
+                cluster.shard,
+            )
+
+    def _start_heartbeat(self, now: float) -> None:
+        """Ping the dead man's switch after a good cycle, in the background, when due."""
+        pinger = self._pinger
+        if pinger is None or self._tasks is None or not pinger.due(now):
+            return
+        if self._pinging is not None and not self._pinging.done():
+            return
+        self._pinging = self._tasks.create_task(self._heartbeat(pinger, now))
+
+    async def _heartbeat(self, pinger: HeartbeatPinger, now: float) -> None:
+        try:
+            await asyncio.to_thread(pinger.ping, now)
+        except NotifyError as exc:
+            if self._ping_ok:
+                log.warning("heartbeat ping to %s failed: %s", pinger.target, exc)
+            self._ping_ok = False
+            self.metrics.record_push("heartbeat", False)
+        else:
+            if not self._ping_ok:
+                log.info("heartbeat pings to %s work again", pinger.target)
+            self._ping_ok = True
+            self.metrics.record_push("heartbeat", True)
 
     def _status_line(self) -> str:
         firing = len(self.watchdog.firing()) if self.watchdog is not None else 0
@@ -483,15 +591,27 @@ class Daemon:
             log.debug("the previous Alertmanager push is still running: this cycle's skipped")
             return
         alerts = self.watchdog.alerts.alerts()
-        jobs = [
-            (name, integration, integration.postable(alerts, now))
-            for name, integration in self._pushed.items()
-        ]
-        self._push_task = self._tasks.create_task(self._push(jobs))
+        cluster = self.config.cluster
+        jobs = []
+        for name, integration in self._pushed.items():
+            documents: list[dict[str, Any]] = integration.postable(alerts, now)
+            if name == cluster.alertmanager:
+                documents += heartbeat_alerts(
+                    cluster.shard,
+                    cluster.replica,
+                    now,
+                    self.config.poll.interval_s,
+                    lifetime_intervals=HEARTBEAT_LIFETIME_INTERVALS,
+                )
+            jobs.append((name, integration, documents))
+        self._push_task = self._tasks.create_task(self._push(jobs, now))
 
     async def _push(
-        self, jobs: Sequence[tuple[str, AlertmanagerIntegration, list[dict[str, Any]]]]
+        self,
+        jobs: Sequence[tuple[str, AlertmanagerIntegration, list[dict[str, Any]]]],
+        now: float,
     ) -> None:
+        cluster = self.config.cluster
         for name, integration, documents in jobs:
             if not documents:
                 continue
@@ -513,6 +633,25 @@ class Daemon:
             elif error is None and not was_ok:
                 log.info("Alertmanager receiver %r: pushes work again", name)
             self._push_ok[name] = error is None
+            if name == cluster.alertmanager and cluster.replica is not None:
+                await self._elect(integration, pushed=error is None, now=now)
+
+    async def _elect(
+        self, integration: AlertmanagerIntegration, *, pushed: bool, now: float
+    ) -> None:
+        """Read the shard's live heartbeats back from every peer and take the role they
+        give until this push's heartbeat expires."""
+        cluster = self.config.cluster
+
+        def read() -> list[dict[str, Any]]:
+            return integration.alerts(heartbeat_matchers(cluster.shard), every_peer=True)
+
+        role = await asyncio.to_thread(
+            leadership, read, cluster.shard, cluster.replica, self.clock(), pushed=pushed
+        )
+        self._elected = role
+        lifetime = HEARTBEAT_LIFETIME_INTERVALS * self.config.poll.interval_s
+        self._elected_until = now + lifetime if pushed else -math.inf
 
     async def _finish_push(self) -> None:
         task = self._push_task
@@ -533,6 +672,7 @@ class Daemon:
         try:
             try:
                 config = await asyncio.to_thread(load_config, self.config_path)
+                config = self.overrides.apply(config)
                 pushed, direct = _split_integrations(config)
             except ConfigError as exc:
                 self._refuse(exc.problems)
@@ -581,12 +721,18 @@ class Daemon:
         outbox.state_receivers = frozenset(pushed)
         outbox.set_integrations(direct)
         watchdog.configure(config, reload=True)
+        self._set_pinger(config)
         self._retired += [*self._pushed.values(), *self._direct.values()]
         self._pushed, self._direct = pushed, direct
         self._push_ok = {name: ok for name, ok in self._push_ok.items() if name in pushed}
         self.config = config
         status = self.status
         status.interval_s = config.poll.interval_s
+        if (config.cluster.shard, config.cluster.replica) != (old.cluster.shard, old.cluster.replica):
+            log.warning("the shard or replica changed: the role is decided again")
+            self._elected, self._elected_until = Role.ISOLATED, -math.inf
+            if config.cluster.replica is None:
+                self._elected, self._elected_until = Role.LEADER, math.inf
         status.shard = str(config.cluster.shard)
         status.replica = config.cluster.replica
         status.config_error = None
@@ -651,6 +797,8 @@ class Daemon:
             with contextlib.suppress(Exception):
                 integration.close()
         self._retired = []
+        if self._pinger is not None:
+            self._pinger.close()
         if self.store is not None:
             self.store.close()
         self.notifier.close()
@@ -664,6 +812,7 @@ async def run_daemon(
     registry: CollectorRegistry | None = None,
     log_level: int = logging.INFO,
     configure_logging: bool = True,
+    overrides: Overrides | None = None,
 ) -> int:
     """``cgwatchdog run``: the daemon in the foreground; returns the exit code.
 
@@ -671,8 +820,10 @@ async def run_daemon(
     file or the HTTP port cannot be opened, 0 after a clean stop on SIGTERM/SIGINT.
     """
     redactor = setup_logging(level=log_level) if configure_logging else None
+    overrides = overrides if overrides is not None else Overrides()
     try:
         config = await asyncio.to_thread(load_config, config_path)
+        config = overrides.apply(config)
     except ConfigError as exc:
         for problem in exc.problems:
             log.error("%s", problem)
@@ -684,6 +835,12 @@ async def run_daemon(
     if redactor is not None:
         redactor.set_config(config)
     daemon = Daemon(
-        config_path, config, clock=clock, notifier=notifier, registry=registry, redactor=redactor
+        config_path,
+        config,
+        clock=clock,
+        notifier=notifier,
+        registry=registry,
+        redactor=redactor,
+        overrides=overrides,
     )
     return await daemon.run()

@@ -69,6 +69,11 @@ class HeartbeatPinger:
         self.last_error: str | None = None
 
     @property
+    def config(self) -> HeartbeatConfig:
+        """The ``heartbeat:`` section this pinger was built from."""
+        return self._config
+
+    @property
     def interval_s(self) -> float:
         """Seconds between pings."""
         return self._config.interval_s

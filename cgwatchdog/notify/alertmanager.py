@@ -227,9 +227,13 @@ class AlertmanagerIntegration(Integration):
         active: bool = True,
         silenced: bool = True,
         inhibited: bool = True,
+        every_peer: bool = False,
     ) -> list[dict[str, Any]]:
-        """GET /api/v2/alerts from the first peer that answers (e.g. to see which
-        replicas' heartbeats are live); ``matchers`` are label equalities."""
+        """GET /api/v2/alerts from the first peer that answers; ``matchers`` are label
+        equalities. With ``every_peer``, the alerts of every peer that answers, together:
+        Alertmanager peers do not gossip alerts, so a replica that reaches only one peer
+        shows its heartbeat only there (leadership reads every peer, DESIGN §11).
+        NotifyError when no peer answers."""
         params: list[tuple[str, str]] = [
             ("active", str(active).lower()),
             ("silenced", str(silenced).lower()),
@@ -237,6 +241,8 @@ class AlertmanagerIntegration(Integration):
         ]
         params += [("filter", f"{k}={json.dumps(v)}") for k, v in (matchers or {}).items()]
         errors = []
+        gathered: list[dict[str, Any]] = []
+        answered = False
         for peer in self._peers:
             target = target_of(peer)
             try:
@@ -263,9 +269,16 @@ class AlertmanagerIntegration(Integration):
             except ValueError:
                 errors.append(f"{target} answered something other than JSON")
                 continue
-            if isinstance(found, list):
-                return [item for item in found if isinstance(item, dict)]
-            errors.append(f"{target} answered JSON that is not a list of alerts")
+            if not isinstance(found, list):
+                errors.append(f"{target} answered JSON that is not a list of alerts")
+                continue
+            alerts = [item for item in found if isinstance(item, dict)]
+            if not every_peer:
+                return alerts
+            gathered += alerts
+            answered = True
+        if answered:
+            return gathered
         raise NotifyError("no Alertmanager peer answered: " + "; ".join(errors), recoverable=True)
 
     def close(self) -> None:
