@@ -111,6 +111,7 @@ class DaemonStatus:
     last_cycle_at: float | None = None  # when the last completed cycle finished
     last_cycle_duration_s: float | None = None
     miners: int = 0
+    miner_names: tuple[str, ...] = ()  # the miners this instance (its shard) polls
     up: int = 0
     outbox_depth: int = 0
     cycle_error: str | None = None  # the last cycle failed with this (a bug: see the log)
@@ -476,6 +477,7 @@ def alerts_document(status: DaemonStatus, alerts: Iterable[Alert], now: float) -
         "replica": status.replica,
         "role": status.role,
         "miners": status.miners,
+        "miner_names": list(status.miner_names),
         "up": status.up,
         "outbox_depth": status.outbox_depth,
         "firing": firing,
