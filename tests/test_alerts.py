@@ -535,6 +535,31 @@ def test_group_wait_group_interval_and_repeat_interval_timing() -> None:
     assert farm.sent[0][1].alerts[0].ends_at is None
 
 
+def test_renotify_repeats_notified_firing_groups_once_at_the_next_tick() -> None:
+    """A replica taking over sends what it holds firing once more (at-least-once)."""
+    farm = Farm(route("chat", wait=30, interval=300, repeat=3600))
+    scenario = firing_between(("m1", 0, 9e9), ("m2", 0, 9e9))
+    run(farm, scenario, 600, universe=UNIVERSE)
+    assert [(t, n.status) for t, n in farm.sent] == [(30, "firing")]
+    farm.sent.clear()
+    assert farm.dispatcher.renotify(610) == 1
+    sent = farm.cycle(610, scenario(610)[0], UNIVERSE)
+    assert [[(a.labels["miner"], a.status) for a in n.alerts] for n in sent] == [
+        [("m1", "firing"), ("m2", "firing")]
+    ]
+    for now in (620, 910, 1210):  # once, not every tick; group_interval with no change
+        assert farm.cycle(now, scenario(now)[0], UNIVERSE) == []
+    assert [t for t, _ in farm.sent] == [610]
+
+
+def test_renotify_leaves_groups_never_notified_to_their_group_wait() -> None:
+    farm = Farm(route("chat", wait=30, interval=300, repeat=3600))
+    farm.cycle(0, [sig("A", "m1")], UNIVERSE)
+    assert farm.dispatcher.renotify(5) == 0
+    assert farm.cycle(10, [sig("A", "m1")], UNIVERSE) == []
+    assert len(farm.cycle(30, [sig("A", "m1")], UNIVERSE)) == 1
+
+
 def test_alert_resolved_within_group_wait_is_never_notified() -> None:
     farm = Farm(route("chat", wait=60))
     assert run(farm, firing_between(("m1", 0, 30)), 2000, universe=UNIVERSE) == []
