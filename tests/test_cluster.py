@@ -230,6 +230,32 @@ def test_two_replicas_through_a_real_alertmanager(alertmanager: str) -> None:
         am.close()
 
 
+def test_heartbeats_are_read_from_every_peer_that_answers(alertmanager: str) -> None:
+    """Peers do not gossip alerts: a replica seen by one peer only still counts."""
+    now = time.time()
+    post(alertmanager, heartbeat_alerts(SHARD, "a", now, 60.0))
+    dead = f"http://127.0.0.1:{free_port()}"
+    am = integration(dead, alertmanager)
+    try:
+        eventually(lambda: am.alerts(heartbeat_matchers(SHARD), every_peer=True), "list a")
+        listed = am.alerts(heartbeat_matchers(SHARD), every_peer=True)
+        assert [a["labels"]["replica"] for a in listed] == ["a"]
+        assert elect(listed, SHARD, "b", now) is Role.FOLLOWER
+    finally:
+        am.close()
+    both = integration(alertmanager, alertmanager)  # the union keeps each peer's copy
+    try:
+        assert len(both.alerts(heartbeat_matchers(SHARD), every_peer=True)) == 2
+    finally:
+        both.close()
+    blind = integration(dead)
+    try:
+        with pytest.raises(NotifyError, match="no Alertmanager peer answered"):
+            blind.alerts(heartbeat_matchers(SHARD), every_peer=True)
+    finally:
+        blind.close()
+
+
 def test_a_replica_that_cannot_read_alertmanager_is_isolated() -> None:
     am = integration(f"http://127.0.0.1:{free_port()}")  # nothing listens there
     try:
