@@ -148,6 +148,9 @@ def child_main(args: argparse.Namespace) -> None:
         warm_up = {"wall_s": time.perf_counter() - wall0, "cpu_s": _cpu_s() - cpu0}
         cycles = []
         for _ in range(args.cycles):
+            if args.lockstep:  # a shard among others: every shard starts each cycle together
+                print("READY", flush=True)
+                sys.stdin.readline()
             cpu0, wall0 = _cpu_s(), time.perf_counter()
             outcome = await contender.cycle()
             cycles.append(
@@ -176,10 +179,108 @@ def child_main(args: argparse.Namespace) -> None:
     print(json.dumps(asyncio.run(run())))
 
 
+def _shards(name: str) -> tuple[str, int] | None:
+    """``cgwatchdog-shards-2[-uvloop]`` -> ("cgwatchdog[-uvloop]", 2); else None."""
+    base, uvloop = name.removesuffix("-uvloop"), name.endswith("-uvloop")
+    head, sep, count = base.rpartition("-shards-")
+    if not sep or head != "cgwatchdog" or not count.isdigit() or int(count) < 1:
+        return None
+    return head + ("-uvloop" if uvloop else ""), int(count)
+
+
+def run_sharded(
+    name: str, sim: Simulator, targets: Sequence[c.Target], args: argparse.Namespace
+) -> dict[str, Any]:
+    """N cgwatchdog processes, one per shard (``shard.shard_of``), polling at once.
+
+    Each cycle starts in every shard together (the children wait for a line on stdin);
+    the fleet's cycle lasts until the slowest shard is done, as for N daemons started
+    together. CPU is the sum over the shards, RSS the largest one and the sum.
+    """
+    from cgwatchdog.shard import shard_of
+
+    parsed = _shards(name)
+    assert parsed is not None
+    child, count = parsed
+    files: list[Path] = []
+    procs: list[subprocess.Popen[str]] = []
+    sim_cpu0 = sim.cpu_s()
+    try:
+        for index in range(1, count + 1):
+            mine = [t for t in targets if shard_of(t.name, count) == index]
+            with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+                json.dump(mine, f)
+            files.append(Path(f.name))
+            argv = [sys.executable, str(SCRIPT), "--child", child, "--targets", f.name]
+            argv += ["--cycles", str(args.cycles), "--concurrency", str(args.concurrency)]
+            argv += ["--sample", str(args.sample), "--history", str(args.history), "--lockstep"]
+            procs.append(
+                subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            )
+        walls: list[float] = []
+        started: float | None = None
+        lines: list[str] = []
+        # Before each cycle every child says READY and waits for GO; after the last one
+        # it prints its JSON. A cycle lasts from GO until the slowest shard answers.
+        for cycle in range(args.cycles + 1):
+            lines = [proc.stdout.readline() for proc in procs if proc.stdout is not None]
+            if started is not None:
+                walls.append(time.perf_counter() - started)
+            if cycle == args.cycles:
+                break
+            if any(line.strip() != "READY" for line in lines):
+                raise RuntimeError(f"a shard child said {lines!r}")
+            started = time.perf_counter()
+            for proc in procs:
+                assert proc.stdin is not None
+                proc.stdin.write("GO\n")
+                proc.stdin.flush()
+        results: list[dict[str, Any]] = []
+        peak = total_rss = 0.0
+        for proc, line in zip(procs, lines, strict=True):
+            _, status, usage = os.wait4(proc.pid, 0)
+            if os.waitstatus_to_exitcode(status) != 0:
+                raise RuntimeError(f"a shard child exited {os.waitstatus_to_exitcode(status)}")
+            results.append(json.loads(line))
+            peak = max(peak, usage.ru_maxrss / 1024)
+            total_rss += usage.ru_maxrss / 1024
+    except (RuntimeError, ValueError) as exc:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        return {"name": name, "error": str(exc)}
+    finally:
+        for path in files:
+            path.unlink(missing_ok=True)
+    sim_cpu = sim.cpu_s() - sim_cpu0
+    cycles = [r["cycles"] for r in results]
+    cpu = sum(statistics.median(cy["cpu_s"] for cy in shard) for shard in cycles)
+    wall = statistics.median(walls)
+    return {
+        "name": name,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "miners_per_s": len(targets) / wall if wall else 0.0,
+        "rss_mb": peak,
+        "notes": [
+            f"{count} processes; shard sizes "
+            + ", ".join(str(shard[-1]["polled"]) for shard in cycles)
+            + f"; RSS {peak:.0f} MB the largest, {total_rss:.0f} MB together; CPU summed"
+        ],
+        "sim_cpu_s": sim_cpu / (args.cycles + 1),
+        "answered": sum(shard[-1]["answered"] for shard in cycles),
+        "polled": sum(shard[-1]["polled"] for shard in cycles),
+        "reply_mb": sum(shard[-1]["reply_bytes"] for shard in cycles) / 1e6,
+        "cycles": [],
+    }
+
+
 def run_contender(
     name: str, sim: Simulator, targets_file: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
     """Run one contender in a child; its JSON plus CPU/RSS from ``os.wait4``."""
+    if _shards(name) is not None:
+        return run_sharded(name, sim, sim.targets, args)
     argv = [sys.executable, str(SCRIPT), "--child", name, "--targets", str(targets_file)]
     argv += ["--cycles", str(args.cycles), "--concurrency", str(args.concurrency)]
     argv += ["--sample", str(args.sample), "--history", str(args.history)]
@@ -401,7 +502,9 @@ def machine() -> str:
 def main_run(args: argparse.Namespace, out: IO[str]) -> int:
     names = [n for n in args.contenders.split(",") if n]
     for name in names:
-        if name.removesuffix("-uvloop") not in (*c.CONTENDERS, "cgwatchdog-gc"):
+        if name.removesuffix("-uvloop") not in (*c.CONTENDERS, "cgwatchdog-gc") and not _shards(
+            name
+        ):
             raise SystemExit(f"unknown contender {name!r}; known: {', '.join(ALL)}")
     print(f"# cgwatchdog fleet benchmark\n\n{machine()}", file=out)
     print(f"\n`{' '.join(['python', 'benchmarks/fleet.py', *sys.argv[1:]])}`", file=out)
@@ -514,6 +617,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--plan", default="", help=argparse.SUPPRESS)
     p.add_argument("--fail-after", type=float, default=60.0, help=argparse.SUPPRESS)
     p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--lockstep", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--latency-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--targets", help=argparse.SUPPRESS)
     return p
