@@ -26,6 +26,23 @@ Alertmanager receivers are state-based (notify/alertmanager.py): each cycle push
 alert the engine holds, so notifications routed to them (the dispatcher's, action
 announcements) are dropped by :class:`DirectOutbox` before they are queued: a queued copy
 would replay stale state after an outage.
+
+Shards and replicas (DESIGN §11): the configuration arrives with only this shard's
+miners (overrides.py). With ``cluster.alertmanager`` set, each push also carries the
+``CgwatchdogHeartbeat`` and ``Watchdog`` alerts (cluster.py), living
+HEARTBEAT_LIFETIME_INTERVALS intervals; with a replica name, the push is followed by a
+read of the shard's heartbeats from every peer and an election. Each cycle runs as the
+role found last, while this replica's own heartbeat is live:
+
+    leader     acts, sends direct notifications; on taking over, re-sends the firing
+               groups once (Dispatcher.renotify: at-least-once)
+    follower   evaluates and pushes to Alertmanager like the leader (state kept warm),
+               drops direct notifications, never acts
+    isolated   no peer took or showed its heartbeat: never acts; sends direct
+               notifications (nobody can be known to; a duplicate beats silence)
+
+``heartbeat: {url, interval}`` pings a push monitor after a good cycle, at most once an
+interval, in a thread: when the loop stalls, the pings stop.
 """
 
 from __future__ import annotations
