@@ -14,7 +14,8 @@ by :func:`heartbeat_matchers`), and :func:`elect` says what this replica is:
 Rules of the election:
 
 - A heartbeat counts when its ``alertname`` is ``CgwatchdogHeartbeat``, its ``shard``
-  label is this shard (``"1/4"``; ``"1-of-4"`` is read too) and its ``endsAt`` is after
+  label is this shard (``"1/4"``; ``"1-of-4"`` is read too), its ``cluster`` label is
+  this fleet's ``cluster.name`` (absent when there is none) and its ``endsAt`` is after
   ``now``. Its ``status`` is not looked at: an operator silencing the always-firing
   heartbeat must not change who leads. Entries that are not shaped like that (missing
   labels, unparsable ``endsAt``, not a mapping) are skipped.
@@ -62,6 +63,8 @@ WATCHDOG_ALERTNAME: Final = "Watchdog"
 # On both alerts, so a team that already routes Prometheus' own Watchdog to a dead man's
 # switch can route ours apart (grouped together, one live sender would hide the other).
 SERVICE_LABEL: Final = ("service", "cgwatchdog")
+# ``cluster.name``: the fleet (a site) the shards split, when fleets share Alertmanager.
+FLEET_LABEL: Final = "cluster"
 
 _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})"
@@ -81,9 +84,10 @@ class Role(enum.Enum):
         return self is Role.LEADER
 
 
-def heartbeat_matchers(shard: Shard) -> dict[str, str]:
-    """Label equalities selecting this shard's heartbeats in ``GET /api/v2/alerts``."""
-    return {"alertname": HEARTBEAT_ALERTNAME, "shard": str(shard)}
+def heartbeat_matchers(shard: Shard, fleet: str | None = None) -> dict[str, str]:
+    """Label equalities selecting this shard's heartbeats in ``GET /api/v2/alerts``
+    (Alertmanager reads ``cluster=""`` as "no such label")."""
+    return {"alertname": HEARTBEAT_ALERTNAME, "shard": str(shard), FLEET_LABEL: fleet or ""}
 
 
 def heartbeat_alerts(
@@ -94,6 +98,7 @@ def heartbeat_alerts(
     *,
     lifetime_intervals: float = 3.0,
     generator_url: str = "",
+    fleet: str | None = None,
 ) -> list[dict[str, object]]:
     """The two always-firing alerts to POST to ``/api/v2/alerts`` each cycle.
 
@@ -102,17 +107,20 @@ def heartbeat_alerts(
     replica, so the replicas of a shard push the same alert, Alertmanager merges them,
     and it stays firing while any replica is alive: the dead man's switch. Both end
     ``lifetime_intervals`` x ``interval_s`` after ``now`` unless pushed again.
-    ``generator_url`` (the daemon's own URL) is added when given.
+    ``generator_url`` (the daemon's own URL) is added when given; ``fleet``
+    (``cluster.name``) is the ``cluster`` label of both, and named in their text.
     """
     if not interval_s > 0 or not lifetime_intervals > 0:
         raise ValueError("interval_s and lifetime_intervals must be positive")
     starts_at = rfc3339(now)
     ends_at = rfc3339(now + lifetime_intervals * interval_s)
     shard_text = str(shard)
-    heartbeat_labels = {"alertname": HEARTBEAT_ALERTNAME, "shard": shard_text}
+    fleet_labels = {} if fleet is None else {FLEET_LABEL: fleet}
+    heartbeat_labels = {"alertname": HEARTBEAT_ALERTNAME, "shard": shard_text, **fleet_labels}
     if replica is not None:
         heartbeat_labels["replica"] = replica
-    who = f"shard {shard_text}" + ("" if replica is None else f" replica {replica}")
+    where = "" if fleet is None else f"{fleet} "
+    who = f"{where}shard {shard_text}" + ("" if replica is None else f" replica {replica}")
     heartbeat: dict[str, object] = {
         "labels": {**heartbeat_labels, "severity": "none", SERVICE_LABEL[0]: SERVICE_LABEL[1]},
         "annotations": {
@@ -131,11 +139,12 @@ def heartbeat_alerts(
         "labels": {
             "alertname": WATCHDOG_ALERTNAME,
             "shard": shard_text,
+            **fleet_labels,
             "severity": "none",
             SERVICE_LABEL[0]: SERVICE_LABEL[1],
         },
         "annotations": {
-            "summary": f"cgwatchdog shard {shard_text} is alive",
+            "summary": f"cgwatchdog {where}shard {shard_text} is alive",
             "description": (
                 f"Always firing while any replica of cgwatchdog shard {shard_text} runs "
                 "and reaches Alertmanager. Route it to a dead man's switch (a receiver "
@@ -176,13 +185,15 @@ def parse_rfc3339(text: object) -> float | None:
     return whole + (float("0." + found[7]) if found[7] else 0.0)
 
 
-def _live_replica(alert: object, shard: Shard, now: float) -> str | None:
+def _live_replica(alert: object, shard: Shard, fleet: str | None, now: float) -> str | None:
     """The replica name of a live heartbeat of ``shard`` (``""`` if it has none), or
     None when ``alert`` is not one."""
     if not isinstance(alert, Mapping):
         return None
     labels = alert.get("labels")
     if not isinstance(labels, Mapping) or labels.get("alertname") != HEARTBEAT_ALERTNAME:
+        return None
+    if labels.get(FLEET_LABEL, "") != (fleet or ""):
         return None
     shard_text = labels.get("shard")
     if not isinstance(shard_text, str):
@@ -200,7 +211,12 @@ def _live_replica(alert: object, shard: Shard, now: float) -> str | None:
 
 
 def elect(
-    heartbeats: Iterable[Mapping[str, Any]], shard: Shard, replica: str | None, now: float
+    heartbeats: Iterable[Mapping[str, Any]],
+    shard: Shard,
+    replica: str | None,
+    now: float,
+    *,
+    fleet: str | None = None,
 ) -> Role:
     """LEADER if ``replica`` is the lowest live replica of ``shard`` among ``heartbeats``
     (alerts as ``GET /api/v2/alerts`` returns them) and itself, else FOLLOWER."""
@@ -208,7 +224,7 @@ def elect(
         return Role.LEADER
     lowest = replica
     for alert in heartbeats:
-        name = _live_replica(alert, shard, now)
+        name = _live_replica(alert, shard, fleet, now)
         if name is not None and name < lowest:
             lowest = name
     return Role.LEADER if lowest == replica else Role.FOLLOWER
@@ -221,6 +237,7 @@ def leadership(
     now: float,
     *,
     pushed: bool = True,
+    fleet: str | None = None,
 ) -> Role:
     """This cycle's role, calling ``read`` for the heartbeats (e.g. a bound
     ``AlertmanagerIntegration.alerts`` with :func:`heartbeat_matchers`).
@@ -237,4 +254,4 @@ def leadership(
         heartbeats = list(read())
     except NotifyError:
         return Role.ISOLATED
-    return elect(heartbeats, shard, replica, now)
+    return elect(heartbeats, shard, replica, now, fleet=fleet)

@@ -580,6 +580,10 @@ def _shard(value: object) -> object:
 class ClusterConfig(_Model):
     """Sharding and replicas (``cluster:``, DESIGN §11)."""
 
+    name: Name | None = None
+    """The fleet (e.g. a site) these shards split, when several share one Alertmanager
+    cluster: it labels the heartbeats, so shard 1/2 of one site never elects with
+    shard 1/2 of another."""
     shard: Annotated[Shard, BeforeValidator(_shard)] = Shard(1, 1)
     replica: Name | None = None
     alertmanager: str | None = None

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import random
@@ -619,6 +620,7 @@ class Daemon:
                     now,
                     self.config.poll.interval_s,
                     lifetime_intervals=HEARTBEAT_LIFETIME_INTERVALS,
+                    fleet=cluster.name,
                 )
             jobs.append((name, integration, documents))
         self._push_task = self._tasks.create_task(self._push(jobs, now))
@@ -661,10 +663,20 @@ class Daemon:
         cluster = self.config.cluster
 
         def read() -> list[dict[str, Any]]:
-            return integration.alerts(heartbeat_matchers(cluster.shard), every_peer=True)
+            return integration.alerts(
+                heartbeat_matchers(cluster.shard, cluster.name), every_peer=True
+            )
 
         role = await asyncio.to_thread(
-            leadership, read, cluster.shard, cluster.replica, self.clock(), pushed=pushed
+            functools.partial(
+                leadership,
+                read,
+                cluster.shard,
+                cluster.replica,
+                self.clock(),
+                pushed=pushed,
+                fleet=cluster.name,
+            )
         )
         self._elected = role
         lifetime = HEARTBEAT_LIFETIME_INTERVALS * self.config.poll.interval_s
@@ -745,7 +757,8 @@ class Daemon:
         self.config = config
         status = self.status
         status.interval_s = config.poll.interval_s
-        if (config.cluster.shard, config.cluster.replica) != (old.cluster.shard, old.cluster.replica):
+        who = (config.cluster.name, config.cluster.shard, config.cluster.replica)
+        if who != (old.cluster.name, old.cluster.shard, old.cluster.replica):
             log.warning("the shard or replica changed: the role is decided again")
             self._elected, self._elected_until = Role.ISOLATED, -math.inf
             if config.cluster.replica is None:

@@ -398,3 +398,23 @@ def test_rfc3339_forms(text: str, epoch: float) -> None:
 )
 def test_rfc3339_rejects(text: str) -> None:
     assert parse_rfc3339(text) is None
+
+
+def test_fleets_sharing_alertmanager_elect_apart() -> None:
+    """Shard 1/2 of site-a and shard 1/2 of site-b are different shards."""
+    now = NOW
+    site_a = heartbeat_alerts(SHARD, "b", now, 60.0, fleet="site-a")
+    site_b = heartbeat_alerts(SHARD, "a", now, 60.0, fleet="site-b")
+    unnamed = heartbeat_alerts(SHARD, "0", now, 60.0)
+    for documents, fleet in ((site_a, "site-a"), (site_b, "site-b")):
+        assert all(d["labels"]["cluster"] == fleet for d in documents)  # type: ignore[index]
+        assert fleet in str(documents[1]["annotations"])
+    assert all("cluster" not in d["labels"] for d in unnamed)  # type: ignore[operator]
+    listed = [*site_a, *site_b, *unnamed]
+    # site-b's "a" and the unnamed fleet's "0" do not outrank site-a's "b".
+    assert elect(listed, SHARD, "b", now, fleet="site-a") is Role.LEADER
+    assert elect(listed, SHARD, "c", now, fleet="site-a") is Role.FOLLOWER
+    assert elect(listed, SHARD, "b", now, fleet="site-b") is Role.FOLLOWER
+    assert elect(listed, SHARD, "1", now) is Role.FOLLOWER  # the unnamed fleet: "0" leads
+    assert heartbeat_matchers(SHARD, "site-a")["cluster"] == "site-a"
+    assert heartbeat_matchers(SHARD)["cluster"] == ""
