@@ -110,11 +110,15 @@ PUSH_WAIT_S: Final = 5.0
 # sqlite3 shell). The store is written on the event loop's thread, so waiting stalls
 # polling and the endpoint; a save that fails is simply retried at the next cycle.
 STORE_BUSY_TIMEOUT_S: Final = 1.0
-# A replica's heartbeat lives this many poll intervals after its push. With a check
-# after every cycle, a dead leader's shard is taken over within lifetime + 1 interval:
-# the three intervals DESIGN §11 promises. A leader that could not refresh its own
-# heartbeat for as long steps down by itself, so two replicas never both act.
+# A replica's heartbeat lives this many poll intervals after its push. Heartbeats are
+# read again right before every cycle, so a dead leader's shard is taken over within
+# lifetime + 1 interval: the three intervals DESIGN §11 promises. A leader that could
+# not refresh its own heartbeat for as long steps down by itself, and a replica that has
+# just become visible waits as long before it leads, so two replicas never both act.
 HEARTBEAT_LIFETIME_INTERVALS: Final = 2.0
+# The heartbeat read before a cycle waits at most this many intervals (then the role
+# elected after the last push holds): a hung peer must not hold up polling.
+REELECT_WAIT_INTERVALS: Final = 0.25
 
 
 class DirectOutbox(Outbox):
@@ -241,6 +245,8 @@ class Daemon:
         self._elected = Role.LEADER if config.cluster.replica is None else Role.ISOLATED
         self._elected_until = math.inf if config.cluster.replica is None else -math.inf
         self._role: Role | None = None
+        self._last_push: tuple[bool, float] | None = None  # (heartbeat accepted, at)
+        self._visible_since: float | None = None  # first push of the current good run
         self._pinger: HeartbeatPinger | None = None
         self._pinging: asyncio.Task[None] | None = None
         self._ping_ok = True
@@ -442,6 +448,7 @@ class Daemon:
         assert watchdog is not None
         loop = asyncio.get_running_loop()
         started = loop.time()
+        await self._reelect()
         self._take_role(self.clock())
         try:
             report = await watchdog.cycle()
@@ -547,7 +554,8 @@ class Daemon:
     def _start_heartbeat(self, now: float) -> None:
         """Ping the dead man's switch after a good cycle, in the background, when due."""
         pinger = self._pinger
-        if pinger is None or self._tasks is None or not pinger.due(now):
+        early = self.config.poll.interval_s / 2
+        if pinger is None or self._tasks is None or not pinger.due(now, early_s=early):
             return
         if self._pinging is not None and not self._pinging.done():
             return
@@ -653,6 +661,7 @@ class Daemon:
                 log.info("Alertmanager receiver %r: pushes work again", name)
             self._push_ok[name] = error is None
             if name == cluster.alertmanager and cluster.replica is not None:
+                self._last_push = (error is None, now)
                 await self._elect(integration, pushed=error is None, now=now)
 
     async def _elect(
@@ -678,9 +687,36 @@ class Daemon:
                 fleet=cluster.name,
             )
         )
+        if not pushed:
+            self._visible_since = None
+        elif self._visible_since is None:
+            self._visible_since = now
+        # A replica that just became visible (start, or back from isolation) leads only
+        # once every other replica has had time to see it and step down.
+        warm_s = HEARTBEAT_LIFETIME_INTERVALS * self.config.poll.interval_s
+        visible = self._visible_since
+        if role is Role.LEADER and visible is not None and now - visible < warm_s:
+            role = Role.FOLLOWER
         self._elected = role
         lifetime = HEARTBEAT_LIFETIME_INTERVALS * self.config.poll.interval_s
         self._elected_until = now + lifetime if pushed else -math.inf
+
+    async def _reelect(self) -> None:
+        """Read the shard's heartbeats again just before the cycle decides anything.
+
+        Elected only after the push, a dead leader's expiry would be acted on a whole
+        interval late. The last push's outcome and time still bound the role
+        (``_elected_until``)."""
+        cluster = self.config.cluster
+        integration = self._pushed.get(cluster.alertmanager or "")
+        last = self._last_push
+        if cluster.replica is None or integration is None or last is None or not last[0]:
+            return
+        if self._push_task is not None and not self._push_task.done():
+            return  # that push elects when it is done
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(REELECT_WAIT_INTERVALS * self.config.poll.interval_s):
+                await self._elect(integration, pushed=True, now=last[1])
 
     async def _finish_push(self) -> None:
         task = self._push_task

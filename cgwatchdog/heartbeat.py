@@ -78,13 +78,20 @@ class HeartbeatPinger:
         """Seconds between pings."""
         return self._config.interval_s
 
-    def due(self, now: float) -> bool:
-        """Whether a ping should be sent at ``now`` (epoch seconds)."""
+    def due(self, now: float, *, early_s: float = 0.0) -> bool:
+        """Whether a ping should be sent at ``now`` (epoch seconds).
+
+        ``early_s`` lets it be due that much before the interval has passed: the daemon
+        asks after each cycle and passes half its poll interval, so a heartbeat interval
+        equal to the poll interval pings every cycle despite cycles ending a few
+        milliseconds early or late."""
         with self._lock:
             if self._in_flight:
                 return False
             last = self.last_attempt_at
-            return last is None or now < last or now - last >= self._config.interval_s
+            if last is None or now < last:
+                return True
+            return now - last >= self._config.interval_s - max(0.0, early_s)
 
     def ping(self, now: float) -> None:
         """GET the URL once (blocking, up to ``timeout_s``); the attempt is recorded at

@@ -87,6 +87,9 @@ def test_due_honours_the_interval() -> None:
         assert beat.due(START + 3600.0)
         # The wall clock stepped back past the last attempt: due now, not in an hour.
         assert beat.due(START - 3600.0)
+        # After a cycle the daemon allows half a poll interval of early.
+        assert not beat.due(START + 14.9, early_s=15.0)
+        assert beat.due(START + 15.0, early_s=15.0)
     finally:
         beat.close()
 
