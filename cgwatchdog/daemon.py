@@ -142,6 +142,15 @@ class DirectOutbox(Outbox):
         self.sending = True
         """False while another replica of the shard leads: it sends them, this one drops."""
 
+    def send_unsaved(self, notifications: Sequence[Notification], now: float) -> list[Notification]:
+        """Outbox.send_unsaved, less what enqueue would drop (those count as done)."""
+        dropped: list[Notification] = []
+        kept: list[Notification] = []
+        for n in notifications:
+            sent = self.sending and n.receiver not in self.state_receivers
+            (kept if sent else dropped).append(n)
+        return dropped + super().send_unsaved(kept, now)
+
     def enqueue(self, notifications: Iterable[Notification], now: float) -> list[int]:
         """Outbox.enqueue, less the notifications of state-pushed receivers (and all of
         them while this replica follows)."""
@@ -233,6 +242,7 @@ class Daemon:
         self._retired: list[Integration] = []
         self._push_ok: dict[str, bool] = {}
         self._push_task: asyncio.Task[None] | None = None
+        self._unsaved_task: asyncio.Task[None] | None = None
         self._tasks: asyncio.TaskGroup | None = None
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
@@ -450,6 +460,10 @@ class Daemon:
         started = loop.time()
         await self._reelect()
         self._take_role(self.clock())
+        if self._unsaved_task is not None and not self._unsaved_task.done():
+            # This cycle's save would queue what is still being sent from memory (twice):
+            # give the send the delivery budget first.
+            await asyncio.wait({self._unsaved_task}, timeout=DELIVERY_WAIT_S)
         try:
             report = await watchdog.cycle()
         except Exception as exc:  # a bug in one rule or reply must not end the monitoring
@@ -481,6 +495,7 @@ class Daemon:
         status.record_actions(report.action_events)
         self._start_push(report.finished_at)
         await self._deliver(self.clock(), DELIVERY_WAIT_S, saved=watchdog.saved)
+        self._start_unsaved()
         self._start_heartbeat(self.clock())
         self.notifier.status(self._status_line())
         self._ping()
@@ -607,6 +622,26 @@ class Daemon:
         self._store_problem = problem
         self.status.store_error = problem
         self.metrics.record_store(problem is None)
+
+    def _start_unsaved(self) -> None:
+        """While the state file fails, send the notifications waiting in memory, in the
+        background (a slow receiver does not hold polling): alerting must not wait for
+        a full disk. One still in flight after DELIVERY_WAIT_S when the file recovers is
+        also queued, and sent twice (at least once)."""
+        watchdog, outbox = self.watchdog, self.outbox
+        if watchdog is None or outbox is None or self._tasks is None or watchdog.saved:
+            return
+        if self._unsaved_task is not None and not self._unsaved_task.done():
+            return
+        waiting = watchdog.unsaved()
+        if waiting:
+            self._unsaved_task = self._tasks.create_task(self._send_unsaved(waiting))
+
+    async def _send_unsaved(self, waiting: list[Notification]) -> None:
+        watchdog, outbox = self.watchdog, self.outbox
+        assert watchdog is not None and outbox is not None
+        done = await asyncio.to_thread(outbox.send_unsaved, waiting, self.clock())
+        watchdog.sent_unsaved(done)
 
     def _start_push(self, now: float) -> None:
         """Push the engine's alert state to every Alertmanager receiver, in the background;

@@ -206,13 +206,16 @@ class Store:
         with self._errors("update the outbox"):
             self._db.execute("DELETE FROM outbox WHERE id = ?", (item_id,))
 
-    def retry_later(self, item_id: int, next_attempt_at: float, error: str) -> None:
-        """Record a failed attempt and when to try again."""
+    def retry_later(
+        self, item_id: int, next_attempt_at: float, error: str, *, attempts: int | None = None
+    ) -> None:
+        """Record a failed attempt and when to try again; ``attempts`` sets the count of
+        attempts so far (default: one more than stored)."""
         with self._errors("update the outbox"):
             self._db.execute(
-                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? "
-                "WHERE id = ?",
-                (next_attempt_at, error, item_id),
+                "UPDATE outbox SET attempts = COALESCE(?, attempts + 1), next_attempt_at = ?, "
+                "last_error = ? WHERE id = ?",
+                (attempts, next_attempt_at, error, item_id),
             )
 
     def drop(self, item_id: int) -> None:

@@ -407,6 +407,15 @@ class Watchdog:
         self.saved = True
         return True
 
+    def unsaved(self) -> list[Notification]:
+        """Notifications decided but not in the outbox: the state file failed."""
+        return list(self._backlog)
+
+    def sent_unsaved(self, done: Sequence[Notification]) -> None:
+        """Forget notifications delivered (or refused for good) straight from memory."""
+        ids = {id(n) for n in done}
+        self._backlog = [n for n in self._backlog if id(n) not in ids]
+
     def firing(self) -> list[Alert]:
         """Alerts firing now."""
         return self.alerts.firing()

@@ -26,6 +26,13 @@ Guarantees:
   slow: the other groups are tried at the next call, not hammered now). A Retry-After
   pauses the whole receiver, since services rate-limit per webhook, not per group.
 
+When the state file fails (disk full, read-only, locked), an outcome that cannot be
+written is kept in memory: a delivered notification is not sent again each call (it is
+skipped, and its removal retried at every later call), a failed one waits for its retry
+time. ``deliver_due`` finishes its work and then raises StoreError, so the caller can say
+so. Only a crash before the file works again loses that memory: the next process sends
+those notifications again (at least once, as above).
+
 Not recoverable (a 4xx other than 429, rejected SMTP credentials, a broken template):
 the notification is dropped at once. It would be refused again identically, and kept
 it would block every later notification of its group until expiry; the error log says
@@ -47,13 +54,13 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Final
 
 from cgwatchdog.alerts import Notification
-from cgwatchdog.errors import NotifyError
+from cgwatchdog.errors import NotifyError, StoreError
 from cgwatchdog.notify.base import Integration
 from cgwatchdog.store import OutboxItem, Store
 
@@ -100,6 +107,17 @@ class _Outcome:
     error: NotifyError | None  # None: delivered
 
 
+@dataclass(frozen=True, slots=True)
+class _Unrecorded:
+    """An outcome the state file could not take yet: settled (delivered or dropped, to be
+    removed) or a failure (attempts, when to try again, the error)."""
+
+    settled: bool
+    attempts: int = 0
+    next_attempt_at: float = 0.0
+    error: str = ""
+
+
 def _identity(text: str) -> str:
     return text
 
@@ -142,6 +160,9 @@ class Outbox:
         self._counters: dict[str, ReceiverCounters] = {}
         self._warned_unknown: set[str] = set()
         self._pool: ThreadPoolExecutor | None = None
+        self._memory_failures: dict[str, int] = {}  # send_unsaved's failures in a row
+        self._unrecorded: dict[int, _Unrecorded] = {}  # by outbox id; see the module docstring
+        self._store_failure: StoreError | None = None  # of the current call
 
     # -- configuration -----------------------------------------------------------------
 
@@ -172,6 +193,9 @@ class Outbox:
         the receivers' workers, record their outcomes, and return what happened."""
         with self._deliver_lock:
             tally = {"sent": 0, "failed": 0, "dropped": 0}
+            with self._lock:
+                self._store_failure = None
+                self._flush()
             self._drain(tally, block_until=None)
             with self._lock:
                 jobs = self._plan(now, tally)
@@ -187,6 +211,7 @@ class Outbox:
                 wait = self._budget_s if wait_s is None else wait_s
                 self._drain(tally, block_until=time.monotonic() + wait)
             with self._lock:
+                self._raise_store_failure()
                 return DeliveryReport(
                     sent=tally["sent"],
                     failed=tally["failed"],
@@ -203,6 +228,16 @@ class Outbox:
         for item in self._store.pending():  # oldest first
             if item.receiver in self._busy:
                 continue  # maybe in flight: neither expired nor planned twice
+            unrecorded = self._unrecorded.get(item.id)
+            if unrecorded is not None:
+                if unrecorded.settled:
+                    continue  # delivered or dropped; only its removal is not written yet
+                item = replace(
+                    item,
+                    attempts=unrecorded.attempts,
+                    next_attempt_at=unrecorded.next_attempt_at,
+                    last_error=unrecorded.error,
+                )
             if now - item.created_at >= self.max_age_s:
                 self._expire(item)
                 tally["dropped"] += 1
@@ -297,6 +332,62 @@ class Outbox:
                 else:
                     self._record(receiver, outcome, tally)
 
+    def send_unsaved(self, notifications: Sequence[Notification], now: float) -> list[Notification]:
+        """Send notifications the state file could not take, straight from memory, in
+        order; return those done with (delivered, or refused for good: logged). A
+        receiver's recoverable failure pauses it (backoff, Retry-After) and holds back
+        its later ones; a crash loses nothing, the restored state decides them again."""
+        done: list[Notification] = []
+        held: set[str] = set()
+        for notification in notifications:
+            receiver = notification.receiver
+            integration = self._integrations.get(receiver)
+            if (
+                integration is None
+                or receiver in held
+                or self._paused_until.get(receiver, 0.0) > now
+            ):
+                held.add(receiver)
+                continue
+            item = OutboxItem(
+                0, receiver, notification.group_key, notification.to_dict(), now, now, 0, None
+            )
+            error = self._attempt(integration, item)
+            with self._lock:
+                counters = self._counter(receiver)
+                if error is None:
+                    counters.sent += 1
+                    self._memory_failures.pop(receiver, None)
+                    done.append(notification)
+                    continue
+                counters.failed += 1
+                message = self._redactor(receiver)(str(error))
+                if not error.recoverable:
+                    counters.dropped += 1
+                    log.error(
+                        "dropped a notification to receiver %r (group %s): %s",
+                        receiver,
+                        notification.group_key,
+                        message,
+                    )
+                    done.append(notification)
+                    continue
+                failures = self._memory_failures[receiver] = (
+                    self._memory_failures.get(receiver, 0) + 1
+                )
+                pause = max(self.backoff_s(failures), error.retry_after_s or 0.0)
+                self._paused_until[receiver] = now + pause
+                held.add(receiver)
+                log.warning(
+                    "notification to receiver %r (group %s) not sent from memory, "
+                    "next try in %.0f s: %s",
+                    receiver,
+                    notification.group_key,
+                    pause,
+                    message,
+                )
+        return done
+
     # -- recording ---------------------------------------------------------------------
 
     def _redactor(self, receiver: str) -> Callable[[str], str]:
@@ -320,7 +411,7 @@ class Outbox:
         item, error = outcome.item, outcome.error
         counters = self._counter(receiver)
         if error is None:
-            self._store.delivered(item.id)
+            self._settle(item.id)
             counters.sent += 1
             tally["sent"] += 1
             return
@@ -329,7 +420,7 @@ class Outbox:
         counters.failed += 1
         tally["failed"] += 1
         if not error.recoverable:
-            self._store.drop(item.id)
+            self._settle(item.id)
             counters.dropped += 1
             tally["dropped"] += 1
             log.error(
@@ -346,7 +437,13 @@ class Outbox:
             delay = max(delay, error.retry_after_s)
             until = outcome.at + error.retry_after_s
             self._paused_until[receiver] = max(self._paused_until.get(receiver, 0.0), until)
-        self._store.retry_later(item.id, outcome.at + delay, message)
+        try:
+            self._store.retry_later(item.id, outcome.at + delay, message, attempts=attempts)
+        except StoreError as exc:
+            self._unrecorded[item.id] = _Unrecorded(False, attempts, outcome.at + delay, message)
+            self._note_failure(exc)
+        else:
+            self._unrecorded.pop(item.id, None)
         log.warning(
             "notification to receiver %r (group %s) failed at attempt %d, next try in %.0f s: %s",
             receiver,
@@ -357,7 +454,7 @@ class Outbox:
         )
 
     def _expire(self, item: OutboxItem) -> None:
-        self._store.drop(item.id)
+        self._settle(item.id)
         self._counter(item.receiver).dropped += 1
         last = self._redactor(item.receiver)(item.last_error or "never attempted")
         log.error(
@@ -369,6 +466,48 @@ class Outbox:
             self.max_age_s,
             last,
         )
+
+    def _settle(self, item_id: int) -> None:
+        """Remove a delivered or dropped notification; remembered if the file fails."""
+        try:
+            self._store.delivered(item_id)
+        except StoreError as exc:
+            self._unrecorded[item_id] = _Unrecorded(settled=True)
+            self._note_failure(exc)
+        else:
+            self._unrecorded.pop(item_id, None)
+
+    def _note_failure(self, exc: StoreError) -> None:
+        if self._store_failure is None:
+            self._store_failure = exc
+
+    def _flush(self) -> None:
+        """Write the outcomes an earlier call could not; stop at the first failure."""
+        for item_id, unrecorded in list(self._unrecorded.items()):
+            try:
+                if unrecorded.settled:
+                    self._store.delivered(item_id)
+                else:
+                    self._store.retry_later(
+                        item_id,
+                        unrecorded.next_attempt_at,
+                        unrecorded.error,
+                        attempts=unrecorded.attempts,
+                    )
+            except StoreError as exc:
+                self._note_failure(exc)
+                return
+            del self._unrecorded[item_id]
+
+    def _raise_store_failure(self) -> None:
+        failure, self._store_failure = self._store_failure, None
+        if failure is not None and self._unrecorded:
+            raise StoreError(
+                f"{failure}; {len(self._unrecorded)} delivery outcome(s) kept in memory "
+                "until the state file can be written"
+            )
+        if failure is not None:
+            raise failure
 
     # -- reading -----------------------------------------------------------------------
 
@@ -384,10 +523,20 @@ class Outbox:
 
     def close(self, *, wait: bool = True) -> None:
         """Stop the worker threads. With ``wait``, let the sends in flight finish and
-        record their outcomes, so a clean stop does not send them again at the next start."""
+        record their outcomes, so a clean stop does not send them again at the next start.
+        StoreError when some outcome still cannot be written to the state file."""
         with self._deliver_lock:
             pool, self._pool = self._pool, None
             if pool is not None:
                 pool.shutdown(wait=wait, cancel_futures=True)
             if wait:
                 self._drain({"sent": 0, "failed": 0, "dropped": 0}, block_until=None)
+            with self._lock:
+                self._store_failure = None
+                self._flush()
+                failure, self._store_failure = self._store_failure, None
+                if failure is not None:
+                    raise StoreError(
+                        f"{failure}; {len(self._unrecorded)} delivered or failed "
+                        "notification(s) not recorded: they may be sent again at the next start"
+                    )
