@@ -92,7 +92,6 @@ from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
 
 from jinja2 import StrictUndefined
-from jinja2.sandbox import SandboxedEnvironment
 
 from cgwatchdog.alerts import Alert, AlertState, Evaluation, Signal
 from cgwatchdog.client import AsyncCgminerAPI
@@ -104,6 +103,7 @@ from cgwatchdog.errors import (
     MinerUnreachable,
 )
 from cgwatchdog.poller import PollResult
+from cgwatchdog.sandbox import BoundedSandbox
 from cgwatchdog.snapshot import Snapshot
 
 __all__ = [
@@ -630,9 +630,9 @@ class _Skip:
 
 
 @functools.cache
-def _jinja() -> SandboxedEnvironment:
+def _jinja() -> BoundedSandbox:
     # Strict: a misspelt label must fail loudly, not run the program with "" for it.
-    return SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True)
+    return BoundedSandbox(undefined=StrictUndefined, keep_trailing_newline=True)
 
 
 @functools.lru_cache(maxsize=256)

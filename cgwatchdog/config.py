@@ -151,13 +151,21 @@ def _finite(number: float, value: object, what: str) -> float:
     return number
 
 
+def _whole_number(value: int | float, what: str) -> float:
+    """A YAML number as a float; an integer past float's range (10**400) is a ValueError."""
+    try:
+        return _finite(float(value), value, what)
+    except OverflowError:
+        raise ValueError(f"that number is too large for {what}") from None
+
+
 def parse_duration(value: str | float) -> float:
     """``"500ms"``, ``"30s"``, ``"5m"``, ``"4h"``, ``"1d"``, ``"1h30m"`` or a number of
     seconds -> float seconds. Raises ValueError with a message for the operator."""
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ValueError(f"expected a duration such as 30s or 5m, found {_kind(value)}")
     if not isinstance(value, str):
-        return _finite(float(value), value, "a duration")
+        return _whole_number(value, "a duration")
     text = value.strip()
     try:
         return _finite(float(text), value, "a duration")
@@ -172,7 +180,7 @@ def parse_duration(value: str | float) -> float:
         pos = part.end()
     if not text or pos < len(text):
         raise ValueError(f"{value!r} is not a duration; write e.g. 500ms, 30s, 5m, 4h, 1d or 1h30m")
-    return seconds
+    return _finite(seconds, value, "a duration")  # 400 digits and a unit overflow to inf
 
 
 def parse_hashrate(value: str | float) -> float:
@@ -181,7 +189,7 @@ def parse_hashrate(value: str | float) -> float:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ValueError(f"expected a hashrate such as 13.5 TH/s, found {_kind(value)}")
     if not isinstance(value, str):
-        return _finite(float(value), value, "a hashrate")
+        return _whole_number(value, "a hashrate")
     found = _HASHRATE.fullmatch(value.strip())
     if found is None:
         raise ValueError(
@@ -202,7 +210,7 @@ def parse_ratio(value: str | float) -> float:
             ratio = float(text[:-1]) / 100.0
         else:
             ratio = float(text if isinstance(value, str) else value)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: an integer such as 10**400
         raise ValueError(
             f"{value!r} is not a ratio; write a percentage such as 80% or a fraction such as 0.8"
         ) from None
@@ -430,6 +438,8 @@ def _check_template(text: str) -> str:
             raise ValueError(
                 f"template syntax error: {exc.message} (template line {exc.lineno})"
             ) from None
+        except RecursionError:
+            raise ValueError("template nested too deeply") from None
     return text
 
 
@@ -453,6 +463,21 @@ def _check_apprise_url(value: object) -> object:
     if isinstance(value, str) and not re.match(r"[A-Za-z][A-Za-z0-9+.-]*://.", value.strip()):
         raise ValueError("must be an Apprise URL such as pover://user@token")
     return value.strip() if isinstance(value, str) else value
+
+
+def _check_path_text(text: str) -> None:
+    """ValueError for a path the operating system cannot take (open() would raise it)."""
+    if "\0" in text:
+        raise ValueError("the path holds a NUL byte")
+    try:
+        os.fsencode(text)
+    except UnicodeEncodeError:  # a lone surrogate, from a "\ud800" escape in YAML
+        raise ValueError("the path is not valid text") from None
+
+
+def _usable_path(path: Path) -> Path:
+    _check_path_text(str(path))
+    return path
 
 
 def _utc(value: datetime) -> datetime:
@@ -634,6 +659,14 @@ class _MinerEntry(_Model):
             if unknown:
                 raise ValueError(
                     f"name template uses {{{unknown[0]}}}; it may use {{host}}, {{port}} and {{index}}"
+                )
+            # {index:>999999999} or {host:{port}} would build a huge name per miner, and
+            # {index:03d{x}} fails with a KeyError: format specs stay plain and narrow.
+            specs = [spec or "" for _, _, spec, _ in string.Formatter().parse(self.name)]
+            if any("{" in spec or re.search(r"\d{4,}", spec) for spec in specs):
+                raise ValueError(
+                    f"name template {self.name!r}: a format spec may not hold a {{field}} "
+                    "or a width past 999"
                 )
             try:
                 self.name.format(host="192.0.2.1", port=DEFAULT_PORT, index=1)
@@ -1421,6 +1454,14 @@ class _TreeBuilder:
             problem = getattr(exc, "problem", None) or "unsupported"
             self.problem(line, f"cannot read this value: {problem}", loc)
             return None
+        except Exception as exc:
+            # PyYAML's constructors also fail with plain exceptions: 2026-13-45 and an
+            # integer past Python's 4300 digits (ValueError), `!!bool word` (KeyError),
+            # `!!timestamp word` (AttributeError). This is where they enter.
+            kind = node.tag.rpartition(":")[2]
+            reason = str(exc).split(":")[0] if isinstance(exc, ValueError) else "not valid"
+            self.problem(line, f"cannot read this value as {kind}: {reason}", loc)
+            return None
         if isinstance(value, str) and "$" in value:
             value = self.substitute(value, line, loc)
         return value
@@ -1504,9 +1545,11 @@ class _TreeBuilder:
         if not isinstance(value, str) or not value.strip():
             self.problem(line, "must be the path of a file", loc, shown)
             return ""
-        path = Path(value).expanduser()
-        if not path.is_absolute():
-            path = self.base_dir / path
+        try:
+            path = _local_path(value, self.base_dir)
+        except ValueError as exc:
+            self.problem(line, str(exc), loc, shown)
+            return ""
         try:
             raw = path.read_bytes()
         except OSError as exc:
@@ -1644,7 +1687,7 @@ _LIST_SECTIONS: dict[str, Any] = {
 }
 _SECTIONS: dict[str, Any] = {
     "poll": PollConfig,
-    "state_dir": Path,
+    "state_dir": Annotated[Path, AfterValidator(_usable_path)],
     "http": HttpConfig,
     "rule_files": Annotated[tuple[str, ...], BeforeValidator(_listify)],
     "route": _RouteSpec,
@@ -1740,8 +1783,11 @@ class _Loader:
             dict.fromkeys(self.problems),
             key=lambda p: (order.get(p.file, len(order)), p.line or 0),
         )
+        # A URL's path leaks on its own (url_file: ${URL} shows it as a file name).
         secrets = sorted(
-            (s for s in self.derived if len(s) >= _MIN_SECRET_LEN), key=len, reverse=True
+            {f for s in self.derived if len(s) >= _MIN_SECRET_LEN for f in _secret_fragments(s)},
+            key=len,
+            reverse=True,
         )
         scrubbed = []
         for problem in problems:
@@ -1766,7 +1812,15 @@ class _Loader:
         except UnicodeDecodeError as exc:
             self.reader_problem(file, _text_line(exc), f"{what} is not UTF-8 text")
             return None
-        loader = yaml.SafeLoader(text)
+        try:
+            loader = yaml.SafeLoader(text)
+        except yaml.reader.ReaderError as exc:  # a control character, checked up front
+            char = exc.character if isinstance(exc.character, int) else ord(exc.character)
+            where = text[: exc.position].count("\n") + 1
+            self.reader_problem(
+                file, where, f"{what} holds a control character YAML does not allow (#x{char:04x})"
+            )
+            return None
         try:
             root = loader.get_single_node()
             if root is None:
@@ -1806,8 +1860,14 @@ class _Loader:
         except RecursionError:
             self.reader_problem(file, None, "nested too deeply")
             return None
+        except ValueError as exc:  # PyYAML's scanner passes "\U1e999fff" to chr() unchecked
+            line = loader.get_mark().line + 1
+            self.reader_problem(file, line, f"YAML syntax error: {exc}")
+            return None
         finally:
             loader.dispose()
+        if not isinstance(data, dict):
+            return None  # the root mapping had an unsupported tag: a problem says so
         builder.lines[()] = root.start_mark.line + 1
         return _Doc(file, data, builder.lines)
 
@@ -1912,9 +1972,11 @@ class _Loader:
         seen = {config_path.resolve()}
         found: list[Path] = []
         for index, pattern in enumerate(patterns):
-            full = Path(pattern).expanduser()
-            if not full.is_absolute():
-                full = base_dir / full
+            try:
+                full = _local_path(pattern, base_dir)
+            except ValueError as exc:
+                self.problem_at(doc, ("rule_files", index), str(exc))
+                continue
             matches = [Path(m) for m in sorted(glob.glob(str(full))) if Path(m).is_file()]
             if not matches:
                 where = "" if str(full) == pattern else f" (looked for {full})"
@@ -2051,6 +2113,17 @@ class _Loader:
 def _text_line(exc: UnicodeDecodeError) -> int:
     """The 1-based line of the first byte that is not UTF-8."""
     return exc.object[: exc.start].count(b"\n") + 1
+
+
+def _local_path(text: str, base_dir: Path) -> Path:
+    """A path from the config, ``~`` expanded, relative to ``base_dir``; ValueError if the
+    operating system could not use it."""
+    _check_path_text(text)
+    try:
+        path = Path(text).expanduser()
+    except RuntimeError:  # ~name of a user that does not exist
+        raise ValueError(f"cannot expand ~ in {text!r}: no such user") from None
+    return path if path.is_absolute() else base_dir / path
 
 
 def _loose_mode(path: Path) -> int | None:

@@ -64,7 +64,7 @@ from prometheus_client import CollectorRegistry
 from cgwatchdog import __version__
 from cgwatchdog.alerts import AlertState, Notification, Transition
 from cgwatchdog.cluster import Role, heartbeat_alerts, heartbeat_matchers, leadership
-from cgwatchdog.config import Config, HttpConfig, load_config
+from cgwatchdog.config import Config, HttpConfig, load_config, redact
 from cgwatchdog.errors import ConfigError, ConfigProblem, NotifyError, StoreError
 from cgwatchdog.heartbeat import HeartbeatPinger
 from cgwatchdog.httpapi import DaemonStatus, HttpApi, Metrics
@@ -468,7 +468,7 @@ class Daemon:
             report = await watchdog.cycle()
         except Exception as exc:  # a bug in one rule or reply must not end the monitoring
             log.exception("cycle failed with an internal error (please report it): %s", exc)
-            self.status.cycle_error = f"{type(exc).__name__}: {exc}"
+            self.status.cycle_error = redact(f"{type(exc).__name__}: {exc}", self.config)
             self.metrics.record_cycle_failure()
             self._ping()
             return
@@ -776,6 +776,16 @@ class Daemon:
                 pushed, direct = _split_integrations(config)
             except ConfigError as exc:
                 self._refuse(exc.problems)
+                return
+            except Exception:  # a loader bug must not end a running daemon (DESIGN §9)
+                log.exception("reading %s failed with an internal error", self.config_path)
+                self._refuse(
+                    [
+                        ConfigProblem(
+                            str(self.config_path), None, "internal error reading it (see the log)"
+                        )
+                    ]
+                )
                 return
             self._apply(config, pushed, direct)
         finally:

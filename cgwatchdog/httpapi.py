@@ -22,7 +22,6 @@ replaces wholesale and never mutates, so a scrape of 10,000 miners does not stal
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
@@ -764,9 +763,11 @@ class HttpApi:
         finally:
             self._open -= 1
             writer.close()
-            with contextlib.suppress(Exception):
+            try:
                 async with asyncio.timeout(1.0):
                     await writer.wait_closed()
+            except Exception:  # still not gone: drop whatever it has not read
+                writer.transport.abort()
 
     @staticmethod
     async def _read_head(reader: asyncio.StreamReader) -> bytes | None:
@@ -787,6 +788,10 @@ class HttpApi:
         self, writer: asyncio.StreamWriter, response: Response, head_only: bool
     ) -> None:
         writer.write(response.encode(head_only=head_only))
-        with contextlib.suppress(TimeoutError):
+        try:
             async with asyncio.timeout(self.write_timeout_s):
                 await writer.drain()
+        except TimeoutError:
+            # A client that does not read its answer: close() would keep the socket and
+            # the unsent answer until it does, uncounted by max_connections. Drop both.
+            writer.transport.abort()

@@ -50,7 +50,6 @@ from functools import cache
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 from jinja2 import Template
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from cgwatchdog.alerts import Evaluation, Signal
 from cgwatchdog.config import (
@@ -64,6 +63,7 @@ from cgwatchdog.config import (
     UnreachableRule,
 )
 from cgwatchdog.history import FleetHistory, MinerHistory
+from cgwatchdog.sandbox import ImmutableBoundedSandbox
 from cgwatchdog.snapshot import FIELD_PATHS, Snapshot
 
 if TYPE_CHECKING:  # poller.py does network I/O; a logic module only needs its types
@@ -223,11 +223,11 @@ Evaluator = Callable[
 
 
 @cache
-def _environment() -> ImmutableSandboxedEnvironment:
+def _environment() -> ImmutableBoundedSandbox:
     # Immutable: a template must not change the labels it is shown (``labels.pop``
     # would change the alert's fingerprint). Plain text out (chat, email subject), so no
     # HTML autoescaping here; the receivers escape for their own formats.
-    return ImmutableSandboxedEnvironment(autoescape=False)
+    return ImmutableBoundedSandbox(autoescape=False)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

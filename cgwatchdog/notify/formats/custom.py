@@ -19,12 +19,12 @@ import json
 from typing import Any, Final
 
 from jinja2 import Template, TemplateError
-from jinja2.sandbox import SandboxedEnvironment
 
 from cgwatchdog.alerts import Notification
 from cgwatchdog.errors import NotifyError
 from cgwatchdog.notify.formats import FormatContext, HttpBody, title
 from cgwatchdog.notify.formats.alertmanager import payload
+from cgwatchdog.sandbox import BoundedSandbox
 
 __all__ = ["BODY_MAX_BYTES", "compile_template", "render", "render_text", "variables"]
 
@@ -33,8 +33,8 @@ BODY_MAX_BYTES: Final = 1 << 20
 
 
 @functools.cache
-def _env() -> SandboxedEnvironment:
-    return SandboxedEnvironment(autoescape=False, keep_trailing_newline=True)
+def _env() -> BoundedSandbox:
+    return BoundedSandbox(autoescape=False, keep_trailing_newline=True)
 
 
 def compile_template(source: str) -> Template:
