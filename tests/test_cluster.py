@@ -7,8 +7,6 @@ to ``elect``. The rest are pure tests with an injected ``now``.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -31,7 +29,7 @@ from cgwatchdog.cluster import (
 )
 from cgwatchdog.config import Shard
 from cgwatchdog.errors import NotifyError
-from tests.test_notify_alertmanager import ALERTMANAGER, eventually, free_port, integration
+from tests.test_notify_alertmanager import eventually, free_port, integration, running_alertmanager
 
 NOW = 1_790_000_000.0
 SHARD = Shard(1, 2)
@@ -40,45 +38,10 @@ SHARD = Shard(1, 2)
 @pytest.fixture
 def alertmanager(tmp_path: Path) -> Iterator[str]:
     """A lone Alertmanager whose only receiver does nothing; yields its base URL."""
-    if not os.access(ALERTMANAGER, os.X_OK):
-        pytest.skip(f"{ALERTMANAGER} not found: apt-get install prometheus-alertmanager")
-    config = tmp_path / "alertmanager.yml"
-    config.write_text("route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n")
-    port = free_port()
-    log_path = tmp_path / "alertmanager.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                ALERTMANAGER,
-                f"--config.file={config}",
-                f"--storage.path={tmp_path / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--cluster.listen-address=",
-                "--log.level=warn",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        if process.poll() is not None:
-            pytest.fail(f"alertmanager exited: {log_path.read_text()}")
-        try:
-            return requests.get(f"{url}/-/ready", timeout=1).status_code == 200
-        except requests.ConnectionError:
-            return False
-
-    try:
-        eventually(ready, "become ready")
+    with running_alertmanager(
+        tmp_path, "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n"
+    ) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def post(url: str, documents: list[dict[str, object]]) -> None:

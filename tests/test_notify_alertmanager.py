@@ -7,6 +7,7 @@ its grouping, its webhook. Waits for that external process are polled and bounde
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -58,26 +59,17 @@ def sink(httpserver_ipv4: HTTPServer) -> Iterator[HTTPServer]:
     httpserver_ipv4.clear()
 
 
-@pytest.fixture
-def alertmanager(tmp_path: Path, sink: HTTPServer) -> Iterator[str]:
+@contextlib.contextmanager
+def running_alertmanager(tmp_path: Path, config_text: str) -> Iterator[str]:
+    """Debian's Alertmanager alone (no cluster) on a free 127.0.0.1 port; its base URL.
+    Skips the test where the binary is absent."""
     if not os.access(ALERTMANAGER, os.X_OK):
         pytest.skip(f"{ALERTMANAGER} not found: apt-get install prometheus-alertmanager")
     config = tmp_path / "alertmanager.yml"
-    config.write_text(
-        "route:\n"
-        "  receiver: sink\n"
-        "  group_by: [alertname]\n"
-        "  group_wait: 0s\n"
-        "  group_interval: 1s\n"
-        "  repeat_interval: 1h\n"
-        "receivers:\n"
-        "  - name: sink\n"
-        "    webhook_configs:\n"
-        f"      - url: http://127.0.0.1:{sink.port}/am-hook\n"
-        "        send_resolved: true\n"
-    )
+    config.write_text(config_text)
     port = free_port()
-    log = (tmp_path / "alertmanager.log").open("wb")
+    log_path = tmp_path / "alertmanager.log"
+    log = log_path.open("wb")
     process = subprocess.Popen(
         [
             ALERTMANAGER,
@@ -94,7 +86,7 @@ def alertmanager(tmp_path: Path, sink: HTTPServer) -> Iterator[str]:
 
     def ready() -> bool:
         if process.poll() is not None:
-            pytest.fail(f"alertmanager exited: {(tmp_path / 'alertmanager.log').read_text()}")
+            pytest.fail(f"alertmanager exited: {log_path.read_text()}")
         try:
             return requests.get(f"{url}/-/ready", timeout=1).status_code == 200
         except requests.ConnectionError:
@@ -111,6 +103,25 @@ def alertmanager(tmp_path: Path, sink: HTTPServer) -> Iterator[str]:
             process.kill()
             process.wait()
         log.close()
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path, sink: HTTPServer) -> Iterator[str]:
+    with running_alertmanager(
+        tmp_path,
+        "route:\n"
+        "  receiver: sink\n"
+        "  group_by: [alertname]\n"
+        "  group_wait: 0s\n"
+        "  group_interval: 1s\n"
+        "  repeat_interval: 1h\n"
+        "receivers:\n"
+        "  - name: sink\n"
+        "    webhook_configs:\n"
+        f"      - url: http://127.0.0.1:{sink.port}/am-hook\n"
+        "        send_resolved: true\n",
+    ) as url:
+        yield url
 
 
 def integration(*urls: str) -> AlertmanagerIntegration:
