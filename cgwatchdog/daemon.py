@@ -538,6 +538,7 @@ class Daemon:
         # replica sends them: nobody can be known to, and a duplicate beats silence.
         outbox.sending = role is not Role.FOLLOWER
         self.status.role = role.value
+        self.metrics.record_role(role.value)
         if role is previous:
             return
         cluster = self.config.cluster
@@ -583,12 +584,12 @@ class Daemon:
             if self._ping_ok:
                 log.warning("heartbeat ping to %s failed: %s", pinger.target, exc)
             self._ping_ok = False
-            self.metrics.record_push("heartbeat", False)
+            self.metrics.record_heartbeat(False)
         else:
             if not self._ping_ok:
                 log.info("heartbeat pings to %s work again", pinger.target)
             self._ping_ok = True
-            self.metrics.record_push("heartbeat", True)
+            self.metrics.record_heartbeat(True)
 
     def _status_line(self) -> str:
         firing = len(self.watchdog.firing()) if self.watchdog is not None else 0

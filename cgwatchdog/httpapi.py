@@ -94,6 +94,9 @@ def _iso(epoch: float | None) -> str | None:
 # -- the daemon's state, as the endpoint shows it -----------------------------------------
 
 
+ROLES: Final = ("leader", "follower", "isolated")
+"""The values of ``cluster.Role`` (kept apart: this module does not import the cluster)."""
+
 RECENT_ACTIONS: Final = 50
 """Remediation events kept for /api/alerts (the full log is in the store)."""
 
@@ -347,6 +350,18 @@ class Metrics:
             "1 if the last reload was applied (or none was tried)",
             registry=registry,
         )
+        self.role = Gauge(
+            "cgwatchdog_role",
+            "1 for the role this replica runs its cycles as (leader, follower, isolated)",
+            ["role"],
+            registry=registry,
+        )
+        self.heartbeat_pings = Counter(
+            "cgwatchdog_heartbeat_pings",
+            "Dead man's switch pings (heartbeat.url) by result",
+            ["result"],
+            registry=registry,
+        )
         self.build = Gauge(
             "cgwatchdog_build_info", "The running version", ["version"], registry=registry
         )
@@ -404,6 +419,15 @@ class Metrics:
     def record_push(self, receiver: str, ok: bool) -> None:
         """One push of alert state to an Alertmanager receiver."""
         self.pushes.labels(receiver=receiver, result="ok" if ok else "failed").inc()
+
+    def record_role(self, role: str) -> None:
+        """The role of this cycle: its series is 1, the other roles' 0."""
+        for name in ROLES:
+            self.role.labels(role=name).set(1 if name == role else 0)
+
+    def record_heartbeat(self, ok: bool) -> None:
+        """One ping of the dead man's switch."""
+        self.heartbeat_pings.labels(result="ok" if ok else "failed").inc()
 
     def record_store(self, ok: bool) -> None:
         """Whether the state file took the last write."""

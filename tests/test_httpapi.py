@@ -401,3 +401,24 @@ def test_recent_actions_reach_api_alerts_and_status() -> None:
     assert status_lines(document)[-1] == (
         "ACTION  2025-11-25T20:00:00Z  m1  restart for DeviceDead: verified (Elapsed went down)"
     )
+
+
+def test_role_and_heartbeat_metrics_match_the_cluster_roles() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from cgwatchdog.cluster import Role
+    from cgwatchdog.httpapi import ROLES, Metrics
+
+    assert tuple(role.value for role in Role) == ROLES
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    metrics.record_role("follower")
+    metrics.record_role("leader")
+    values = {r: registry.get_sample_value("cgwatchdog_role", {"role": r}) for r in ROLES}
+    assert values == {"leader": 1.0, "follower": 0.0, "isolated": 0.0}
+    metrics.record_heartbeat(True)
+    metrics.record_heartbeat(False)
+    metrics.record_heartbeat(True)
+    ok = registry.get_sample_value("cgwatchdog_heartbeat_pings_total", {"result": "ok"})
+    failed = registry.get_sample_value("cgwatchdog_heartbeat_pings_total", {"result": "failed"})
+    assert (ok, failed) == (2.0, 1.0)
