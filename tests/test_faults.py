@@ -997,8 +997,15 @@ async def test_daemon_on_a_failing_state_file_goes_on_and_loses_nothing(
             # The cycle's state cannot be saved: said loudly, alerting goes on from memory.
             await until("the failure logged", lambda: "STATE NOT SAVED" in caplog.text)
             await until("the alert firing", live.in_state(*firing[:2], "firing"))
-            code, body = await live.get("/healthz")
-            assert code == 200 and body.startswith(b"ok\n") and b"warning: state file" in body
+
+            async def healthz_warns() -> bool:
+                # The cycle records the file's health after its delivery step, a moment
+                # after the log line and the alert's state above.
+                code, body = await live.get("/healthz")
+                assert code == 200 and body.startswith(b"ok\n"), body
+                return b"warning: state file" in body
+
+            await until("/healthz to warn of the state file", healthz_warns)
             assert await live.metric("cgwatchdog_store_healthy") == 0
             assert await live.metric("cgwatchdog_store_errors_total") >= 1
             await until(
