@@ -31,6 +31,7 @@ from werkzeug import Request, Response
 
 from cgwatchdog.cluster import HEARTBEAT_ALERTNAME, parse_rfc3339
 from cgwatchdog.simulator import Fleet, SimulatedMiner, make_scenario
+from tests.conftest import until
 from tests.test_daemon import REPO, free_port
 from tests.test_notify_alertmanager import ALERTMANAGER
 
@@ -81,25 +82,6 @@ async def _value(check: Callable[[], Any]) -> Any:
     if asyncio.iscoroutine(found) or isinstance(found, asyncio.Future):
         found = await found
     return found
-
-
-async def until(
-    what: str,
-    check: Callable[[], Any],
-    timeout_s: float,
-    *,
-    context: Callable[[], str] = lambda: "",
-) -> Any:
-    """Poll ``check`` (sync or async) until it returns something truthy; return that.
-    Fail, naming ``what`` and adding ``context()`` (e.g. the daemons' logs), at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = await _value(check)
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s:g} s waiting for {what}\n{context()}")
-        await asyncio.sleep(POLL_S)
 
 
 async def stays(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,3 +89,24 @@ async def replay_server() -> AsyncIterator[Callable[[Capture], Any]]:
     for server in servers:
         server.close()
         await server.wait_closed()
+
+
+async def until(
+    what: str,
+    check: Callable[[], Any],
+    timeout_s: float = 10.0,
+    *,
+    context: Callable[[], str] = lambda: "",
+) -> Any:
+    """Poll ``check`` (sync or async) every 50 ms until it returns something truthy, and
+    return that; at the deadline fail naming ``what``, with ``context()`` (e.g. logs)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = check()
+        if isinstance(found, Awaitable):
+            found = await found
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s:g} s waiting for {what}\n{context()}")
+        await asyncio.sleep(0.05)

@@ -38,8 +38,8 @@ from tests.clusterkit import (
     break_device,
     logs_of,
     stays,
-    until,
 )
+from tests.conftest import until
 
 INTERVAL_S = 1.0
 SHARDS = 2

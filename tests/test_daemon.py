@@ -43,6 +43,7 @@ from cgwatchdog.logs import setup_logging, stderr_is_journal
 from cgwatchdog.simulator import Fleet, make_scenario, serve
 from cgwatchdog.store import Store
 from cgwatchdog.watchdog import Watchdog
+from tests.conftest import until
 
 REPO = Path(__file__).resolve().parents[1]
 INTERVAL = "500ms"
@@ -233,17 +234,12 @@ route:
         self, what: str, check: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0
     ) -> None:
         """Poll ``check`` until it holds; fail with the daemon's log after ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            held = check()
-            if not isinstance(held, bool):
-                held = await held
-            if held:
-                return
-            if time.monotonic() > deadline:
-                logs = "\n".join(d.text()[-3000:] for d in self.started)
-                pytest.fail(f"timed out after {timeout} s waiting for {what}\n{logs}")
-            await asyncio.sleep(0.05)
+        await until(
+            what,
+            check,
+            timeout,
+            context=lambda: "\n".join(d.text()[-3000:] for d in self.started),
+        )
 
     async def wait_ready(self, since: float) -> dict[str, str]:
         await self.wait("READY=1", lambda: bool(self.notify.times("READY", since)))

@@ -51,6 +51,7 @@ from cgwatchdog.simulator import FakeClock, Fleet, make_scenario, serve
 from cgwatchdog.snapshot import Snapshot
 from cgwatchdog.store import Store
 from cgwatchdog.watchdog import Watchdog
+from tests.conftest import until
 from tests.test_daemon import NotifySocket, free_port
 
 TIMEOUT_S = 0.5
@@ -66,22 +67,6 @@ class Target:
     name: str
     host: str
     port: int
-
-
-async def until(
-    what: str, check: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0
-) -> None:
-    """Wait for ``check`` to hold, polling; fail saying what did not happen."""
-    deadline = time.monotonic() + timeout
-    while True:
-        held = check()
-        if not isinstance(held, bool):
-            held = await held
-        if held:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 # == miners ==================================================================================
