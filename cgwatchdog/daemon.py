@@ -142,22 +142,20 @@ class DirectOutbox(Outbox):
         self.sending = True
         """False while another replica of the shard leads: it sends them, this one drops."""
 
+    def _sends(self, notification: Notification) -> bool:
+        """Whether this replica sends it: not while it follows, never to a state-pushed
+        receiver."""
+        return self.sending and notification.receiver not in self.state_receivers
+
     def send_unsaved(self, notifications: Sequence[Notification], now: float) -> list[Notification]:
         """Outbox.send_unsaved, less what enqueue would drop (those count as done)."""
-        dropped: list[Notification] = []
-        kept: list[Notification] = []
-        for n in notifications:
-            sent = self.sending and n.receiver not in self.state_receivers
-            (kept if sent else dropped).append(n)
+        dropped = [n for n in notifications if not self._sends(n)]
+        kept = [n for n in notifications if self._sends(n)]
         return dropped + super().send_unsaved(kept, now)
 
     def enqueue(self, notifications: Iterable[Notification], now: float) -> list[int]:
-        """Outbox.enqueue, less the notifications of state-pushed receivers (and all of
-        them while this replica follows)."""
-        if not self.sending:
-            return []
-        kept = [n for n in notifications if n.receiver not in self.state_receivers]
-        return super().enqueue(kept, now)
+        """Outbox.enqueue, less what this replica does not send (see ``_sends``)."""
+        return super().enqueue([n for n in notifications if self._sends(n)], now)
 
 
 def status_line(status: DaemonStatus, firing: int) -> str:
@@ -727,14 +725,13 @@ class Daemon:
             self._visible_since = None
         elif self._visible_since is None:
             self._visible_since = now
+        lifetime = HEARTBEAT_LIFETIME_INTERVALS * self.config.poll.interval_s
         # A replica that just became visible (start, or back from isolation) leads only
         # once every other replica has had time to see it and step down.
-        warm_s = HEARTBEAT_LIFETIME_INTERVALS * self.config.poll.interval_s
         visible = self._visible_since
-        if role is Role.LEADER and visible is not None and now - visible < warm_s:
+        if role is Role.LEADER and visible is not None and now - visible < lifetime:
             role = Role.FOLLOWER
         self._elected = role
-        lifetime = HEARTBEAT_LIFETIME_INTERVALS * self.config.poll.interval_s
         self._elected_until = now + lifetime if pushed else -math.inf
 
     async def _reelect(self) -> None:

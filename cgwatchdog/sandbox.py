@@ -43,11 +43,6 @@ class BoundedSandbox(SandboxedEnvironment):
         return super().call_binop(context, operator, left, right)
 
 
-class ImmutableBoundedSandbox(ImmutableSandboxedEnvironment):
-    """ImmutableSandboxedEnvironment with ``*`` and ``**`` bounded at render time."""
-
-    intercepted_binops = frozenset({"*", "**"})
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        _checked_binop(operator, left, right)
-        return super().call_binop(context, operator, left, right)
+class ImmutableBoundedSandbox(BoundedSandbox, ImmutableSandboxedEnvironment):
+    """ImmutableSandboxedEnvironment (templates cannot change what they are shown) with
+    ``*`` and ``**`` bounded at render time."""
