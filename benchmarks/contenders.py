@@ -37,9 +37,9 @@ from typing import Any, NamedTuple
 
 from benchmarks.pycgminer_port import PyCgminerAPI
 from cgwatchdog.config import MinerConfig, load_rule_file
-from cgwatchdog.poller import Poller, PollResult
+from cgwatchdog.poller import Poller
 from cgwatchdog.rules import RuleEngine
-from cgwatchdog.snapshot import Snapshot, build_snapshot
+from cgwatchdog.snapshot import PollResult, Snapshot, build_snapshot
 
 REQUEST = b'{"command":"summary+devs+pools"}'
 BASE_COMMANDS = ("summary", "devs", "pools")

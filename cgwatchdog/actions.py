@@ -102,9 +102,8 @@ from cgwatchdog.errors import (
     CgwatchdogError,
     MinerUnreachable,
 )
-from cgwatchdog.poller import PollResult
 from cgwatchdog.sandbox import BoundedSandbox
-from cgwatchdog.snapshot import Snapshot
+from cgwatchdog.snapshot import PollResult, Snapshot
 
 __all__ = [
     "DEFAULT_VERIFY_WITHIN_S",

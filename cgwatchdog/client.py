@@ -22,10 +22,14 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 from cgwatchdog.errors import (
+    ConnectionRefused,
+    ConnectionReset,
+    ConnectTimeout,
+    HostNotFound,
     InvalidCommand,
-    MinerTimeout,
     MinerUnreachable,
     ProtocolError,
+    ReadTimeout,
     ReplyTooLarge,
 )
 from cgwatchdog.protocol import (
@@ -76,7 +80,7 @@ class _BaseAPI:
 
     def _finish(self, decoder: ReplyDecoder, command: str, text: bool) -> dict[str, Any]:
         if decoder.size == 0:
-            raise MinerUnreachable(self.host, self.port, SILENT_CLOSE_HINT)
+            raise ConnectionReset(self.host, self.port, SILENT_CLOSE_HINT)
         reply = decoder.reply(command if text else None)
         if "+" in command and "STATUS" not in reply:
             # A multi-command reply has no STATUS of its own, only one per command inside;
@@ -87,7 +91,7 @@ class _BaseAPI:
 
     def _reply_unchecked(self, decoder: ReplyDecoder) -> dict[str, Any]:
         if decoder.size == 0:
-            raise MinerUnreachable(self.host, self.port, SILENT_CLOSE_HINT)
+            raise ConnectionReset(self.host, self.port, SILENT_CLOSE_HINT)
         return decoder.reply()
 
     def _multi_names(self, commands: Sequence[str] | str) -> list[str]:
@@ -105,24 +109,24 @@ class _BaseAPI:
             yield
         except TimeoutError:
             if phase[0] == "connect":
-                raise MinerTimeout(
+                raise ConnectTimeout(
                     self.host, self.port, f"no connection within {self.connect_timeout:g}s"
                 ) from None
             got = f" (got {decoder.size} bytes)" if decoder.size else ""
-            raise MinerTimeout(
+            raise ReadTimeout(
                 self.host, self.port, f"no complete reply within {self.timeout:g}s{got}"
             ) from None
         except ConnectionRefusedError:
-            raise MinerUnreachable(
+            raise ConnectionRefused(
                 self.host,
                 self.port,
                 "connection refused: is the API enabled (--api-listen) and the port right?",
             ) from None
         except (ConnectionResetError, BrokenPipeError):
             reason = SILENT_CLOSE_HINT if decoder.size == 0 else "connection reset mid-reply"
-            raise MinerUnreachable(self.host, self.port, reason) from None
+            raise ConnectionReset(self.host, self.port, reason) from None
         except socket.gaierror as exc:
-            raise MinerUnreachable(
+            raise HostNotFound(
                 self.host, self.port, f"cannot resolve host: {exc.strerror}"
             ) from None
         except OSError as exc:

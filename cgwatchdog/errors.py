@@ -6,22 +6,35 @@ where they enter the program, and nowhere else. Messages are written for a farm 
 they say what happened, where, and what to do about it.
 
     CgwatchdogError
-    ├── ProtocolError            a reply that cannot be read as the cgminer API
+    ├── ProtocolError            a reply that cannot be read as the cgminer API    not_api
     │   └── ReplyTooLarge        a reply past the size cap
-    ├── CommandError             the miner answered with STATUS E or F (code, msg)
+    ├── CommandError             the miner answered with STATUS E or F     refused_command
     │   ├── InvalidCommand       code 14: the command (or multi-command) is unknown
     │   └── AccessDenied         code 45: privileged command, host lacks W: access
-    ├── MinerUnreachable         no answer: refused, timed out, reset, closed silently
-    │   └── MinerTimeout         connected (or not) but nothing came in time
+    ├── MinerUnreachable         no usable answer from the address                 network
+    │   ├── ConnectionRefused    nothing listens on the port                       refused
+    │   ├── HostNotFound         the host name does not resolve                        dns
+    │   ├── ConnectionReset      closed or reset before the reply was complete       reset
+    │   └── MinerTimeout         a deadline passed
+    │       ├── ConnectTimeout   no connection within the connect deadline  connect_timeout
+    │       └── ReadTimeout      connected, but no complete reply in time      read_timeout
     ├── ConfigError              invalid configuration; carries every problem found
     ├── NotifyError              a notification could not be delivered
     ├── ActionError              a remediation could not be carried out
     └── StoreError               the state file cannot be read or written
+
+The right-hand column is each polling failure's :class:`FailureKind`, which ``poll
+--json`` reports as ``error_kind`` (the way httpx tells ``ConnectTimeout`` from
+``ReadTimeout``): scripts may rely on those names. ``sent`` says whether a request can
+have reached the miner (False for refused, dns and connect_timeout), which the action
+log needs to tell "not sent" from "sent, no answer".
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
+from typing import ClassVar
 
 __all__ = [
     "AccessDenied",
@@ -30,11 +43,17 @@ __all__ = [
     "CommandError",
     "ConfigError",
     "ConfigProblem",
+    "ConnectTimeout",
+    "ConnectionRefused",
+    "ConnectionReset",
+    "FailureKind",
+    "HostNotFound",
     "InvalidCommand",
     "MinerTimeout",
     "MinerUnreachable",
     "NotifyError",
     "ProtocolError",
+    "ReadTimeout",
     "ReplyTooLarge",
     "StoreError",
 ]
@@ -43,12 +62,35 @@ ACCESS_DENIED_CODE = 45
 INVALID_COMMAND_CODE = 14
 
 
+class FailureKind(enum.Enum):
+    """Why polling a miner failed, in the words ``poll --json`` uses (``error_kind``)."""
+
+    REFUSED = "refused"
+    """Connection refused: nothing listens on the port (API disabled, wrong port)."""
+    CONNECT_TIMEOUT = "connect_timeout"
+    """No connection within the connect deadline (host down, firewall dropping)."""
+    READ_TIMEOUT = "read_timeout"
+    """Connected, but the reply did not complete within the deadline."""
+    RESET = "reset"
+    """Closed or reset before a complete reply (often: not in the miner's --api-allow)."""
+    DNS = "dns"
+    """The host name does not resolve."""
+    NETWORK = "network"
+    """Another socket error: no route to the host, network unreachable."""
+    NOT_API = "not_api"
+    """Something answered, but not a readable cgminer API reply."""
+    REFUSED_COMMAND = "refused_command"
+    """The miner answered the poll's command with STATUS E or F."""
+
+
 class CgwatchdogError(Exception):
     """Base of every error cgwatchdog raises on purpose."""
 
 
 class ProtocolError(CgwatchdogError):
     """The bytes a miner sent cannot be read as a cgminer API reply."""
+
+    kind: ClassVar[FailureKind] = FailureKind.NOT_API
 
 
 class ReplyTooLarge(ProtocolError):
@@ -64,6 +106,8 @@ class ReplyTooLarge(ProtocolError):
 
 class CommandError(CgwatchdogError):
     """The miner refused or failed the command (STATUS E or F)."""
+
+    kind: ClassVar[FailureKind] = FailureKind.REFUSED_COMMAND
 
     def __init__(
         self,
@@ -103,6 +147,10 @@ class AccessDenied(CommandError):
 class MinerUnreachable(CgwatchdogError):
     """Nothing usable came back from the miner's address."""
 
+    kind: ClassVar[FailureKind] = FailureKind.NETWORK
+    sent: ClassVar[bool] = False
+    """Whether the request may have reached the miner before the failure."""
+
     def __init__(self, host: str, port: int, reason: str) -> None:
         self.host = host
         self.port = port
@@ -110,8 +158,41 @@ class MinerUnreachable(CgwatchdogError):
         super().__init__(f"{host}:{port}: {reason}")
 
 
+class ConnectionRefused(MinerUnreachable):
+    """The address answered the connect with a refusal: nothing listens on the port."""
+
+    kind = FailureKind.REFUSED
+
+
+class HostNotFound(MinerUnreachable):
+    """The miner's host name does not resolve."""
+
+    kind = FailureKind.DNS
+
+
+class ConnectionReset(MinerUnreachable):
+    """The connection was closed or reset before the reply was complete."""
+
+    kind = FailureKind.RESET
+    sent = True
+
+
 class MinerTimeout(MinerUnreachable):
     """The connect or the reply did not complete within its deadline."""
+
+    kind = FailureKind.READ_TIMEOUT
+    sent = True
+
+
+class ConnectTimeout(MinerTimeout):
+    """No connection within the connect deadline."""
+
+    kind = FailureKind.CONNECT_TIMEOUT
+    sent = False
+
+
+class ReadTimeout(MinerTimeout):
+    """Connected and sent, but the reply did not complete within the deadline."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,8 +40,7 @@ from prometheus_client.registry import Collector
 from cgwatchdog import __version__
 from cgwatchdog.alerts import Alert, AlertState
 from cgwatchdog.notify.outbox import ReceiverCounters
-from cgwatchdog.poller import PollResult
-from cgwatchdog.snapshot import Snapshot
+from cgwatchdog.snapshot import PollResult, Snapshot
 
 __all__ = [
     "HEAD_TIMEOUT_S",
@@ -392,7 +391,7 @@ class Metrics:
             if isinstance(result, Snapshot):
                 up += 1
             else:
-                errors[result.kind] = errors.get(result.kind, 0) + 1
+                errors[result.kind.value] = errors.get(result.kind.value, 0) + 1
         for kind, count in errors.items():
             self.poll_errors.labels(kind=kind).inc(count)
         self._view = _FleetView(tuple(results), by_state, by_name, self._view.notifications)

@@ -31,21 +31,14 @@ import logging
 import resource
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from cgwatchdog.client import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_TIMEOUT_S, AsyncCgminerAPI
-from cgwatchdog.errors import (
-    CgwatchdogError,
-    CommandError,
-    MinerTimeout,
-    MinerUnreachable,
-    ProtocolError,
-)
+from cgwatchdog.errors import CommandError, MinerUnreachable, ProtocolError
 from cgwatchdog.protocol import MAX_REPLY_BYTES
-from cgwatchdog.snapshot import Snapshot, build_snapshot
+from cgwatchdog.snapshot import PollResult, Snapshot, Unreachable, build_snapshot
 
-__all__ = ["BASE_COMMANDS", "PollResult", "Poller", "Target", "Unreachable", "fit_file_limit"]
+__all__ = ["BASE_COMMANDS", "Poller", "Target", "fit_file_limit"]
 
 log = logging.getLogger("cgwatchdog")
 
@@ -91,35 +84,6 @@ class Target(Protocol):
     def host(self) -> str: ...
     @property
     def port(self) -> int: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Unreachable:
-    """A miner that gave no usable answer this cycle."""
-
-    name: str
-    host: str
-    port: int
-    at: float
-    error: str
-    kind: str  # "unreachable" | "timeout" | "protocol" | "refused_command"
-
-    @property
-    def up(self) -> bool:
-        """Always False; a Snapshot's ``up`` is True."""
-        return False
-
-    def to_json(self) -> dict[str, object]:
-        """The per-miner object of ``poll --json`` for a miner that is down."""
-        return {
-            "name": self.name, "host": self.host, "port": self.port, "up": False,
-            "error": self.error, "fork": None, "elapsed_s": None, "hashrate_hs": None,
-            "hardware_error_ratio": None, "temperature_max_c": None, "fans_rpm": [],
-            "devices": [], "pools": [],
-        }  # fmt: skip
-
-
-PollResult = Snapshot | Unreachable
 
 
 class _MinerState:
@@ -259,17 +223,11 @@ class Poller:
                         at=self.clock(),
                     )  # fmt: skip
         except MinerUnreachable as exc:
-            kind = "timeout" if isinstance(exc, MinerTimeout) else "unreachable"
-            return Unreachable(target.name, target.host, target.port, self.clock(), exc.reason, kind)
+            error, kind = exc.reason, exc.kind
         except ProtocolError as exc:
-            return Unreachable(
-                target.name, target.host, target.port, self.clock(),
-                f"unreadable reply: {exc}", "protocol",
-            )  # fmt: skip
+            error, kind = f"unreadable reply: {exc}", exc.kind
         except CommandError as exc:
-            return Unreachable(
-                target.name, target.host, target.port, self.clock(), str(exc), "refused_command"
-            )
-        except CgwatchdogError as exc:  # pragma: no cover - defensive: nothing else expected
-            return Unreachable(target.name, target.host, target.port, self.clock(), str(exc), "protocol")
-        return snapshot
+            error, kind = str(exc), exc.kind
+        else:
+            return snapshot
+        return Unreachable(target.name, target.host, target.port, self.clock(), error, kind)

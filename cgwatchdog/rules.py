@@ -47,7 +47,7 @@ import math
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 from jinja2 import Template
 
@@ -64,10 +64,7 @@ from cgwatchdog.config import (
 )
 from cgwatchdog.history import FleetHistory, MinerHistory
 from cgwatchdog.sandbox import ImmutableBoundedSandbox
-from cgwatchdog.snapshot import FIELD_PATHS, Snapshot
-
-if TYPE_CHECKING:  # poller.py does network I/O; a logic module only needs its types
-    from cgwatchdog.poller import PollResult
+from cgwatchdog.snapshot import FIELD_PATHS, PollResult, Snapshot
 
 __all__ = [
     "EVALUATORS",
@@ -322,25 +319,6 @@ def _signal(
     )
 
 
-def _refused_code(snapshot: Snapshot, command: str) -> int | None:
-    """The Code of a command the miner refused (STATUS E/F) this poll; None if it did not."""
-    refused = snapshot.extra.get("refused")
-    if not isinstance(refused, Mapping):
-        return None
-    status = refused.get(command)
-    if not isinstance(status, Mapping):
-        return None
-    code = status.get("Code")
-    if type(code) is int:
-        return code
-    if isinstance(code, str | float):
-        try:
-            return int(code)
-        except (ValueError, OverflowError):
-            pass
-    return -1  # refused, code unreadable
-
-
 # --------------------------------------------------------------------------- evaluators
 
 
@@ -409,8 +387,8 @@ def eval_device_status(
     """One signal per device whose status is listed; label ``device`` = kind + id."""
     devices = snapshot.devices
     if not devices:
-        code = _refused_code(snapshot, "devs")
-        return None if code is not None and code != _NO_DEVICES_CODE else []
+        refusal = snapshot.refused.get("devs")
+        return None if refusal is not None and refusal.code != _NO_DEVICES_CODE else []
     statuses = rule.config.status
     signals: list[Signal] = []
     for device in devices:
@@ -469,7 +447,8 @@ def eval_pool_stale(
     pools = snapshot.pools
     host = snapshot.host
     if not pools:
-        if _refused_code(snapshot, "pools") == _NO_POOLS_CODE:
+        refusal = snapshot.refused.get("pools")
+        if refusal is not None and refusal.code == _NO_POOLS_CODE:
             return [_signal(rule, miner, host, "no pool configured", ("pool", _NO_POOL_LABEL))]
         return None  # no pools reply: cannot judge
     if not any(pool.status == "Alive" for pool in pools):

@@ -57,11 +57,16 @@ from dataclasses import field as dataclass_field
 from types import MappingProxyType
 from typing import Any, TypeGuard
 
+from cgwatchdog.errors import FailureKind
+
 __all__ = [
     "FIELD_PATHS",
     "Device",
+    "PollResult",
     "Pool",
+    "Refusal",
     "Snapshot",
+    "Unreachable",
     "build_snapshot",
     "parse_avalon_mm",
 ]
@@ -177,6 +182,7 @@ _SECTIONS: dict[str, str] = {
 }
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+_NO_REFUSALS: Mapping[str, Refusal] = MappingProxyType({})
 
 
 # --------------------------------------------------------------------------- the view
@@ -244,6 +250,19 @@ class Pool:
 
 
 @dataclass(frozen=True, slots=True)
+class Refusal:
+    """A command the miner answered with STATUS E or F this poll.
+
+    ``code`` is None when the miner sent no readable Code. ``devs`` Code 10 ("No ASCs")
+    and ``pools`` Code 8 ("No pools") are refusals that say something about the miner.
+    """
+
+    code: int | None
+    msg: str = ""
+    status: str = "E"
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """A miner that answered, normalized: units in H/s, degrees C, RPM, seconds."""
 
@@ -274,11 +293,18 @@ class Snapshot:
     """The miner's own ``Device Hardware%`` / 100, used when ``diff1_work`` is unknown."""
     difficulty_accepted: float | None = None
     """SUMMARY ``Difficulty Accepted`` (diff1 units): work done where Diff1 Work is absent."""
+    refused: Mapping[str, Refusal] = dataclass_field(default_factory=lambda: _NO_REFUSALS)
+    """The commands of this poll the miner answered with STATUS E/F, by command name."""
 
     @property
     def up(self) -> bool:
         """Always True: an unreachable miner is not a Snapshot."""
         return True
+
+    @property
+    def error_kind(self) -> FailureKind | None:
+        """Always None: the poll succeeded (see :attr:`Unreachable.kind`)."""
+        return None
 
     @property
     def hardware_error_ratio(self) -> float | None:
@@ -322,6 +348,7 @@ class Snapshot:
             "port": self.port,
             "up": True,
             "error": None,
+            "error_kind": None,
             "fork": self.fork,
             "model": self.model,
             "elapsed_s": self.elapsed_s,
@@ -333,6 +360,42 @@ class Snapshot:
             "devices": [device.to_json() for device in self.devices],
             "pools": [pool.to_json() for pool in self.pools],
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Unreachable:
+    """A miner that gave no usable answer this poll, and why."""
+
+    name: str
+    host: str
+    port: int
+    at: float
+    error: str
+    """One line for the operator, e.g. ``connection refused: is the API enabled ...``."""
+    kind: FailureKind
+
+    @property
+    def up(self) -> bool:
+        """Always False; a Snapshot's ``up`` is True."""
+        return False
+
+    @property
+    def error_kind(self) -> FailureKind:
+        """Why the poll failed (``error_kind`` in ``poll --json``)."""
+        return self.kind
+
+    def to_json(self) -> dict[str, object]:
+        """The per-miner object of ``poll --json`` for a miner that is down."""
+        return {
+            "name": self.name, "host": self.host, "port": self.port, "up": False,
+            "error": self.error, "error_kind": self.kind.value, "fork": None,
+            "elapsed_s": None, "hashrate_hs": None, "hardware_error_ratio": None,
+            "temperature_max_c": None, "fans_rpm": [], "devices": [], "pools": [],
+        }  # fmt: skip
+
+
+PollResult = Snapshot | Unreachable
+"""What polling one miner gives: its snapshot, or why there is none."""
 
 
 def _count_alive_devices(s: Snapshot) -> float:
@@ -1004,8 +1067,8 @@ def build_snapshot(
     Any reply may be missing; a reply whose STATUS is E or F counts as absent (a ``devs``
     answering Code 10 "No ASCs" is a miner with no devices). Never raises on odd input.
 
-    ``extra`` always holds the refused commands' STATUS, the Avalon ``MM ID`` fields and
-    the count of unconfigured pool slots; with ``keep_raw`` it also keeps the raw
+    ``refused`` holds the commands answered with STATUS E/F. ``extra`` always holds the
+    Avalon ``MM ID`` fields and the count of unconfigured pool slots; with ``keep_raw`` it also keeps the raw
     VERSION, SUMMARY and STATS entries by reference. The poller leaves them out: at
     10,000 miners they are most of a cycle's memory, and no rule reads them.
     """
@@ -1202,13 +1265,14 @@ def build_snapshot(
         if stale is None:
             stale = sum(p.stale for p in pools)
 
-    # Unmapped data kept by reference for whoever needs more than the normalized view.
-    refused: dict[str, Mapping[str, Any]] = {}
+    refused: dict[str, Refusal] = {}
     for command, status in statuses.items():
-        if _is_error(status.get("STATUS")):
-            refused[command] = status  # e.g. devs Code 10 "No ASCs", Code 14 "Invalid command"
-    if refused:
-        extra["refused"] = refused
+        letter = status.get("STATUS")
+        if _is_error(letter):  # e.g. devs Code 10 "No ASCs", Code 14 "Invalid command"
+            refused[command] = Refusal(
+                _status_code(status.get("Code")), _text(status.get("Msg")) or "", str(letter)
+            )
+    # Unmapped data kept by reference for whoever needs more than the normalized view.
     if keep_raw:
         if version is not None:
             extra["version"] = version
@@ -1248,7 +1312,20 @@ def build_snapshot(
         fans_expected=fans_expected,
         hardware_error_ratio_reported=reported_ratio,
         difficulty_accepted=_difficulty_accepted(summary),
+        refused=MappingProxyType(refused) if refused else _NO_REFUSALS,
     )
+
+
+def _status_code(code: object) -> int | None:
+    """A STATUS Code as sent (a number, or a numeric string on some forks); None if not."""
+    if type(code) is int:
+        return code
+    if isinstance(code, str | float) and not isinstance(code, bool):
+        try:
+            return int(code)
+        except (ValueError, OverflowError):
+            pass
+    return None
 
 
 def _difficulty_accepted(summary: Mapping[str, Any] | None) -> float | None:

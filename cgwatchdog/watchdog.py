@@ -42,8 +42,9 @@ from cgwatchdog.alerts import (
 from cgwatchdog.config import Config, RouteConfig, SilenceConfig
 from cgwatchdog.errors import StoreError
 from cgwatchdog.notify.outbox import Outbox
-from cgwatchdog.poller import Poller, PollResult
+from cgwatchdog.poller import Poller
 from cgwatchdog.rules import RuleEngine
+from cgwatchdog.snapshot import PollResult
 from cgwatchdog.store import Store
 
 __all__ = ["CycleReport", "Watchdog", "build_route", "build_silences"]

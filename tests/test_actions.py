@@ -57,9 +57,10 @@ from cgwatchdog.alerts import (
     fleet_incidents,
 )
 from cgwatchdog.config import ActionsConfig, MinerConfig, RuleConfig
-from cgwatchdog.poller import Poller, PollResult, Unreachable
+from cgwatchdog.errors import FailureKind
+from cgwatchdog.poller import Poller
 from cgwatchdog.simulator import FakeClock, Fleet, make_scenario, serve
-from cgwatchdog.snapshot import Snapshot, build_snapshot
+from cgwatchdog.snapshot import PollResult, Snapshot, Unreachable, build_snapshot
 
 T0 = 1_800_000_000.0
 MINUTE = 60.0
@@ -543,7 +544,7 @@ def test_escalation_power_cycles_a_silent_miner_but_waits_for_a_recovered_one() 
     run(d.planner, restart, T0, ok=False, detail="connection reset mid-reply", unconfirmed=True)
     assert d.planner.ladders()[0].state is LadderState.VERIFYING
     now = T0 + 3 * MINUTE  # the restart hung the miner: it does not answer at all
-    hung = Unreachable("m001", "192.0.2.10", 4028, now, "connection refused", "unreachable")
+    hung = Unreachable("m001", "192.0.2.10", 4028, now, "connection refused", FailureKind.REFUSED)
     (exec_,) = d.cycle(now, [a], [hung])
     assert exec_.do == "exec"
     assert "restart not verified within 3m: the miner did not answer" in exec_.reason
@@ -742,7 +743,7 @@ def test_switchpool_picks_the_best_other_alive_pool() -> None:
     assert kinds(events) == ["skipped", "exhausted"] and "no other Alive pool" in events[0].detail
     # Pools unknown (the miner did not answer): wait, do not guess.
     d = Driver(actions_config(), [POOL_STALE], fleet_of(10))
-    gone = Unreachable("m001", "192.0.2.10", 4028, T0, "connection refused", "unreachable")
+    gone = Unreachable("m001", "192.0.2.10", 4028, T0, "connection refused", FailureKind.REFUSED)
     assert d.cycle(T0, [a], [gone]) == []
     assert kinds(d.planner.events()) == ["held-back"]
 

@@ -28,9 +28,9 @@ from hypothesis import strategies as st
 
 from cgwatchdog import protocol
 from cgwatchdog.errors import ProtocolError
-from cgwatchdog.poller import BASE_COMMANDS, STATS_COMMAND, Poller, Unreachable
+from cgwatchdog.poller import BASE_COMMANDS, STATS_COMMAND, Poller
 from cgwatchdog.simulator import FakeClock, Fleet, serve
-from cgwatchdog.snapshot import Snapshot
+from cgwatchdog.snapshot import Snapshot, Unreachable
 
 REPO = Path(__file__).resolve().parent.parent
 FLEET = REPO / "benchmarks" / "fleet.py"
@@ -219,8 +219,8 @@ async def test_poll_leaves_gc_as_found_and_failures_leave_no_cycles(silent_port:
     try:
         results = await poller.poll()
         assert not gc.isenabled()  # left as found
-        kinds = {r.kind for r in results if isinstance(r, Unreachable)}
-        assert kinds == {"timeout", "unreachable"}, results
+        kinds = {r.kind.value for r in results if isinstance(r, Unreachable)}
+        assert kinds == {"read_timeout", "refused"}, results
         del results
         gc.collect()
         # asyncio's selector transports are cycles of their own (a bound method kept on

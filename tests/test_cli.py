@@ -157,6 +157,7 @@ def test_poll_json_reports_every_field_capture(
         miner = by_name[capture.name]
         expect, also = capture.expect, capture.expect.get("also", {})
         assert miner["up"] is True and miner["error"] is None, miner["error"]
+        assert miner["error_kind"] is None
         assert miner["port"] == port and miner["labels"] == {"site": "lab"}
         rates = [expect["hashrate_hs"], *also.get("hashrate_hs", [])]
         assert any(abs(miner["hashrate_hs"] - r) <= 0.02 * r for r in rates), capture.name
@@ -164,6 +165,17 @@ def test_poll_json_reports_every_field_capture(
             assert len(miner["devices"]) in [expect["devices"], *also.get("devices", [])]
         assert len(miner["pools"]) in [expect["pools"], *also.get("pools", [])]
         assert isinstance(miner["alerts"], list)
+
+
+def test_poll_json_names_why_a_miner_is_down(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("miners: [{name: gone, host: 127.0.97.251}]\n")
+    main(["poll", "-c", str(config), "--json"])
+    (miner,) = json.loads(capsys.readouterr().out)["miners"]
+    assert miner["up"] is False and miner["error_kind"] == "refused"
+    assert "connection refused" in miner["error"]
 
 
 def test_poll_table_shows_down_miners_and_signals(

@@ -31,10 +31,14 @@ from cgwatchdog.client import (
 from cgwatchdog.errors import (
     AccessDenied,
     CommandError,
+    ConnectionRefused,
+    ConnectTimeout,
+    FailureKind,
     InvalidCommand,
     MinerTimeout,
     MinerUnreachable,
     ProtocolError,
+    ReadTimeout,
     ReplyTooLarge,
 )
 from cgwatchdog.protocol import (
@@ -421,6 +425,7 @@ async def test_closed_without_answering(
     with pytest.raises(MinerUnreachable) as caught:
         await Client(face, server.port).command("summary")
     assert not isinstance(caught.value, MinerTimeout)
+    assert caught.value.kind is FailureKind.RESET and caught.value.sent
     assert caught.value.reason == SILENT_CLOSE_HINT
     assert "--api-allow" in str(caught.value)
     assert str(caught.value).startswith(f"127.0.0.1:{server.port}: ")
@@ -452,6 +457,8 @@ async def test_connection_refused(face: str) -> None:
     with pytest.raises(MinerUnreachable) as caught:
         await Client(face, port).command("summary")
     assert not isinstance(caught.value, MinerTimeout)
+    assert isinstance(caught.value, ConnectionRefused) and caught.value.kind is FailureKind.REFUSED
+    assert not caught.value.sent  # the action log says "not sent" for these
     assert "connection refused" in caught.value.reason
     assert (caught.value.host, caught.value.port) == ("127.0.0.1", port)
 
@@ -460,8 +467,9 @@ async def test_never_replies(face: str, serve: Callable[[Behaviour], MinerServer
     server = serve(never_replies)
     client = Client(face, server.port, timeout=SHORT_S)
     started = time.monotonic()
-    with pytest.raises(MinerTimeout, match=r"no complete reply within 0\.2s"):
+    with pytest.raises(ReadTimeout, match=r"no complete reply within 0\.2s") as caught:
         await client.command("summary")
+    assert caught.value.kind is FailureKind.READ_TIMEOUT and caught.value.sent
     assert SHORT_S * 0.9 <= time.monotonic() - started < SHORT_S + 1.0
 
 
@@ -549,8 +557,9 @@ async def test_connect_deadline_is_separate_from_the_read_deadline(
 ) -> None:
     client = Client(face, unanswered_port, timeout=5.0, connect_timeout=SHORT_S)
     started = time.monotonic()
-    with pytest.raises(MinerTimeout, match=r"no connection within 0\.2s"):
+    with pytest.raises(ConnectTimeout, match=r"no connection within 0\.2s") as caught:
         await client.command("summary")
+    assert caught.value.kind is FailureKind.CONNECT_TIMEOUT and not caught.value.sent
     assert time.monotonic() - started < 2.0  # the connect deadline, not the 5 s read one
 
 

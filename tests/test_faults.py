@@ -42,13 +42,13 @@ from cgwatchdog.alerts import AlertView, Notification, fingerprint
 from cgwatchdog.client import SILENT_CLOSE_HINT
 from cgwatchdog.config import ReceiverConfig, load_config
 from cgwatchdog.daemon import STATE_FILE, Daemon
-from cgwatchdog.errors import StoreError
+from cgwatchdog.errors import FailureKind, StoreError
 from cgwatchdog.notify import Integration, Outbox, build_integration
-from cgwatchdog.poller import Poller, Unreachable
+from cgwatchdog.poller import Poller
 from cgwatchdog.protocol import MAX_REPLY_BYTES, encode_reply
 from cgwatchdog.sdnotify import Notifier
 from cgwatchdog.simulator import FakeClock, Fleet, make_scenario, serve
-from cgwatchdog.snapshot import Snapshot
+from cgwatchdog.snapshot import Snapshot, Unreachable
 from cgwatchdog.store import Store
 from cgwatchdog.watchdog import Watchdog
 from tests.conftest import until
@@ -232,18 +232,18 @@ async def simulated(mode: str) -> tuple[Fleet, Target]:
 
 # Each fault: how it is made, the kind of Unreachable it must give, words of its reason.
 MINER_FAULTS: dict[str, tuple[str | Callable[[RawMiner], Behaviour], str, str]] = {
-    "accepts_never_answers": ("hang", "timeout", f"no complete reply within {TIMEOUT_S:g}s"),
-    "closes_without_a_byte": ("mute", "unreachable", SILENT_CLOSE_HINT),
-    "refuses_connections": ("down", "unreachable", "connection refused"),
-    "closes_mid_reply": (closes_mid_reply, "protocol", "truncated"),
+    "accepts_never_answers": ("hang", "read_timeout", f"no complete reply within {TIMEOUT_S:g}s"),
+    "closes_without_a_byte": ("mute", "reset", SILENT_CLOSE_HINT),
+    "refuses_connections": ("down", "refused", "connection refused"),
+    "closes_mid_reply": (closes_mid_reply, "not_api", "truncated"),
     "trickles_a_byte_a_second": (
-        trickles_a_byte_a_second, "timeout", f"no complete reply within {TIMEOUT_S:g}s (got "
+        trickles_a_byte_a_second, "read_timeout", f"no complete reply within {TIMEOUT_S:g}s (got "
     ),
-    "resets_before_replying": (resets_before_replying, "unreachable", SILENT_CLOSE_HINT),
-    "resets_mid_reply": (resets_mid_reply, "unreachable", "connection reset mid-reply"),
-    "answers_binary_noise": (answers_noise, "protocol", "unreadable reply"),
-    "answers_junk": ("garbage:junk", "protocol", "unreadable reply"),
-    "answers_cut_replies": ("garbage:truncate", "protocol", "truncated"),
+    "resets_before_replying": (resets_before_replying, "reset", SILENT_CLOSE_HINT),
+    "resets_mid_reply": (resets_mid_reply, "reset", "connection reset mid-reply"),
+    "answers_binary_noise": (answers_noise, "not_api", "unreadable reply"),
+    "answers_junk": ("garbage:junk", "not_api", "unreadable reply"),
+    "answers_cut_replies": ("garbage:truncate", "not_api", "truncated"),
 }  # fmt: skip
 
 
@@ -269,7 +269,8 @@ async def test_miner_fault_gives_a_typed_unreachable_within_the_deadline(
         if fleet is not None:
             await fleet.stop()
     assert isinstance(result, Unreachable), result
-    assert result.kind == kind, result
+    assert result.kind.value == kind, result
+    assert result.to_json()["error_kind"] == kind
     assert reason in result.error, result.error
     assert not result.up and result.to_json()["error"] == result.error
     # Ended by its own deadline (at most twice: a first contact may ask once more).
@@ -291,7 +292,7 @@ async def test_a_100_mb_reply_is_cut_at_the_cap_without_buffering_it(
         _, peak_bytes = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert isinstance(result, Unreachable) and result.kind == "protocol", result
+    assert isinstance(result, Unreachable) and result.kind is FailureKind.NOT_API, result
     assert f"reply larger than {MAX_REPLY_BYTES} bytes" in result.error
     # The reader stopped at the cap: the miner got nowhere near its 100 MB, and this
     # process (the server's reused chunk included) held a few MB at most, not 100.
@@ -332,7 +333,7 @@ async def test_a_fleet_where_a_third_hangs_still_cycles_within_the_deadline(tmp_
             assert [r.name for r in report.results] == [m.name for m in fleet]
             for result in report.results:
                 if result.name in hung:
-                    assert isinstance(result, Unreachable) and result.kind == "timeout", result
+                    assert isinstance(result, Unreachable) and result.kind is FailureKind.READ_TIMEOUT, result
                 else:
                     assert isinstance(result, Snapshot) and result.up, result
                     assert result.hashrate_hs and result.devices and result.pools

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from cgwatchdog.alerts import AlertEngine, Evaluation, Signal
 from cgwatchdog.config import Config, HttpConfig
 from cgwatchdog.daemon import start_http_server
+from cgwatchdog.errors import FailureKind
 from cgwatchdog.httpapi import (
     HEALTHY_WITHIN_INTERVALS,
     MAX_HEAD_BYTES,
@@ -27,9 +28,8 @@ from cgwatchdog.httpapi import (
     status_lines,
 )
 from cgwatchdog.notify.outbox import ReceiverCounters
-from cgwatchdog.poller import Unreachable
 from cgwatchdog.simulator import FakeClock
-from cgwatchdog.snapshot import Device, Pool, Snapshot
+from cgwatchdog.snapshot import Device, Pool, Snapshot, Unreachable
 
 INTERVAL_S = 30.0
 
@@ -67,7 +67,7 @@ def results(now: float) -> list[Snapshot | Unreachable]:
             Pool(1, "stratum+tcp://backup.example.org:3333", status="Dead"),
         ),
     )
-    m2 = Unreachable("m2", "127.0.0.2", 4028, now, "connection refused", "unreachable")
+    m2 = Unreachable("m2", "127.0.0.2", 4028, now, "connection refused", FailureKind.REFUSED)
     return [m1, m2]
 
 
@@ -176,7 +176,7 @@ async def test_metrics_show_miners_devices_pools_alerts_outbox(endpoint: Endpoin
     )
     assert samples["cgwatchdog_cycles_total", ()] == 1
     assert samples["cgwatchdog_cycle_duration_seconds_count", ()] == 1
-    assert samples["cgwatchdog_poll_errors_total", (("kind", "unreachable"),)] == 1
+    assert samples["cgwatchdog_poll_errors_total", (("kind", "refused"),)] == 1
     assert samples["cgwatchdog_outbox_depth", ()] == 2
     assert (
         samples["cgwatchdog_notifications_total", (("outcome", "sent"), ("receiver", "chat"))] == 3

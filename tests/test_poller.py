@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from cgwatchdog.poller import Poller, Unreachable
+from cgwatchdog.poller import Poller
 from cgwatchdog.simulator import FakeClock, Fleet, serve
-from cgwatchdog.snapshot import Snapshot
+from cgwatchdog.snapshot import Snapshot, Unreachable
 from tests.conftest import Capture, fixture_files, require_fixtures
 
 

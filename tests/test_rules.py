@@ -17,7 +17,7 @@ from pydantic import TypeAdapter
 
 from cgwatchdog.alerts import AlertEngine, AlertState, Evaluation, Signal, fingerprint
 from cgwatchdog.config import MinerConfig, RuleConfig, default_rules_path, load_rule_file
-from cgwatchdog.poller import PollResult, Unreachable
+from cgwatchdog.errors import FailureKind
 from cgwatchdog.rules import (
     EVALUATORS,
     MIN_BASELINE_COVERAGE,
@@ -28,7 +28,7 @@ from cgwatchdog.rules import (
     format_hashrate,
     format_percent,
 )
-from cgwatchdog.snapshot import Snapshot, build_snapshot
+from cgwatchdog.snapshot import PollResult, Snapshot, Unreachable, build_snapshot
 
 FIXTURE_DIR = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "peer-replies"
 FIXTURES = sorted(FIXTURE_DIR.glob("*.json")) if FIXTURE_DIR.is_dir() else []
@@ -154,7 +154,7 @@ def snap(at: float, name: str = NAME, host: str = HOST, **fields: Any) -> Snapsh
 
 
 def down(at: float, name: str = NAME, error: str = "connection refused") -> Unreachable:
-    return Unreachable(name=name, host=HOST, port=4028, at=at, error=error, kind="unreachable")
+    return Unreachable(name=name, host=HOST, port=4028, at=at, error=error, kind=FailureKind.REFUSED)
 
 
 def signals_of(evaluation: Evaluation, alertname: str) -> list[Signal]:

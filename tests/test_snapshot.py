@@ -382,7 +382,7 @@ def test_devs_error_means_zero_devices_not_a_failure(msg: str, description: str)
     assert s.devices == ()
     assert s.hashrate_hs == 0.0
     assert s.fork == description
-    assert s.extra["refused"]["devs"]["Code"] == 10
+    assert s.refused["devs"].code == 10
 
 
 def test_error_replies_are_absent_data() -> None:
