@@ -80,7 +80,6 @@ import functools
 import hashlib
 import json
 import logging
-import math
 import os
 import re
 import shlex
@@ -102,8 +101,11 @@ from cgwatchdog.errors import (
     CgwatchdogError,
     MinerUnreachable,
 )
+from cgwatchdog.jsonstate import opt_float, opt_str
 from cgwatchdog.sandbox import BoundedSandbox
 from cgwatchdog.snapshot import PollResult, Snapshot
+from cgwatchdog.statemachine import Transitions
+from cgwatchdog.units import format_duration
 
 __all__ = [
     "DEFAULT_VERIFY_WITHIN_S",
@@ -137,7 +139,6 @@ __all__ = [
     "hold_in_flight",
     "hold_read_only",
     "hold_restart_grace",
-    "next_ladder_state",
 ]
 
 log = logging.getLogger("cgwatchdog.actions")
@@ -222,53 +223,48 @@ class LadderEvent(enum.Enum):
 
 
 _S, _E = LadderState, LadderEvent
-TRANSITIONS: Final[Mapping[LadderState, Mapping[LadderEvent, LadderState]]] = {
-    _S.IDLE: {_E.FIRED: _S.WAITING},
-    _S.WAITING: {
-        _E.PLANNED: _S.RUNNING,
-        _E.STEP_FAILED: _S.ESCALATING,  # the step cannot apply (e.g. BOARD disable)
-        _E.RULE_CHANGED: _S.WAITING,
-        _E.RESOLVED: _S.IDLE,
+TRANSITIONS: Final = Transitions[LadderState, LadderEvent](
+    "ladder",
+    {
+        _S.IDLE: {_E.FIRED: _S.WAITING},
+        _S.WAITING: {
+            _E.PLANNED: _S.RUNNING,
+            _E.STEP_FAILED: _S.ESCALATING,  # the step cannot apply (e.g. BOARD disable)
+            _E.RULE_CHANGED: _S.WAITING,
+            _E.RESOLVED: _S.IDLE,
+        },
+        _S.RUNNING: {
+            _E.SENT: _S.VERIFYING,
+            _E.NO_OUTCOME: _S.VERIFYING,
+            _E.DENIED: _S.WAITING,
+            _E.STEP_FAILED: _S.ESCALATING,
+            _E.RESOLVED: _S.IDLE,
+        },
+        _S.VERIFYING: {
+            _E.CONFIRMED: _S.VERIFIED,
+            _E.STEP_FAILED: _S.ESCALATING,
+            _E.RESOLVED: _S.IDLE,
+        },
+        _S.VERIFIED: {
+            _E.NEXT_STEP: _S.ESCALATING,
+            _E.STEP_FAILED: _S.ESCALATING,
+            _E.RESOLVED: _S.IDLE,
+        },
+        _S.ESCALATING: {
+            _E.PLANNED: _S.RUNNING,
+            _E.STEP_FAILED: _S.ESCALATING,
+            _E.NO_MORE_STEPS: _S.EXHAUSTED,
+            _E.RULE_CHANGED: _S.WAITING,
+            _E.RESOLVED: _S.IDLE,
+        },
+        _S.EXHAUSTED: {
+            _E.RULE_CHANGED: _S.WAITING,
+            _E.RESOLVED: _S.IDLE,
+            _E.CLEARED: _S.IDLE,
+        },
     },
-    _S.RUNNING: {
-        _E.SENT: _S.VERIFYING,
-        _E.NO_OUTCOME: _S.VERIFYING,
-        _E.DENIED: _S.WAITING,
-        _E.STEP_FAILED: _S.ESCALATING,
-        _E.RESOLVED: _S.IDLE,
-    },
-    _S.VERIFYING: {
-        _E.CONFIRMED: _S.VERIFIED,
-        _E.STEP_FAILED: _S.ESCALATING,
-        _E.RESOLVED: _S.IDLE,
-    },
-    _S.VERIFIED: {
-        _E.NEXT_STEP: _S.ESCALATING,
-        _E.STEP_FAILED: _S.ESCALATING,
-        _E.RESOLVED: _S.IDLE,
-    },
-    _S.ESCALATING: {
-        _E.PLANNED: _S.RUNNING,
-        _E.STEP_FAILED: _S.ESCALATING,
-        _E.NO_MORE_STEPS: _S.EXHAUSTED,
-        _E.RULE_CHANGED: _S.WAITING,
-        _E.RESOLVED: _S.IDLE,
-    },
-    _S.EXHAUSTED: {
-        _E.RULE_CHANGED: _S.WAITING,
-        _E.RESOLVED: _S.IDLE,
-        _E.CLEARED: _S.IDLE,
-    },
-}
+)
 del _S, _E
-
-
-def next_ladder_state(state: LadderState, event: LadderEvent) -> LadderState:
-    """The state ``event`` moves ``state`` to; ValueError if the table has no such move."""
-    try:
-        return TRANSITIONS[state][event]
-    except KeyError:
-        raise ValueError(f"no ladder transition from {state.value} on {event.value}") from None
 
 
 # --- what flows between planner and executor -----------------------------------------
@@ -331,8 +327,8 @@ class PlannedAction:
             alertname=str(data["alertname"]),
             step=int(data["step"]),
             do=str(data["do"]),
-            command=_opt_str(data.get("command")),
-            parameter=_opt_str(data.get("parameter")),
+            command=opt_str(data.get("command")),
+            parameter=opt_str(data.get("parameter")),
             argv=None if argv is None else tuple(str(a) for a in argv),
             env={str(k): str(v) for k, v in dict(data.get("env") or {}).items()},
             timeout_s=float(data["timeout_s"]),
@@ -539,14 +535,14 @@ def hold_restart_grace(c: Candidate, ctx: PlanContext) -> Hold | None:
     if ours is not None and ctx.now - ours < grace:
         return Hold(
             "restart_grace",
-            f"restarted {_fmt_s(ctx.now - ours)} ago; waiting out restart_grace {_fmt_s(grace)}",
+            f"restarted {format_duration(ctx.now - ours)} ago; waiting out restart_grace {format_duration(grace)}",
         )
     result = ctx.results.get(c.miner)
     if isinstance(result, Snapshot) and result.elapsed_s is not None and result.elapsed_s < grace:
         return Hold(
             "restart_grace",
-            f"the miner started {_fmt_s(result.elapsed_s)} ago (Elapsed); waiting out "
-            f"restart_grace {_fmt_s(grace)}",
+            f"the miner started {format_duration(result.elapsed_s)} ago (Elapsed); waiting out "
+            f"restart_grace {format_duration(grace)}",
         )
     return None
 
@@ -569,7 +565,7 @@ def hold_cooldown(c: Candidate, ctx: PlanContext) -> Hold | None:
         return None
     return Hold(
         "cooldown",
-        f"cooldown: last action on this miner {_fmt_s(ago)} ago (cooldown {_fmt_s(cooldown)})",
+        f"cooldown: last action on this miner {format_duration(ago)} ago (cooldown {format_duration(cooldown)})",
     )
 
 
@@ -743,7 +739,7 @@ class _Ladder:
         self.labels = labels
         self.fired_at = fired_at
         self.steps_sig = steps_sig
-        self.state = next_ladder_state(LadderState.IDLE, LadderEvent.FIRED)
+        self.state = TRANSITIONS.next(LadderState.IDLE, LadderEvent.FIRED)
         self.since = now
         self.step = 0
         self.action: PlannedAction | None = None
@@ -761,7 +757,7 @@ class _Ladder:
         self.why = ""  # why the ladder is escalating (the last step's failure, or success)
 
     def move(self, event: LadderEvent, now: float) -> None:
-        self.state = next_ladder_state(self.state, event)
+        self.state = TRANSITIONS.next(self.state, event)
         self.since = now
 
     @property
@@ -814,15 +810,15 @@ class _Ladder:
         ladder.step = int(data["step"])
         action = data.get("action")
         ladder.action = None if action is None else PlannedAction.from_dict(action)
-        ladder.planned_at = _opt_float(data.get("planned_at"))
-        ladder.started_at = _opt_float(data.get("started_at"))
-        ladder.finished_at = _opt_float(data.get("finished_at"))
-        ladder.deadline = _opt_float(data.get("deadline"))
-        ladder.elapsed_before = _opt_float(data.get("elapsed_before"))
+        ladder.planned_at = opt_float(data.get("planned_at"))
+        ladder.started_at = opt_float(data.get("started_at"))
+        ladder.finished_at = opt_float(data.get("finished_at"))
+        ladder.deadline = opt_float(data.get("deadline"))
+        ladder.elapsed_before = opt_float(data.get("elapsed_before"))
         pool_before = data.get("pool_before")
         ladder.pool_before = None if pool_before is None else int(pool_before)
         ladder.restart_seen = bool(data.get("restart_seen", False))
-        ladder.verified_at = _opt_float(data.get("verified_at"))
+        ladder.verified_at = opt_float(data.get("verified_at"))
         ladder.real_attempts = int(data.get("real_attempts", 0))
         ladder.failures = [str(f) for f in data.get("failures", [])]
         hold_kind = data.get("hold_kind")
@@ -915,7 +911,7 @@ class ActionPlanner:
             if sig == ladder.steps_sig:
                 continue
             ladder.steps_sig = sig
-            if LadderEvent.RULE_CHANGED in TRANSITIONS[ladder.state]:
+            if TRANSITIONS.allows(ladder.state, LadderEvent.RULE_CHANGED):
                 ladder.move(LadderEvent.RULE_CHANGED, ladder.since)
                 ladder.step = 0
                 ladder.failures.clear()
@@ -1167,7 +1163,7 @@ class ActionPlanner:
         else:
             on = f" on {alert.labels['device']}" if "device" in alert.labels else ""
             reason = (
-                f"{ladder.alertname}{on} firing for {_fmt_s(ctx.now - ladder.fired_at)}; "
+                f"{ladder.alertname}{on} firing for {format_duration(ctx.now - ladder.fired_at)}; "
                 f"step {ladder.step + 1}/{total}"
             )
         ladder.elapsed_before = snapshot.elapsed_s if snapshot is not None else None
@@ -1459,7 +1455,7 @@ class ActionPlanner:
                 ladder.why = f"{action.describe()} verified, the enable follows"
             return
         if now >= ladder.deadline:
-            window = _fmt_s(ladder.deadline - (ladder.finished_at or ladder.deadline))
+            window = format_duration(ladder.deadline - (ladder.finished_at or ladder.deadline))
             self._fail_step(
                 ladder, now, f"{action.describe()} not verified within {window}: {missing}"
             )
@@ -1732,12 +1728,6 @@ def _fired_at(alert: Alert) -> float:
     return alert.fired_at if alert.fired_at is not None else alert.active_since
 
 
-def _opt_float(value: Any) -> float | None:
-    return None if value is None else float(value)
-
-
-def _opt_str(value: Any) -> str | None:
-    return None if value is None else str(value)
 
 
 def _miner_labels(alert_labels: Mapping[str, str]) -> dict[str, str]:
@@ -1781,23 +1771,6 @@ def _verified_detail(do: str) -> str:
         "disable": "the device reports disabled",
         "enable": "the device reports enabled",
     }.get(do, "done")
-
-
-def _fmt_s(seconds: float) -> str:
-    """A duration the way the config writes them: 45s, 3m, 1h30m."""
-    if not math.isfinite(seconds):
-        return "?"
-    if seconds < 59.5:
-        return f"{max(0.0, seconds):.3g}s"
-    total = round(seconds)
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [
-        f"{hours}h" if hours else "",
-        f"{minutes}m" if minutes else "",
-        f"{secs}s" if secs else "",
-    ]
-    return "".join(parts)
 
 
 # --- the executor ---------------------------------------------------------------------
@@ -1916,7 +1889,7 @@ class ActionExecutor:
             await self._kill(proc)
             output = _output(tail)
             raise ActionError(
-                f"{action.argv[0]} timed out after {_fmt_s(action.timeout_s)}; killed its "
+                f"{action.argv[0]} timed out after {format_duration(action.timeout_s)}; killed its "
                 f"process group{': ' + output if output else ''}"
             ) from None
         except asyncio.CancelledError:

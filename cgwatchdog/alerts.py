@@ -56,11 +56,10 @@ from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
 from cgwatchdog.errors import ConfigError, ConfigProblem
+from cgwatchdog.jsonstate import check_version, opt_float, str_dict
+from cgwatchdog.statemachine import Transitions
 
 __all__ = [
-    "DEFAULT_GROUP_INTERVAL_S",
-    "DEFAULT_GROUP_WAIT_S",
-    "DEFAULT_REPEAT_INTERVAL_S",
     "FLEET_INCIDENT_LABEL",
     "FLEET_INCIDENT_MIN_MINERS",
     "RESOLVED_RETENTION_S",
@@ -80,7 +79,6 @@ __all__ = [
     "Transition",
     "fingerprint",
     "fleet_incidents",
-    "next_state",
 ]
 
 # Prometheus keeps a resolved alert this long so the resolve notice goes out even when
@@ -91,12 +89,6 @@ RESOLVED_RETENTION_S: Final = 15 * 60.0
 # on a 2-miner fleet one failing miner is 50% of it but is not "the pool is down".
 FLEET_INCIDENT_MIN_MINERS: Final = 3
 FLEET_INCIDENT_LABEL: Final = "fleet_incident"
-
-# Alertmanager's defaults for the root route (dispatch/route.go DefaultRouteOpts); for
-# config.py, which fills every route completely (children inherit from their parent).
-DEFAULT_GROUP_WAIT_S: Final = 30.0
-DEFAULT_GROUP_INTERVAL_S: Final = 5 * 60.0
-DEFAULT_REPEAT_INTERVAL_S: Final = 4 * 3600.0
 
 _T = TypeVar("_T")
 _STATE_VERSION: Final = 1
@@ -157,30 +149,25 @@ class AlertEvent(enum.Enum):
     RETIRED = "retired"  # its miner or rule left the configuration
 
 
-TRANSITIONS: Final[Mapping[AlertState, Mapping[AlertEvent, AlertState]]] = {
-    AlertState.INACTIVE: {AlertEvent.ACTIVATED: AlertState.PENDING},
-    AlertState.PENDING: {
-        AlertEvent.FOR_ELAPSED: AlertState.FIRING,
-        AlertEvent.CONDITION_FALSE: AlertState.INACTIVE,
-        AlertEvent.RETIRED: AlertState.INACTIVE,
+TRANSITIONS: Final = Transitions[AlertState, AlertEvent](
+    "alert",
+    {
+        AlertState.INACTIVE: {AlertEvent.ACTIVATED: AlertState.PENDING},
+        AlertState.PENDING: {
+            AlertEvent.FOR_ELAPSED: AlertState.FIRING,
+            AlertEvent.CONDITION_FALSE: AlertState.INACTIVE,
+            AlertEvent.RETIRED: AlertState.INACTIVE,
+        },
+        AlertState.FIRING: {
+            AlertEvent.KEEP_FIRING_ELAPSED: AlertState.RESOLVED,
+            AlertEvent.RETIRED: AlertState.RESOLVED,
+        },
+        AlertState.RESOLVED: {
+            AlertEvent.ACTIVATED: AlertState.PENDING,  # a new alert with the same labels
+            AlertEvent.RETENTION_ELAPSED: AlertState.INACTIVE,
+        },
     },
-    AlertState.FIRING: {
-        AlertEvent.KEEP_FIRING_ELAPSED: AlertState.RESOLVED,
-        AlertEvent.RETIRED: AlertState.RESOLVED,
-    },
-    AlertState.RESOLVED: {
-        AlertEvent.ACTIVATED: AlertState.PENDING,  # a new alert with the same labels
-        AlertEvent.RETENTION_ELAPSED: AlertState.INACTIVE,
-    },
-}
-
-
-def next_state(state: AlertState, event: AlertEvent) -> AlertState:
-    """The state ``event`` moves ``state`` to; ValueError if the table has no such move."""
-    try:
-        return TRANSITIONS[state][event]
-    except KeyError:
-        raise ValueError(f"no transition from {state.value} on {event.value}") from None
+)
 
 
 # --- alerts --------------------------------------------------------------------------
@@ -252,16 +239,16 @@ class Alert:
     def from_dict(cls, data: Mapping[str, Any]) -> Alert:
         """Inverse of ``to_dict``; ValueError on a malformed record."""
         try:
-            labels = _str_dict(data["labels"])
+            labels = str_dict(data["labels"])
             alert = cls(
                 fingerprint=str(data.get("fingerprint") or fingerprint(labels)),
                 labels=labels,
-                annotations=_str_dict(data.get("annotations", {})),
+                annotations=str_dict(data.get("annotations", {})),
                 value=str(data.get("value", "")),
                 state=AlertState(data["state"]),
                 active_since=float(data["active_since"]),
-                fired_at=_opt_float(data.get("fired_at")),
-                resolved_at=_opt_float(data.get("resolved_at")),
+                fired_at=opt_float(data.get("fired_at")),
+                resolved_at=opt_float(data.get("resolved_at")),
                 last_seen=float(data["last_seen"]),
                 for_s=float(data.get("for_s", 0.0)),
                 keep_firing_for_s=float(data.get("keep_firing_for_s", 0.0)),
@@ -334,7 +321,7 @@ class AlertEngine:
             alert = alerts.get(fp)
             if alert is None or alert.state is AlertState.RESOLVED:
                 old = AlertState.INACTIVE if alert is None else alert.state
-                alert = _activate(fp, signal, next_state(old, AlertEvent.ACTIVATED), now)
+                alert = _activate(fp, signal, TRANSITIONS.next(old, AlertEvent.ACTIVATED), now)
                 alerts[fp] = alert
             else:
                 old = alert.state
@@ -344,7 +331,7 @@ class AlertEngine:
                 and now - alert.active_since >= alert.for_s
                 and signal.labels.get("miner", "") not in held
             ):
-                alert.state = next_state(alert.state, AlertEvent.FOR_ELAPSED)
+                alert.state = TRANSITIONS.next(alert.state, AlertEvent.FOR_ELAPSED)
                 alert.fired_at = now
             if alert.state is not old:
                 transitions.append(Transition(fp, old, alert.state, alert.copy()))
@@ -357,7 +344,7 @@ class AlertEngine:
             if state is AlertState.RESOLVED:
                 resolved_at = alert.last_seen if alert.resolved_at is None else alert.resolved_at
                 if now - resolved_at > RESOLVED_RETENTION_S:
-                    new = next_state(state, AlertEvent.RETENTION_ELAPSED)
+                    new = TRANSITIONS.next(state, AlertEvent.RETENTION_ELAPSED)
                     transitions.append(_dropped(alert, new))
                     dropped.append(fp)
                 continue
@@ -365,11 +352,11 @@ class AlertEngine:
             if (alert.labels.get("alertname", ""), miner) not in evaluated:
                 continue
             if state is AlertState.PENDING:
-                new = next_state(state, AlertEvent.CONDITION_FALSE)
+                new = TRANSITIONS.next(state, AlertEvent.CONDITION_FALSE)
                 transitions.append(_dropped(alert, new))
                 dropped.append(fp)
             elif miner not in held and now - alert.last_seen >= alert.keep_firing_for_s:
-                alert.state = next_state(state, AlertEvent.KEEP_FIRING_ELAPSED)
+                alert.state = TRANSITIONS.next(state, AlertEvent.KEEP_FIRING_ELAPSED)
                 alert.resolved_at = now
                 transitions.append(Transition(fp, state, alert.state, alert.copy()))
         for fp in dropped:
@@ -388,7 +375,7 @@ class AlertEngine:
             if alert.state is AlertState.RESOLVED or not predicate(alert):
                 continue
             old = alert.state
-            new = next_state(old, AlertEvent.RETIRED)
+            new = TRANSITIONS.next(old, AlertEvent.RETIRED)
             if new is AlertState.INACTIVE:
                 dropped.append(fp)
                 transitions.append(_dropped(alert, new))
@@ -422,7 +409,7 @@ class AlertEngine:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AlertEngine:
         """Restore ``to_dict``'s output; ValueError if it is malformed."""
-        _check_version(data)
+        check_version(data, _STATE_VERSION)
         engine = cls()
         records = data.get("alerts", [])
         if not isinstance(records, list):
@@ -679,12 +666,12 @@ class AlertView:
         try:
             return cls(
                 fingerprint=str(data["fingerprint"]),
-                labels=_str_dict(data["labels"]),
-                annotations=_str_dict(data.get("annotations", {})),
+                labels=str_dict(data["labels"]),
+                annotations=str_dict(data.get("annotations", {})),
                 value=str(data.get("value", "")),
                 status=str(data["status"]),
                 starts_at=float(data["starts_at"]),
-                ends_at=_opt_float(data.get("ends_at")),
+                ends_at=opt_float(data.get("ends_at")),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"malformed alert view: {exc!r}") from None
@@ -744,7 +731,7 @@ class Notification:
             return cls(
                 receiver=str(data["receiver"]),
                 group_key=str(data["group_key"]),
-                group_labels=_str_dict(data["group_labels"]),
+                group_labels=str_dict(data["group_labels"]),
                 status=str(data["status"]),
                 alerts=tuple(AlertView.from_dict(a) for a in data["alerts"]),
             )
@@ -1048,7 +1035,7 @@ class Dispatcher:
         ValueError if the data is malformed; state of routes no longer in the tree is
         dropped, as in ``set_route``.
         """
-        _check_version(data)
+        check_version(data, _STATE_VERSION)
         dispatcher = cls(route, send_resolved=send_resolved)
         keyed = _route_index(route)
         try:
@@ -1061,10 +1048,10 @@ class Dispatcher:
                 for g in record["groups"]:
                     group = _Group(
                         key=str(g["key"]),
-                        labels=_str_dict(g["labels"]),
+                        labels=str_dict(g["labels"]),
                         next_flush_at=float(g["next_flush_at"]),
                         has_flushed=bool(g["has_flushed"]),
-                        last_notified_at=_opt_float(g.get("last_notified_at")),
+                        last_notified_at=opt_float(g.get("last_notified_at")),
                         notified_firing={str(fp) for fp in g["notified_firing"]},
                     )
                     for member in g["members"]:
@@ -1133,16 +1120,4 @@ def _as_set(items: Collection[_T]) -> Collection[_T]:
     return items if isinstance(items, set | frozenset) else set(items)
 
 
-def _str_dict(value: Any) -> dict[str, str]:
-    if not isinstance(value, Mapping):
-        raise TypeError(f"expected a mapping, got {type(value).__name__}")
-    return {str(k): str(v) for k, v in value.items()}
 
-
-def _opt_float(value: Any) -> float | None:
-    return None if value is None else float(value)
-
-
-def _check_version(data: Mapping[str, Any]) -> None:
-    if not isinstance(data, Mapping) or data.get("version") != _STATE_VERSION:
-        raise ValueError(f"unsupported state document (expected version {_STATE_VERSION})")

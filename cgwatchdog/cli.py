@@ -13,21 +13,25 @@ import json
 import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 from cgwatchdog import __version__
 from cgwatchdog.client import DEFAULT_TIMEOUT_S, CgminerAPI
-from cgwatchdog.errors import CgwatchdogError, ConfigError, ProtocolError
+from cgwatchdog.errors import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    CgwatchdogError,
+    ConfigError,
+    ProtocolError,
+)
 from cgwatchdog.protocol import DEFAULT_PORT, encode_request
+from cgwatchdog.units import iso_seconds
 
 if TYPE_CHECKING:
     from cgwatchdog.overrides import Overrides
     from cgwatchdog.watchdog import CycleReport, Watchdog
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
 
 
 class UsageError(Exception):
@@ -108,10 +112,6 @@ def cmd_check(args: argparse.Namespace) -> int:
 # -- poll -------------------------------------------------------------------------------
 
 
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def poll_document(watchdog: Watchdog, report: CycleReport) -> dict[str, Any]:
     """The ``poll --json`` object (DESIGN §3): keys may be added, never renamed."""
     by_miner: dict[str, list[dict[str, Any]]] = {}
@@ -125,7 +125,7 @@ def poll_document(watchdog: Watchdog, report: CycleReport) -> dict[str, Any]:
                 "state": alert.state.name.lower(),
                 "labels": labels,
                 "value": alert.value,
-                "since": _iso(alert.active_since),
+                "since": iso_seconds(alert.active_since),
             }
         )
     configured = {miner.name: miner for miner in watchdog.config.miners}
@@ -137,7 +137,7 @@ def poll_document(watchdog: Watchdog, report: CycleReport) -> dict[str, Any]:
         entry["alerts"] = by_miner.get(result.name, [])
         miners.append(entry)
     return {
-        "time": _iso(report.finished_at),
+        "time": iso_seconds(report.finished_at),
         "shard": str(watchdog.config.cluster.shard),
         "replica": watchdog.config.cluster.replica,
         "duration_s": round(report.duration_s, 3),
@@ -147,7 +147,7 @@ def poll_document(watchdog: Watchdog, report: CycleReport) -> dict[str, Any]:
 
 
 def _human_rate(value: Any) -> str:
-    from cgwatchdog.rules import format_hashrate
+    from cgwatchdog.units import format_hashrate
 
     return format_hashrate(float(value)) if isinstance(value, int | float) else "-"
 

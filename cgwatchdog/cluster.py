@@ -37,14 +37,12 @@ interval (NTP).
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Final
 
 from cgwatchdog.config import Shard, parse_shard
 from cgwatchdog.errors import NotifyError
-from cgwatchdog.notify.formats import rfc3339
+from cgwatchdog.units import parse_rfc3339, rfc3339
 
 __all__ = [
     "HEARTBEAT_ALERTNAME",
@@ -55,7 +53,6 @@ __all__ = [
     "heartbeat_alerts",
     "heartbeat_matchers",
     "leadership",
-    "parse_rfc3339",
 ]
 
 HEARTBEAT_ALERTNAME: Final = "CgwatchdogHeartbeat"
@@ -65,11 +62,6 @@ WATCHDOG_ALERTNAME: Final = "Watchdog"
 SERVICE_LABEL: Final = ("service", "cgwatchdog")
 # ``cluster.name``: the fleet (a site) the shards split, when fleets share Alertmanager.
 FLEET_LABEL: Final = "cluster"
-
-_RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})"
-)
-
 
 class Role(enum.Enum):
     """What a replica does this cycle."""
@@ -161,28 +153,6 @@ def heartbeat_alerts(
         heartbeat["generatorURL"] = generator_url
         watchdog["generatorURL"] = generator_url
     return [heartbeat, watchdog]
-
-
-def parse_rfc3339(text: object) -> float | None:
-    """Epoch seconds of an RFC 3339 time (``2026-11-25T21:00:00.123456789Z``, any number
-    of fractional digits, ``Z`` or ``±hh:mm``); None if ``text`` is not one."""
-    if not isinstance(text, str):
-        return None
-    found = _RFC3339.fullmatch(text.strip())
-    if found is None:
-        return None
-    year, month, day, hour, minute, second = (int(found[i]) for i in range(1, 7))
-    zone = found[8]
-    try:
-        if zone in ("Z", "z"):
-            tz = UTC
-        else:
-            sign = -1 if zone[0] == "-" else 1
-            tz = timezone(sign * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6])))
-        whole = datetime(year, month, day, hour, minute, second, tzinfo=tz).timestamp()
-    except (ValueError, OverflowError):
-        return None
-    return whole + (float("0." + found[7]) if found[7] else 0.0)
 
 
 def _live_replica(alert: object, shard: Shard, fleet: str | None, now: float) -> str | None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import difflib
 import glob
 import ipaddress
-import math
 import os
 import re
 import stat
@@ -59,6 +58,8 @@ from pydantic import (
 )
 
 from cgwatchdog.errors import ConfigError, ConfigProblem
+from cgwatchdog.protocol import DEFAULT_PORT
+from cgwatchdog.units import parse_duration, parse_hashrate, parse_ratio, value_kind
 
 __all__ = [
     "DEFAULT_PORT",
@@ -101,7 +102,6 @@ __all__ = [
     "redact",
 ]
 
-DEFAULT_PORT = 4028
 # A /16 is the largest block a farm plausibly lists in one line; a typo such as /8
 # would otherwise quietly create millions of miners.
 MAX_HOSTS_PER_RANGE = 65_536
@@ -118,109 +118,6 @@ Loc = tuple[str | int, ...]
 
 
 # --------------------------------------------------------------------------- units
-
-_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
-_DURATION_PART = re.compile(rf"\s*({_NUMBER})\s*(ms|s|m|h|d|w)")
-_DURATION_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-_HASHRATE = re.compile(rf"({_NUMBER}(?:e[+-]?\d+)?)\s*(?:([kmgtpe]?)h(?:/s|ps)?)?", re.IGNORECASE)
-_HASHRATE_PREFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12, "p": 1e15, "e": 1e18}
-
-
-def _kind(value: object) -> str:
-    """What a YAML value is, in words, without showing it (it may be a secret)."""
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, bool):
-        return "true/false"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "text"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, date):
-        return "a date"
-    return type(value).__name__
-
-
-def _finite(number: float, value: object, what: str) -> float:
-    if not math.isfinite(number) or number < 0:
-        raise ValueError(f"{value!r} is not {what}: it must be a finite number, not negative")
-    return number
-
-
-def _whole_number(value: int | float, what: str) -> float:
-    """A YAML number as a float; an integer past float's range (10**400) is a ValueError."""
-    try:
-        return _finite(float(value), value, what)
-    except OverflowError:
-        raise ValueError(f"that number is too large for {what}") from None
-
-
-def parse_duration(value: str | float) -> float:
-    """``"500ms"``, ``"30s"``, ``"5m"``, ``"4h"``, ``"1d"``, ``"1h30m"`` or a number of
-    seconds -> float seconds. Raises ValueError with a message for the operator."""
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise ValueError(f"expected a duration such as 30s or 5m, found {_kind(value)}")
-    if not isinstance(value, str):
-        return _whole_number(value, "a duration")
-    text = value.strip()
-    try:
-        return _finite(float(text), value, "a duration")
-    except ValueError:
-        pass
-    seconds, pos = 0.0, 0
-    while pos < len(text):
-        part = _DURATION_PART.match(text, pos)
-        if part is None:
-            break
-        seconds += float(part[1]) * _DURATION_UNIT_S[part[2]]
-        pos = part.end()
-    if not text or pos < len(text):
-        raise ValueError(f"{value!r} is not a duration; write e.g. 500ms, 30s, 5m, 4h, 1d or 1h30m")
-    return _finite(seconds, value, "a duration")  # 400 digits and a unit overflow to inf
-
-
-def parse_hashrate(value: str | float) -> float:
-    """``"13.5 TH/s"``, ``"90TH"``, ``"500 GH/s"``, ``"3.2 MH/s"`` or a number of H/s
-    -> float H/s. Raises ValueError with a message for the operator."""
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise ValueError(f"expected a hashrate such as 13.5 TH/s, found {_kind(value)}")
-    if not isinstance(value, str):
-        return _whole_number(value, "a hashrate")
-    found = _HASHRATE.fullmatch(value.strip())
-    if found is None:
-        raise ValueError(
-            f"{value!r} is not a hashrate; write e.g. 13.5 TH/s, 500 GH/s, 90TH "
-            "or a plain number of H/s"
-        )
-    prefix = (found[2] or "").lower()
-    return _finite(float(found[1]) * _HASHRATE_PREFIX[prefix], value, "a hashrate")
-
-
-def parse_ratio(value: str | float) -> float:
-    """``"80%"`` -> 0.8; a plain number is taken as a fraction (0.8). Must lie in 0..1."""
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise ValueError(f"expected a percentage such as 80%, found {_kind(value)}")
-    text = value.strip() if isinstance(value, str) else ""
-    try:
-        if text.endswith("%"):
-            ratio = float(text[:-1]) / 100.0
-        else:
-            ratio = float(text if isinstance(value, str) else value)
-    except (ValueError, OverflowError):  # OverflowError: an integer such as 10**400
-        raise ValueError(
-            f"{value!r} is not a ratio; write a percentage such as 80% or a fraction such as 0.8"
-        ) from None
-    if not math.isfinite(ratio) or ratio < 0:
-        raise ValueError(f"{value!r} is not a ratio between 0% and 100%")
-    if ratio > 1:
-        hint = "" if text.endswith("%") else f"; write {value}% if you mean a percentage"
-        raise ValueError(f"{value!r} is more than 100%{hint}")
-    return ratio
-
 
 @dataclass(frozen=True, slots=True)
 class Shard:
@@ -1046,6 +943,8 @@ def _check_group_by(value: str) -> str:
 
 GroupBy = tuple[Annotated[str, AfterValidator(_check_group_by)], ...]
 
+# Alertmanager's defaults for the root route (dispatch/route.go DefaultRouteOpts); every
+# route is filled in completely here (children inherit from their parent).
 DEFAULT_GROUP_WAIT_S = 30.0
 DEFAULT_GROUP_INTERVAL_S = 300.0
 DEFAULT_REPEAT_INTERVAL_S = 4 * 3600.0
@@ -1768,7 +1667,7 @@ class _Loader:
             else:
                 line, path, value = doc.locate(err_loc)
                 if kind in _TYPE_MESSAGES:
-                    message = f"{_TYPE_MESSAGES[kind]}, found {_kind(value)}"
+                    message = f"{_TYPE_MESSAGES[kind]}, found {value_kind(value)}"
                 elif kind == "value_error":
                     message = str(ctx.get("error", error["msg"]))
                 elif kind in _CONSTRAINT_MESSAGES and _has_fields(_CONSTRAINT_MESSAGES[kind], ctx):
@@ -1883,7 +1782,7 @@ class _Loader:
         if value is None:
             return []
         if not isinstance(value, list):
-            self.problem_at(doc, (key,), f"expected a list ('- ' items), found {_kind(value)}")
+            self.problem_at(doc, (key,), f"expected a list ('- ' items), found {value_kind(value)}")
             return []
         out = []
         for index, item in enumerate(value):

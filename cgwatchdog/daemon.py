@@ -65,7 +65,15 @@ from cgwatchdog import __version__
 from cgwatchdog.alerts import AlertState, Notification, Transition
 from cgwatchdog.cluster import Role, heartbeat_alerts, heartbeat_matchers, leadership
 from cgwatchdog.config import Config, HttpConfig, load_config, redact
-from cgwatchdog.errors import ConfigError, ConfigProblem, NotifyError, StoreError
+from cgwatchdog.errors import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    ConfigError,
+    ConfigProblem,
+    NotifyError,
+    StoreError,
+)
 from cgwatchdog.heartbeat import HeartbeatPinger
 from cgwatchdog.httpapi import DaemonStatus, HttpApi, Metrics
 from cgwatchdog.logs import FIELD_ALERTNAME, FIELD_MINER, RedactingFilter, setup_logging
@@ -90,9 +98,6 @@ __all__ = [
 
 log = logging.getLogger("cgwatchdog.daemon")
 
-EXIT_OK: Final = 0
-EXIT_FAILURE: Final = 1
-EXIT_USAGE: Final = 2
 
 STATE_FILE: Final = "cgwatchdog.sqlite"
 # After each cycle deliver_due waits this long for the receivers' workers; a slower

@@ -23,10 +23,10 @@ from typing import Any, TextIO
 from cgwatchdog.alerts import AlertState
 from cgwatchdog.config import default_rules_path, load_config
 from cgwatchdog.notify import Outbox, build_integration
-from cgwatchdog.rules import format_duration, format_hashrate
 from cgwatchdog.simulator import Fleet, ScaledClock, Scenario, make_scenario, serve
 from cgwatchdog.snapshot import Snapshot
 from cgwatchdog.store import Store
+from cgwatchdog.units import format_duration, format_hashrate
 from cgwatchdog.watchdog import CycleReport, Watchdog
 
 __all__ = ["SPEED", "DemoSummary", "run_demo"]

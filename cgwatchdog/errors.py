@@ -37,6 +37,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 __all__ = [
+    "EXIT_FAILURE",
+    "EXIT_OK",
+    "EXIT_USAGE",
     "AccessDenied",
     "ActionError",
     "CgwatchdogError",
@@ -57,6 +60,13 @@ __all__ = [
     "ReplyTooLarge",
     "StoreError",
 ]
+
+EXIT_OK = 0
+"""Exit status: done, all well."""
+EXIT_FAILURE = 1
+"""Exit status: a runtime failure (a miner refused, the port is taken, ...)."""
+EXIT_USAGE = 2
+"""Exit status: a usage or configuration error; nothing was started."""
 
 ACCESS_DENIED_CODE = 45
 INVALID_COMMAND_CODE = 14

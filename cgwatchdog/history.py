@@ -41,6 +41,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Collection, Iterator, Mapping
 from typing import Any, Final, Literal, NamedTuple
 
+from cgwatchdog.jsonstate import opt_float
 from cgwatchdog.snapshot import Snapshot
 
 __all__ = [
@@ -469,20 +470,20 @@ class MinerHistory:
             history._t, history._el, history._hs, history._hw, history._work = loaded
             if any(b < a for a, b in zip(history._t, history._t[1:], strict=False)):
                 raise ValueError("sample times go backwards")
-            history._last_at = _opt_float(data.get("last_at"))
+            history._last_at = opt_float(data.get("last_at"))
             history._last_elapsed = _nan_float(data.get("last_elapsed"))
             history._last_elapsed_at = _nan_float(data.get("last_elapsed_at"))
             history._last_hw = _nan_float(data.get("last_hw"))
             history._last_work = _nan_float(data.get("last_work"))
-            history._last_restart_at = _opt_float(data.get("last_restart_at"))
-            history._unreachable_since = _opt_float(data.get("unreachable_since"))
+            history._last_restart_at = opt_float(data.get("last_restart_at"))
+            history._unreachable_since = opt_float(data.get("unreachable_since"))
             source = data.get("work_source")
             if source not in (None, "diff1", "difficulty_accepted"):
                 raise ValueError(f"unknown work_source {source!r}")
             history._work_source = source
             pool_id = data.get("active_pool_id")
             history._active_pool_id = None if pool_id is None else int(pool_id)
-            history._active_pool_since = _opt_float(data.get("active_pool_since"))
+            history._active_pool_since = opt_float(data.get("active_pool_since"))
             frozen = data.get("frozen") or {}
             for key, value in frozen.items():
                 history.freeze_baseline(str(key), float(value))
@@ -497,9 +498,6 @@ class MinerHistory:
 def _json_float(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
-
-def _opt_float(value: Any) -> float | None:
-    return None if value is None else float(value)
 
 
 def _nan_float(value: Any) -> float:

@@ -28,7 +28,6 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any, Final
 
@@ -41,6 +40,7 @@ from cgwatchdog import __version__
 from cgwatchdog.alerts import Alert, AlertState
 from cgwatchdog.notify.outbox import ReceiverCounters
 from cgwatchdog.snapshot import PollResult, Snapshot
+from cgwatchdog.units import iso_seconds
 
 __all__ = [
     "HEAD_TIMEOUT_S",
@@ -84,10 +84,8 @@ _JSON: Final = "application/json"
 _TEXT: Final = "text/plain; charset=utf-8"
 
 
-def _iso(epoch: float | None) -> str | None:
-    if epoch is None:
-        return None
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _iso_or_none(epoch: float | None) -> str | None:
+    return None if epoch is None else iso_seconds(epoch)
 
 
 # -- the daemon's state, as the endpoint shows it -----------------------------------------
@@ -127,7 +125,7 @@ class DaemonStatus:
         """Keep the newest action events (``actions.ActionEvent``) for the endpoint."""
         for event in events:
             self.recent_actions.append(
-                {"at": _iso(event.at), "miner": event.miner, "alertname": event.alertname,
+                {"at": _iso_or_none(event.at), "miner": event.miner, "alertname": event.alertname,
                  "action": event.action, "outcome": event.kind.value, "detail": event.detail}
             )  # fmt: skip
 
@@ -459,8 +457,8 @@ def _alert_entry(alert: Alert) -> dict[str, Any]:
         "labels": dict(alert.labels),
         "annotations": dict(alert.annotations),
         "value": alert.value,
-        "since": _iso(since),
-        "active_since": _iso(alert.active_since),
+        "since": _iso_or_none(since),
+        "active_since": _iso_or_none(alert.active_since),
         "fingerprint": alert.fingerprint,
     }
 
@@ -483,13 +481,13 @@ def alerts_document(status: DaemonStatus, alerts: Iterable[Alert], now: float) -
     age = None if status.last_cycle_at is None else round(max(0.0, now - status.last_cycle_at), 3)
     duration = status.last_cycle_duration_s
     return {
-        "time": _iso(now),
+        "time": _iso_or_none(now),
         "version": __version__,
         "health": "ok" if health.ok else "unhealthy",
         "reason": health.reason,
         "warnings": list(health.warnings),
         "last_cycle": {
-            "finished_at": _iso(status.last_cycle_at),
+            "finished_at": _iso_or_none(status.last_cycle_at),
             "age_s": age,
             "duration_s": None if duration is None else round(duration, 3),
         },

@@ -43,7 +43,6 @@ released when the hashrate is back above ``below`` of it.
 from __future__ import annotations
 
 import difflib
-import math
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -65,6 +64,7 @@ from cgwatchdog.config import (
 from cgwatchdog.history import FleetHistory, MinerHistory
 from cgwatchdog.sandbox import ImmutableBoundedSandbox
 from cgwatchdog.snapshot import FIELD_PATHS, PollResult, Snapshot
+from cgwatchdog.units import format_duration, format_hashrate, format_percent
 
 __all__ = [
     "EVALUATORS",
@@ -81,9 +81,6 @@ __all__ = [
     "eval_pool_stale",
     "eval_threshold",
     "eval_unreachable",
-    "format_duration",
-    "format_hashrate",
-    "format_percent",
 ]
 
 # A median of three tolerates one bad reading; a quarter of the window (15 minutes of a
@@ -102,70 +99,6 @@ R = TypeVar("R")
 
 
 # --------------------------------------------------------------------------- formatting
-
-_HASHRATE_UNITS: Final = (
-    ("H/s", 1.0),
-    ("kH/s", 1e3),
-    ("MH/s", 1e6),
-    ("GH/s", 1e9),
-    ("TH/s", 1e12),
-    ("PH/s", 1e15),
-    ("EH/s", 1e18),
-)
-
-
-def format_hashrate(hs: float) -> str:
-    """``1.35e13`` -> ``"13.5 TH/s"``; three significant figures, H/s to EH/s."""
-    if not math.isfinite(hs):
-        return "unknown"
-    size = abs(hs)
-    index = 0
-    while index + 1 < len(_HASHRATE_UNITS) and size >= _HASHRATE_UNITS[index + 1][1]:
-        index += 1
-    while True:
-        unit, scale = _HASHRATE_UNITS[index]
-        scaled = hs / scale
-        digits = 1 if abs(scaled) < 100 else 0
-        if round(abs(scaled), digits) >= 1000 and index + 1 < len(_HASHRATE_UNITS):
-            index += 1  # 999.96 GH/s reads 1.0 TH/s, not 1000 GH/s
-            continue
-        if scaled == 0:
-            return f"0 {unit}"
-        return f"{scaled:.{digits}f} {unit}"
-
-
-def format_duration(seconds: float) -> str:
-    """``840`` -> ``"14m"``, ``270`` -> ``"4m30s"``, ``7500`` -> ``"2h05m"``."""
-    if not math.isfinite(seconds):
-        return "unknown"
-    s = max(0, int(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 600:
-        minutes, rest = divmod(s, 60)
-        return f"{minutes}m{rest:02d}s" if rest else f"{minutes}m"
-    if s < 3600:
-        return f"{s // 60}m"
-    if s < 86400:
-        hours, rest = divmod(s // 60, 60)
-        return f"{hours}h{rest:02d}m" if rest else f"{hours}h"
-    days, rest = divmod(s // 3600, 24)
-    return f"{days}d{rest}h" if rest else f"{days}d"
-
-
-def format_percent(ratio: float) -> str:
-    """``0.032`` -> ``"3.2%"``; small ratios keep two significant digits (``0.018%``)."""
-    if not math.isfinite(ratio):
-        return "unknown"
-    percent = ratio * 100
-    if percent == 0:
-        return "0%"
-    if abs(percent) >= 10:
-        return f"{percent:.0f}%"
-    if abs(percent) >= 1:
-        return f"{percent:.1f}%"
-    return f"{percent:.2g}%"
-
 
 def _format_number(value: float) -> str:
     return f"{value:.1f}" if abs(value) < 1e6 else f"{value:.4g}"

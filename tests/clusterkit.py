@@ -29,8 +29,9 @@ import requests
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from cgwatchdog.cluster import HEARTBEAT_ALERTNAME, parse_rfc3339
+from cgwatchdog.cluster import HEARTBEAT_ALERTNAME
 from cgwatchdog.simulator import Fleet, SimulatedMiner, make_scenario
+from cgwatchdog.units import parse_rfc3339
 from tests.conftest import until
 from tests.test_daemon import REPO, free_port
 from tests.test_notify_alertmanager import ALERTMANAGER

@@ -33,7 +33,6 @@ from cgwatchdog.alerts import (
     Transition,
     fingerprint,
     fleet_incidents,
-    next_state,
 )
 from cgwatchdog.errors import ConfigError
 
@@ -100,10 +99,10 @@ def test_fingerprint_matches_prometheus_label_set_fingerprint() -> None:
 
 def test_transition_table_never_goes_pending_to_resolved() -> None:
     assert AlertState.RESOLVED not in TRANSITIONS[PENDING].values()
-    assert next_state(INACTIVE, AlertEvent.ACTIVATED) is PENDING
-    assert next_state(RESOLVED, AlertEvent.ACTIVATED) is PENDING
-    with pytest.raises(ValueError, match="no transition from pending"):
-        next_state(PENDING, AlertEvent.KEEP_FIRING_ELAPSED)
+    assert TRANSITIONS.next(INACTIVE, AlertEvent.ACTIVATED) is PENDING
+    assert TRANSITIONS.next(RESOLVED, AlertEvent.ACTIVATED) is PENDING
+    with pytest.raises(ValueError, match="no alert transition from pending"):
+        TRANSITIONS.next(PENDING, AlertEvent.KEEP_FIRING_ELAPSED)
 
 
 # --- the lifecycle -------------------------------------------------------------------

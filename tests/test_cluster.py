@@ -25,10 +25,10 @@ from cgwatchdog.cluster import (
     heartbeat_alerts,
     heartbeat_matchers,
     leadership,
-    parse_rfc3339,
 )
 from cgwatchdog.config import Shard
 from cgwatchdog.errors import NotifyError
+from cgwatchdog.units import parse_rfc3339
 from tests.test_notify_alertmanager import eventually, free_port, integration, running_alertmanager
 
 NOW = 1_790_000_000.0

@@ -31,8 +31,8 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from cgwatchdog.daemon import STATE_FILE
-from cgwatchdog.notify.formats import rfc3339
 from cgwatchdog.simulator import Fleet, serve
+from cgwatchdog.units import rfc3339
 from tests.test_daemon import Harness, Mailbox, NotifySocket, free_port
 
 ROUNDS = 8

@@ -24,11 +24,9 @@ from cgwatchdog.rules import (
     RuleEngine,
     compile_rule,
     eval_hashrate_drop,
-    format_duration,
-    format_hashrate,
-    format_percent,
 )
 from cgwatchdog.snapshot import PollResult, Snapshot, Unreachable, build_snapshot
+from cgwatchdog.units import format_duration, format_hashrate, format_percent
 
 FIXTURE_DIR = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "peer-replies"
 FIXTURES = sorted(FIXTURE_DIR.glob("*.json")) if FIXTURE_DIR.is_dir() else []

@@ -39,7 +39,7 @@ from cgwatchdog.notify.base import (
     request_failure,
     target_of,
 )
-from cgwatchdog.notify.formats import rfc3339
+from cgwatchdog.units import rfc3339
 
 __all__ = [
     "BATCH_SIZE",

@@ -13,12 +13,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Final
 
 from jinja2 import Template
 
 from cgwatchdog.alerts import AlertView, Notification
+from cgwatchdog.units import short_time
 
 __all__ = [
     "ELLIPSIS",
@@ -34,13 +34,11 @@ __all__ = [
     "json_body",
     "more_note",
     "ordered",
-    "rfc3339",
     "severity",
     "title",
     "truncate",
     "utf8_len",
     "utf16_len",
-    "when",
 ]
 
 ELLIPSIS: Final = "…"
@@ -163,16 +161,6 @@ def fit(
 # --- what the messages say ---------------------------------------------------------------
 
 
-def rfc3339(ts: float) -> str:
-    """Epoch seconds as RFC 3339 in UTC (``2026-11-25T21:00:00Z``), as Alertmanager sends."""
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
-
-
-def when(ts: float) -> str:
-    """Epoch seconds as a short UTC time for people (``2026-11-25 21:00 UTC``)."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
 def ordered(notification: Notification) -> tuple[AlertView, ...]:
     """Firing alerts first, then resolved: what to keep when a message must be cut."""
     return notification.firing + notification.resolved
@@ -260,8 +248,8 @@ def alert_text(alert: AlertView) -> AlertText:
     summary = truncate(" ".join(summary.split()), SUMMARY_MAX)
     firing = alert.status == "firing"
     if firing or alert.ends_at is None:
-        since = f"since {when(alert.starts_at)}"
+        since = f"since {short_time(alert.starts_at)}"
     else:
-        since = f"resolved {when(alert.ends_at)}"
+        since = f"resolved {short_time(alert.ends_at)}"
     alertname = truncate(labels.get("alertname", ""), NAME_MAX)
     return AlertText(firing, alertname, truncate(where, NAME_MAX), summary, since)

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any, Final
 
 from cgwatchdog.alerts import Notification
-from cgwatchdog.notify.formats import FormatContext, HttpBody, json_body, rfc3339
+from cgwatchdog.notify.formats import FormatContext, HttpBody, json_body
+from cgwatchdog.units import rfc3339
 
 __all__ = ["WEBHOOK_VERSION", "ZERO_TIME", "payload", "render"]
 
