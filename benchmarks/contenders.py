@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from benchmarks.pycgminer_port import PyCgminerAPI
-from cgwatchdog.config import MinerConfig, load_rule_file
+from cgwatchdog.config import MinerConfig
+from cgwatchdog.config.loader import load_rule_file
 from cgwatchdog.poller import Poller
 from cgwatchdog.rules import RuleEngine
 from cgwatchdog.snapshot import PollResult, Snapshot, build_snapshot

@@ -336,7 +336,7 @@ def latency_child_main(args: argparse.Namespace) -> None:
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from cgwatchdog.config import load_config
+    from cgwatchdog.config.loader import load_config
     from cgwatchdog.notify import Outbox, build_integration
     from cgwatchdog.store import Store
     from cgwatchdog.watchdog import Watchdog

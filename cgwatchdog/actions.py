@@ -94,7 +94,7 @@ from jinja2 import StrictUndefined
 
 from cgwatchdog.alerts import Alert, AlertState, Evaluation, Signal
 from cgwatchdog.client import AsyncCgminerAPI
-from cgwatchdog.config import ActionsConfig, MinerConfig, RuleAction, RuleConfig
+from cgwatchdog.config import ActionsConfig, MinerConfig, RuleAction, RuleBase
 from cgwatchdog.errors import (
     AccessDenied,
     ActionError,
@@ -844,7 +844,7 @@ def _steps_sig(steps: Sequence[RuleAction]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _steps_by_rule(rules: Sequence[RuleConfig]) -> dict[str, tuple[RuleAction, ...]]:
+def _steps_by_rule(rules: Sequence[RuleBase]) -> dict[str, tuple[RuleAction, ...]]:
     return {rule.name: tuple(rule.actions) for rule in rules if rule.actions}
 
 
@@ -870,7 +870,7 @@ class ActionPlanner:
         "_steps",
     )
 
-    def __init__(self, settings: ActionsConfig, rules: Sequence[RuleConfig]) -> None:
+    def __init__(self, settings: ActionsConfig, rules: Sequence[RuleBase]) -> None:
         self._settings = settings
         self._steps = _steps_by_rule(rules)
         self._sigs = {name: _steps_sig(steps) for name, steps in self._steps.items()}
@@ -891,7 +891,7 @@ class ActionPlanner:
         """The safeguards in force."""
         return self._settings
 
-    def configure(self, settings: ActionsConfig, rules: Sequence[RuleConfig]) -> None:
+    def configure(self, settings: ActionsConfig, rules: Sequence[RuleBase]) -> None:
         """Apply a reloaded configuration; ladders, history and restarts are kept.
 
         Read-only marks are forgotten (the operator may have fixed ``--api-allow``; the
@@ -1680,7 +1680,7 @@ class ActionPlanner:
 
     @classmethod
     def from_dict(
-        cls, data: Mapping[str, Any], settings: ActionsConfig, rules: Sequence[RuleConfig]
+        cls, data: Mapping[str, Any], settings: ActionsConfig, rules: Sequence[RuleBase]
     ) -> ActionPlanner:
         """Restore :meth:`to_dict`'s output under (possibly reloaded) settings and rules.
 

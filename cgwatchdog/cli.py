@@ -90,7 +90,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate the config and its rule files; list every problem as file:line."""
-    from cgwatchdog.config import load_config
+    from cgwatchdog.config.loader import load_config
 
     try:
         cfg = load_config(args.config)
@@ -195,7 +195,7 @@ def print_poll_table(document: Mapping[str, Any], out: TextIO) -> None:
 
 def cmd_poll(args: argparse.Namespace) -> int:
     """One poll and evaluation of every miner; print a table or JSON."""
-    from cgwatchdog.config import load_config
+    from cgwatchdog.config.loader import load_config
     from cgwatchdog.watchdog import Watchdog
 
     cfg = _overrides(args).apply(load_config(args.config))
@@ -214,7 +214,7 @@ def cmd_poll(args: argparse.Namespace) -> int:
 
 def cmd_test_notify(args: argparse.Namespace) -> int:
     """Send a test alert through each receiver; one result line per receiver."""
-    from cgwatchdog.config import load_config
+    from cgwatchdog.config.loader import load_config
     from cgwatchdog.notify.testing import send_test
 
     cfg = load_config(args.config)

@@ -1,4 +1,4 @@
-"""Leadership among the replicas of a shard, through the Alertmanager cluster (DESIGN §11).
+"""Leadership among the replicas of a shard, through the Alertmanager cluster.
 
 No I/O here and no clock: the daemon pushes :func:`heartbeat_alerts` to every
 Alertmanager peer each cycle, reads the heartbeats back (``GET /api/v2/alerts`` filtered
@@ -32,23 +32,45 @@ A leader that dies stops refreshing its heartbeat; it expires ``lifetime_interva
 (default 3) intervals after its last push and the next replica leads from then on.
 Clocks of replicas and Alertmanager peers are assumed to agree to well within an
 interval (NTP).
+
+:class:`Leadership` keeps one replica's standing over time as a state machine (its
+moves in :data:`LEADERSHIP`, as the alert lifecycle keeps its own): each push and read
+of the heartbeats is an event, and so is the moment this replica's own last accepted
+heartbeat expires::
+
+    ISOLATED ──seen, lowest──> JOINING ──seen, lowest, visible a lifetime──> LEADER
+        │  └──seen, outranked──> FOLLOWER <──outranked── (JOINING, LEADER)
+        └<──unseen (the push reached no peer), blind (no peer could be read),
+            or its own heartbeat expired── (every state)
+
+JOINING acts as a follower: a replica that has just become visible (at start, or back
+from isolation) leads only once every other replica has had a heartbeat lifetime to see
+it and step down, so two replicas never both act.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 from cgwatchdog.config import Shard, parse_shard
 from cgwatchdog.errors import NotifyError
+from cgwatchdog.statemachine import Transitions
 from cgwatchdog.units import parse_rfc3339, rfc3339
 
 __all__ = [
     "HEARTBEAT_ALERTNAME",
+    "LEADERSHIP",
     "SERVICE_LABEL",
     "WATCHDOG_ALERTNAME",
+    "Leadership",
+    "LeadershipEvent",
     "Role",
+    "RoleChange",
+    "Standing",
     "elect",
     "heartbeat_alerts",
     "heartbeat_matchers",
@@ -225,3 +247,153 @@ def leadership(
     except NotifyError:
         return Role.ISOLATED
     return elect(heartbeats, shard, replica, now, fleet=fleet)
+
+
+# --------------------------------------------------------------------------- over time
+
+
+class Standing(enum.Enum):
+    """Where a replica stands in its shard, cycle to cycle."""
+
+    ISOLATED = "isolated"  # no peer took or showed its heartbeat: never acts
+    JOINING = "joining"  # visible and lowest, but not yet for a heartbeat lifetime
+    FOLLOWER = "follower"  # a lower-named replica is live
+    LEADER = "leader"  # the lowest live replica, visible for a lifetime at least
+
+    @property
+    def role(self) -> Role:
+        """What the replica does in a cycle: a joining replica acts as a follower."""
+        return Role.FOLLOWER if self is Standing.JOINING else Role(self.value)
+
+
+class LeadershipEvent(enum.Enum):
+    """What one push and read of the heartbeats (or the clock) says."""
+
+    UNSEEN = "unseen"  # the push reached no peer: the others cannot see this replica
+    BLIND = "blind"  # the push was accepted, but no peer could be read back
+    OUTRANKED = "outranked"  # a lower-named replica's heartbeat is live
+    LOWEST = "lowest"  # this replica is the lowest live one, visible for less than a lifetime
+    SETTLED = "settled"  # the lowest live one, visible for a lifetime at least
+    EXPIRED = "expired"  # this replica's last accepted heartbeat has expired unrefreshed
+
+
+_S, _E = Standing, LeadershipEvent
+LEADERSHIP: Final = Transitions[Standing, LeadershipEvent](
+    "leadership",
+    {
+        _S.ISOLATED: {
+            _E.UNSEEN: _S.ISOLATED,
+            _E.BLIND: _S.ISOLATED,
+            _E.EXPIRED: _S.ISOLATED,
+            _E.OUTRANKED: _S.FOLLOWER,
+            _E.LOWEST: _S.JOINING,
+            _E.SETTLED: _S.LEADER,  # blind for a while, but seen all along
+        },
+        _S.JOINING: {
+            _E.UNSEEN: _S.ISOLATED,
+            _E.BLIND: _S.ISOLATED,
+            _E.EXPIRED: _S.ISOLATED,
+            _E.OUTRANKED: _S.FOLLOWER,
+            _E.LOWEST: _S.JOINING,
+            _E.SETTLED: _S.LEADER,
+        },
+        _S.FOLLOWER: {
+            _E.UNSEEN: _S.ISOLATED,
+            _E.BLIND: _S.ISOLATED,
+            _E.EXPIRED: _S.ISOLATED,
+            _E.OUTRANKED: _S.FOLLOWER,
+            _E.LOWEST: _S.JOINING,
+            _E.SETTLED: _S.LEADER,
+        },
+        _S.LEADER: {
+            _E.UNSEEN: _S.ISOLATED,
+            _E.BLIND: _S.ISOLATED,
+            _E.EXPIRED: _S.ISOLATED,
+            _E.OUTRANKED: _S.FOLLOWER,
+            _E.SETTLED: _S.LEADER,
+        },
+    },
+)
+"""Where each event moves a replica. A LEADER never meets LOWEST: it has been visible
+for a lifetime, and only UNSEEN and EXPIRED restart visibility (both isolate)."""
+del _S, _E
+
+
+@dataclass(frozen=True, slots=True)
+class RoleChange:
+    """The role a cycle runs as, and the one the previous cycle ran as (None: first)."""
+
+    previous: Role | None
+    role: Role
+
+    @property
+    def changed(self) -> bool:
+        """Whether the role differs from the previous cycle's."""
+        return self.previous is not self.role
+
+
+class Leadership:
+    """One replica's standing in its shard over time; no I/O, the clock an argument.
+
+    Feed it each push-and-read outcome with :meth:`heard`; ask :meth:`role_at` at the
+    start of each cycle. ``replica`` None (no replicas configured) always leads.
+    ``lifetime_s`` is how long a pushed heartbeat stays live on Alertmanager.
+    """
+
+    __slots__ = ("_cycle_role", "_visible_since", "last_push_at", "lifetime_s", "replica",
+                 "standing", "valid_until")  # fmt: skip
+
+    def __init__(self, replica: str | None, lifetime_s: float) -> None:
+        self.replica = replica
+        self.lifetime_s = lifetime_s
+        self.standing = Standing.ISOLATED if replica is not None else Standing.LEADER
+        self.valid_until = -math.inf if replica is not None else math.inf
+        """Until when the standing holds without a newer accepted heartbeat."""
+        self.last_push_at: float | None = None
+        """When the last push a peer accepted was made (None: none yet, or it failed)."""
+        self._visible_since: float | None = None
+        self._cycle_role: Role | None = None
+
+    def reset(self, replica: str | None, lifetime_s: float) -> None:
+        """Start afresh (the shard or replica name changed on reload)."""
+        self.__init__(replica, lifetime_s)  # type: ignore[misc]
+
+    def _move(self, event: LeadershipEvent) -> None:
+        self.standing = LEADERSHIP.next(self.standing, event)
+        if event in (LeadershipEvent.UNSEEN, LeadershipEvent.EXPIRED):
+            self._visible_since = None  # the others stopped seeing this replica
+
+    def heard(self, read: Role, *, pushed: bool, at: float) -> Standing:
+        """Take the outcome of the push made at ``at`` and the read after it: ``pushed``
+        whether a peer accepted this replica's heartbeat, ``read`` what :func:`leadership`
+        found (ISOLATED: no peer could be read). Returns the new standing."""
+        if self.replica is None:
+            return self.standing
+        if not pushed:
+            self.last_push_at = None
+            self.valid_until = -math.inf
+            self._move(LeadershipEvent.UNSEEN)
+            return self.standing
+        self.last_push_at = at
+        self.valid_until = at + self.lifetime_s
+        if self._visible_since is None:
+            self._visible_since = at
+        if read is Role.ISOLATED:
+            event = LeadershipEvent.BLIND
+        elif read is Role.FOLLOWER:
+            event = LeadershipEvent.OUTRANKED
+        elif at - self._visible_since >= self.lifetime_s:
+            event = LeadershipEvent.SETTLED
+        else:
+            event = LeadershipEvent.LOWEST
+        self._move(event)
+        return self.standing
+
+    def role_at(self, now: float) -> RoleChange:
+        """The role for a cycle starting at ``now`` (ISOLATED once this replica's own
+        heartbeat has expired unrefreshed: the others no longer see it then)."""
+        if self.standing is not Standing.ISOLATED and now > self.valid_until:
+            self._move(LeadershipEvent.EXPIRED)
+        change = RoleChange(self._cycle_role, self.standing.role)
+        self._cycle_role = change.role
+        return change

@@ -3,11 +3,12 @@
 Only this module schedules cycles, creates tasks, binds the HTTP port, installs signal
 handlers and talks to systemd; everything it drives is an object it calls::
 
-    load_config ─> Store ─> integrations ─> Outbox ─> Watchdog ─> bind HTTP ─> loop:
+    load_config ─> Store ─> integrations ─> SendPolicy, Outbox ─> Watchdog
+        ─> StatePush, Leadership ─> bind HTTP ─> loop:
 
       every poll.interval (± jitter; never overlapping; a slow cycle is followed at once)
         Watchdog.cycle()                  poll, evaluate, save state + queue notifications, act
-        Alertmanager receivers            push the engine's alert state (background task)
+        StatePush                         push the engine's alert state (background task)
         Outbox.deliver_due(wait_s=0.5)    in a thread; slow receivers finish on their own
         metrics, STATUS=, WATCHDOG=1      READY=1 after the first cycle
       between cycles: WATCHDOG=1 every half watchdog interval, SIGHUP reloads
@@ -22,17 +23,16 @@ the pings stop and systemd restarts the service. A failing state file (disk full
 stops the loop: it is logged loudly, shown by /healthz (still 200) and /metrics, and the
 watchdog goes on alerting from memory until the file works again.
 
-Alertmanager receivers are state-based (notify/alertmanager.py): each cycle pushes every
-alert the engine holds, so notifications routed to them (the dispatcher's, action
-announcements) are dropped by :class:`DirectOutbox` before they are queued: a queued copy
-would replay stale state after an outage.
+State receivers (Alertmanager, notify/push.py) get every alert the engine holds pushed
+each cycle; the notifications routed to them are dropped by the outbox's
+:class:`~cgwatchdog.notify.policy.SendPolicy` before they are queued.
 
-Shards and replicas (DESIGN §11): the configuration arrives with only this shard's
-miners (overrides.py). With ``cluster.alertmanager`` set, each push also carries the
-``CgwatchdogHeartbeat`` and ``Watchdog`` alerts (cluster.py), living
-HEARTBEAT_LIFETIME_INTERVALS intervals; with a replica name, the push is followed by a
-read of the shard's heartbeats from every peer and an election. Each cycle runs as the
-role found last, while this replica's own heartbeat is live:
+Shards and replicas: the configuration arrives with only this shard's miners
+(overrides.py). With ``cluster.alertmanager`` set, each push also carries the
+``CgwatchdogHeartbeat`` and ``Watchdog`` alerts, living HEARTBEAT_LIFETIME_INTERVALS
+intervals; with a replica name, the push is followed by a read of the shard's
+heartbeats from every peer, and :class:`~cgwatchdog.cluster.Leadership` (a state
+machine) takes the outcome. Each cycle runs as the role it gives:
 
     leader     acts, sends direct notifications; on taking over, re-sends the firing
                groups once (Dispatcher.renotify: at-least-once)
@@ -49,22 +49,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import math
 import random
 import signal
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from prometheus_client import CollectorRegistry
 
 from cgwatchdog import __version__
 from cgwatchdog.alerts import AlertState, Notification, Transition
-from cgwatchdog.cluster import Role, heartbeat_alerts, heartbeat_matchers, leadership
-from cgwatchdog.config import Config, HttpConfig, load_config, redact
+from cgwatchdog.cluster import Leadership, Role
+from cgwatchdog.config import Config, HttpConfig
+from cgwatchdog.config.loader import load_config
 from cgwatchdog.errors import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -77,9 +77,10 @@ from cgwatchdog.errors import (
 from cgwatchdog.heartbeat import HeartbeatPinger
 from cgwatchdog.httpapi import DaemonStatus, HttpApi, Metrics
 from cgwatchdog.logs import FIELD_ALERTNAME, FIELD_MINER, RedactingFilter, setup_logging
-from cgwatchdog.notify.alertmanager import AlertmanagerIntegration
-from cgwatchdog.notify.base import Integration, build_integration
+from cgwatchdog.notify.base import Integration, StateReceiver, build_integration
 from cgwatchdog.notify.outbox import Outbox
+from cgwatchdog.notify.policy import SendPolicy
+from cgwatchdog.notify.push import PushJob, StatePush
 from cgwatchdog.overrides import Overrides
 from cgwatchdog.sdnotify import Notifier
 from cgwatchdog.store import Store
@@ -90,7 +91,6 @@ __all__ = [
     "FINAL_DELIVERY_WAIT_S",
     "STATE_FILE",
     "Daemon",
-    "DirectOutbox",
     "run_daemon",
     "start_http_server",
     "status_line",
@@ -117,50 +117,13 @@ PUSH_WAIT_S: Final = 5.0
 STORE_BUSY_TIMEOUT_S: Final = 1.0
 # A replica's heartbeat lives this many poll intervals after its push. Heartbeats are
 # read again right before every cycle, so a dead leader's shard is taken over within
-# lifetime + 1 interval: the three intervals DESIGN §11 promises. A leader that could
+# lifetime + 1 interval: three intervals at most. A leader that could
 # not refresh its own heartbeat for as long steps down by itself, and a replica that has
 # just become visible waits as long before it leads, so two replicas never both act.
 HEARTBEAT_LIFETIME_INTERVALS: Final = 2.0
 # The heartbeat read before a cycle waits at most this many intervals (then the role
 # elected after the last push holds): a hung peer must not hold up polling.
 REELECT_WAIT_INTERVALS: Final = 0.25
-
-
-class DirectOutbox(Outbox):
-    """The outbox of the receivers that are sent notifications one by one.
-
-    Notifications for ``state_receivers`` (the Alertmanager receivers, which get the
-    engine's state pushed every cycle) are dropped here, whichever path queues them
-    (the cycle's commit, action announcements).
-    """
-
-    def __init__(
-        self,
-        store: Store,
-        integrations: Mapping[str, Integration],
-        *,
-        state_receivers: frozenset[str],
-        clock: Callable[[], float],
-    ) -> None:
-        super().__init__(store, integrations, clock=clock)
-        self.state_receivers = state_receivers
-        self.sending = True
-        """False while another replica of the shard leads: it sends them, this one drops."""
-
-    def _sends(self, notification: Notification) -> bool:
-        """Whether this replica sends it: not while it follows, never to a state-pushed
-        receiver."""
-        return self.sending and notification.receiver not in self.state_receivers
-
-    def send_unsaved(self, notifications: Sequence[Notification], now: float) -> list[Notification]:
-        """Outbox.send_unsaved, less what enqueue would drop (those count as done)."""
-        dropped = [n for n in notifications if not self._sends(n)]
-        kept = [n for n in notifications if self._sends(n)]
-        return dropped + super().send_unsaved(kept, now)
-
-    def enqueue(self, notifications: Iterable[Notification], now: float) -> list[int]:
-        """Outbox.enqueue, less what this replica does not send (see ``_sends``)."""
-        return super().enqueue([n for n in notifications if self._sends(n)], now)
 
 
 def status_line(status: DaemonStatus, firing: int) -> str:
@@ -183,17 +146,28 @@ async def start_http_server(api: HttpApi, http: HttpConfig) -> asyncio.Server:
 
 def _split_integrations(
     config: Config,
-) -> tuple[dict[str, AlertmanagerIntegration], dict[str, Integration]]:
-    """The configured receivers' integrations: state-pushed (Alertmanager) and the rest."""
-    pushed: dict[str, AlertmanagerIntegration] = {}
+) -> tuple[dict[str, StateReceiver], dict[str, Integration]]:
+    """The configured receivers' integrations: those that take the alert state
+    (Alertmanager), and those sent notifications one by one."""
+    pushed: dict[str, StateReceiver] = {}
     direct: dict[str, Integration] = {}
     for receiver in config.receivers:
         integration = build_integration(receiver, interval_s=config.poll.interval_s)
-        if isinstance(integration, AlertmanagerIntegration):
-            pushed[receiver.name] = integration
+        state = integration.state_receiver()
+        if state is not None:
+            pushed[receiver.name] = state
         else:
             direct[receiver.name] = integration
     return pushed, direct
+
+
+def _state_push(config: Config, receivers: dict[str, StateReceiver]) -> StatePush:
+    return StatePush(
+        receivers,
+        config.cluster,
+        config.poll.interval_s,
+        lifetime_intervals=HEARTBEAT_LIFETIME_INTERVALS,
+    )
 
 
 def _fields(transition: Transition) -> dict[str, str]:
@@ -237,13 +211,16 @@ class Daemon:
             role=(Role.LEADER if config.cluster.replica is None else Role.ISOLATED).value,
         )
         self.store: Store | None = None
-        self.outbox: DirectOutbox | None = None
+        self.policy = SendPolicy()
+        self.outbox: Outbox | None = None
         self.watchdog: Watchdog | None = None
         self.server: asyncio.Server | None = None
-        self._pushed: dict[str, AlertmanagerIntegration] = {}
+        self.pusher = _state_push(config, {})
+        self.leadership = Leadership(
+            config.cluster.replica, HEARTBEAT_LIFETIME_INTERVALS * config.poll.interval_s
+        )
         self._direct: dict[str, Integration] = {}
         self._retired: list[Integration] = []
-        self._push_ok: dict[str, bool] = {}
         self._push_task: asyncio.Task[None] | None = None
         self._unsaved_task: asyncio.Task[None] | None = None
         self._tasks: asyncio.TaskGroup | None = None
@@ -253,13 +230,6 @@ class Daemon:
         self._ready_sent = False
         self._last_ping = -math.inf
         self._store_problem: str | None = None
-        # Leadership (DESIGN §11): the role the last heartbeat check found, until when it
-        # holds without a newer successful heartbeat, and the role the last cycle ran as.
-        self._elected = Role.LEADER if config.cluster.replica is None else Role.ISOLATED
-        self._elected_until = math.inf if config.cluster.replica is None else -math.inf
-        self._role: Role | None = None
-        self._last_push: tuple[bool, float] | None = None  # (heartbeat accepted, at)
-        self._visible_since: float | None = None  # first push of the current good run
         self._pinger: HeartbeatPinger | None = None
         self._pinging: asyncio.Task[None] | None = None
         self._ping_ok = True
@@ -315,13 +285,13 @@ class Daemon:
             log.error("cannot open the state file: %s", exc)
             return EXIT_FAILURE
         try:
-            self._pushed, self._direct = _split_integrations(config)
+            pushed, self._direct = _split_integrations(config)
         except ConfigError as exc:
             self._log_problems("configuration", exc.problems)
             return EXIT_USAGE
-        self.outbox = DirectOutbox(
-            self.store, self._direct, state_receivers=frozenset(self._pushed), clock=self.clock
-        )
+        self.pusher = _state_push(config, pushed)
+        self.policy.state_receivers = frozenset(pushed)
+        self.outbox = Outbox(self.store, self._direct, clock=self.clock, policy=self.policy)
         self.watchdog = Watchdog(
             config, store=self.store, outbox=self.outbox, clock=self.clock
         )
@@ -471,7 +441,7 @@ class Daemon:
             report = await watchdog.cycle()
         except Exception as exc:  # a bug in one rule or reply must not end the monitoring
             log.exception("cycle failed with an internal error (please report it): %s", exc)
-            self.status.cycle_error = redact(f"{type(exc).__name__}: {exc}", self.config)
+            self.status.cycle_error = self.config.redact(f"{type(exc).__name__}: {exc}")
             self.metrics.record_cycle_failure()
             self._ping()
             return
@@ -527,25 +497,20 @@ class Daemon:
     # -- leadership and the dead man's switch --------------------------------------------
 
     def _take_role(self, now: float) -> None:
-        """Run this cycle as the role the last heartbeat check found, if it still holds.
-
-        An elected role lapses (to ISOLATED: no actions) once this replica's own heartbeat
-        has expired unrefreshed, since the other replicas no longer see it then.
-        """
-        role = self._elected if now <= self._elected_until else Role.ISOLATED
-        previous, self._role = self._role, role
-        watchdog, outbox = self.watchdog, self.outbox
-        assert watchdog is not None and outbox is not None
+        """Run this cycle as the role the replica's standing gives (ISOLATED, never
+        acting, once its own heartbeat has expired unrefreshed)."""
+        change = self.leadership.role_at(now)
+        role = change.role
+        watchdog = self.watchdog
+        assert watchdog is not None
         watchdog.acting = role.acts
         # A follower drops direct notifications (the leader sends them). An isolated
         # replica sends them: nobody can be known to, and a duplicate beats silence.
-        outbox.sending = role is not Role.FOLLOWER
+        self.policy.sending = role is not Role.FOLLOWER
         self.status.role = role.value
         self.metrics.record_role(role.value)
-        if role is previous:
-            return
         cluster = self.config.cluster
-        if cluster.replica is None:
+        if not change.changed or cluster.replica is None:
             return
         if role is Role.LEADER:
             groups = watchdog.dispatcher.renotify(now) if watchdog.dispatcher is not None else 0
@@ -558,7 +523,8 @@ class Daemon:
             )
         elif role is Role.FOLLOWER:
             log.info(
-                "following in shard %s as replica %s: a lower-named replica leads",
+                "following in shard %s as replica %s: a lower-named replica leads "
+                "(or this one has just become visible)",
                 cluster.shard,
                 cluster.replica,
             )
@@ -648,113 +614,42 @@ class Daemon:
         watchdog.sent_unsaved(done)
 
     def _start_push(self, now: float) -> None:
-        """Push the engine's alert state to every Alertmanager receiver, in the background;
+        """Push the engine's alert state to every state receiver, in the background;
         skipped while the previous push still runs (the next one carries the newer state)."""
-        if not self._pushed or self._tasks is None or self.watchdog is None:
+        if not self.pusher.receivers or self._tasks is None or self.watchdog is None:
             return
         if self._push_task is not None and not self._push_task.done():
             log.debug("the previous Alertmanager push is still running: this cycle's skipped")
             return
-        alerts = self.watchdog.alerts.alerts()
-        cluster = self.config.cluster
-        jobs = []
-        for name, integration in self._pushed.items():
-            documents: list[dict[str, Any]] = integration.postable(alerts, now)
-            if name == cluster.alertmanager:
-                documents += heartbeat_alerts(
-                    cluster.shard,
-                    cluster.replica,
-                    now,
-                    self.config.poll.interval_s,
-                    lifetime_intervals=HEARTBEAT_LIFETIME_INTERVALS,
-                    fleet=cluster.name,
-                )
-            jobs.append((name, integration, documents))
-        self._push_task = self._tasks.create_task(self._push(jobs, now))
+        jobs = self.pusher.prepare(self.watchdog.alerts.alerts(), now)
+        self._push_task = self._tasks.create_task(self._push(self.pusher, jobs, now))
 
-    async def _push(
-        self,
-        jobs: Sequence[tuple[str, AlertmanagerIntegration, list[dict[str, Any]]]],
-        now: float,
-    ) -> None:
-        cluster = self.config.cluster
-        for name, integration, documents in jobs:
-            if not documents:
-                continue
-            error: str | None = None
-            try:
-                result = await asyncio.to_thread(integration.push_documents, documents)
-            except NotifyError as exc:
-                error = integration.redact(str(exc))
-            except Exception as exc:
-                log.exception("internal error pushing to Alertmanager receiver %r", name)
-                error = f"internal error: {type(exc).__name__}"
-            else:
-                if result.failed:
-                    log.debug("receiver %r: %s", name, integration.redact(result.receipt()))
-            self.metrics.record_push(name, error is None)
-            was_ok = self._push_ok.get(name, True)
-            if error is not None and was_ok:
-                log.warning("Alertmanager receiver %r: push failed: %s", name, error)
-            elif error is None and not was_ok:
-                log.info("Alertmanager receiver %r: pushes work again", name)
-            self._push_ok[name] = error is None
-            if name == cluster.alertmanager and cluster.replica is not None:
-                self._last_push = (error is None, now)
-                await self._elect(integration, pushed=error is None, now=now)
+    async def _push(self, pusher: StatePush, jobs: Sequence[PushJob], now: float) -> None:
+        outcome = await asyncio.to_thread(pusher.send, jobs)
+        for name, ok in outcome.accepted.items():
+            self.metrics.record_push(name, ok)
+        if outcome.heartbeat is not None and pusher.elects:
+            await self._elect(pusher, pushed=outcome.heartbeat, at=now)
 
-    async def _elect(
-        self, integration: AlertmanagerIntegration, *, pushed: bool, now: float
-    ) -> None:
-        """Read the shard's live heartbeats back from every peer and take the role they
-        give until this push's heartbeat expires."""
-        cluster = self.config.cluster
-
-        def read() -> list[dict[str, Any]]:
-            return integration.alerts(
-                heartbeat_matchers(cluster.shard, cluster.name), every_peer=True
-            )
-
-        role = await asyncio.to_thread(
-            functools.partial(
-                leadership,
-                read,
-                cluster.shard,
-                cluster.replica,
-                self.clock(),
-                pushed=pushed,
-                fleet=cluster.name,
-            )
-        )
-        if not pushed:
-            self._visible_since = None
-        elif self._visible_since is None:
-            self._visible_since = now
-        lifetime = HEARTBEAT_LIFETIME_INTERVALS * self.config.poll.interval_s
-        # A replica that just became visible (start, or back from isolation) leads only
-        # once every other replica has had time to see it and step down.
-        visible = self._visible_since
-        if role is Role.LEADER and visible is not None and now - visible < lifetime:
-            role = Role.FOLLOWER
-        self._elected = role
-        self._elected_until = now + lifetime if pushed else -math.inf
+    async def _elect(self, pusher: StatePush, *, pushed: bool, at: float) -> None:
+        """Read the shard's live heartbeats back from every peer (when the push made at
+        ``at`` was taken) and hand the outcome to the replica's Leadership."""
+        read = await asyncio.to_thread(pusher.read_role, self.clock()) if pushed else Role.ISOLATED
+        self.leadership.heard(read, pushed=pushed, at=at)
 
     async def _reelect(self) -> None:
         """Read the shard's heartbeats again just before the cycle decides anything.
 
         Elected only after the push, a dead leader's expiry would be acted on a whole
-        interval late. The last push's outcome and time still bound the role
-        (``_elected_until``)."""
-        cluster = self.config.cluster
-        integration = self._pushed.get(cluster.alertmanager or "")
-        last = self._last_push
-        if cluster.replica is None or integration is None or last is None or not last[0]:
+        interval late. The last accepted push's time still bounds the role."""
+        pusher, last = self.pusher, self.leadership.last_push_at
+        if not pusher.elects or last is None:
             return
         if self._push_task is not None and not self._push_task.done():
             return  # that push elects when it is done
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(REELECT_WAIT_INTERVALS * self.config.poll.interval_s):
-                await self._elect(integration, pushed=True, now=last[1])
+                await self._elect(pusher, pushed=True, at=last)
 
     async def _finish_push(self) -> None:
         task = self._push_task
@@ -812,7 +707,7 @@ class Daemon:
     def _apply(
         self,
         config: Config,
-        pushed: dict[str, AlertmanagerIntegration],
+        pushed: dict[str, StateReceiver],
         direct: dict[str, Integration],
     ) -> None:
         old = self.config
@@ -831,22 +726,24 @@ class Daemon:
                 )
         watchdog, outbox = self.watchdog, self.outbox
         assert watchdog is not None and outbox is not None
-        outbox.state_receivers = frozenset(pushed)
+        self.policy.state_receivers = frozenset(pushed)
         outbox.set_integrations(direct)
         watchdog.configure(config, reload=True)
         self._set_pinger(config)
-        self._retired += [*self._pushed.values(), *self._direct.values()]
-        self._pushed, self._direct = pushed, direct
-        self._push_ok = {name: ok for name, ok in self._push_ok.items() if name in pushed}
+        self._retired += [*self.pusher.receivers.values(), *self._direct.values()]
+        old_pusher, self.pusher = self.pusher, _state_push(config, pushed)
+        self.pusher.keep_health(old_pusher)
+        self._direct = direct
         self.config = config
         status = self.status
         status.interval_s = config.poll.interval_s
         who = (config.cluster.name, config.cluster.shard, config.cluster.replica)
+        lifetime = HEARTBEAT_LIFETIME_INTERVALS * config.poll.interval_s
         if who != (old.cluster.name, old.cluster.shard, old.cluster.replica):
             log.warning("the shard or replica changed: the role is decided again")
-            self._elected, self._elected_until = Role.ISOLATED, -math.inf
-            if config.cluster.replica is None:
-                self._elected, self._elected_until = Role.LEADER, math.inf
+            self.leadership.reset(config.cluster.replica, lifetime)
+        else:
+            self.leadership.lifetime_s = lifetime
         status.shard = str(config.cluster.shard)
         status.replica = config.cluster.replica
         status.config_error = None
@@ -907,7 +804,7 @@ class Daemon:
         """Release everything that was opened (also after a failed start)."""
         if self.server is not None:
             self.server.close()
-        for integration in [*self._retired, *self._pushed.values(), *self._direct.values()]:
+        for integration in [*self._retired, *self.pusher.receivers.values(), *self._direct.values()]:
             with contextlib.suppress(Exception):
                 integration.close()
         self._retired = []

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from cgwatchdog.alerts import AlertState
-from cgwatchdog.config import default_rules_path, load_config
+from cgwatchdog.config.loader import default_rules_path, load_config
 from cgwatchdog.notify import Outbox, build_integration
 from cgwatchdog.simulator import Fleet, ScaledClock, Scenario, make_scenario, serve
 from cgwatchdog.snapshot import Snapshot

@@ -32,7 +32,7 @@ import requests
 
 from cgwatchdog.config import REDACTED, HeartbeatConfig
 from cgwatchdog.errors import NotifyError
-from cgwatchdog.notify.base import check_response, new_session, request_failure, target_of
+from cgwatchdog.notify.http import check_response, new_session, request_failure, target_of
 
 __all__ = ["HeartbeatPinger"]
 

@@ -10,7 +10,7 @@
 
 Every record passes through :class:`RedactingFilter` on its way to the handler: the
 message, its arguments, traceback and stack text are rendered and scrubbed of every
-secret of the configuration (:func:`cgwatchdog.config.redact`) before any handler sees
+secret of the configuration (:meth:`cgwatchdog.config.Config.redact`) before any handler sees
 them, so no secret reaches a log, whatever logger the record came from.
 """
 
@@ -23,7 +23,7 @@ import sys
 from collections.abc import Mapping
 from typing import Final, TextIO
 
-from cgwatchdog.config import Config, redact
+from cgwatchdog.config import Config
 
 __all__ = [
     "FIELD_ALERTNAME",
@@ -86,7 +86,7 @@ class RedactingFilter(logging.Filter):
     def scrub(self, text: str) -> str:
         """``text`` without any known secret."""
         for config in self._configs:
-            text = redact(text, config)
+            text = config.redact(text)
         return text
 
     def filter(self, record: logging.LogRecord) -> bool:

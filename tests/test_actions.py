@@ -55,9 +55,10 @@ from cgwatchdog.alerts import (
     fingerprint,
     fleet_incidents,
 )
-from cgwatchdog.config import ActionsConfig, MinerConfig, RuleConfig
+from cgwatchdog.config import ActionsConfig, MinerConfig, RuleBase
 from cgwatchdog.errors import FailureKind
 from cgwatchdog.poller import Poller
+from cgwatchdog.rules import rule_config
 from cgwatchdog.simulator import FakeClock, Fleet, make_scenario, serve
 from cgwatchdog.snapshot import PollResult, Snapshot, Unreachable, build_snapshot
 
@@ -80,11 +81,8 @@ def actions_config(**values: Any) -> ActionsConfig:
     return ActionsConfig.model_validate(base)
 
 
-def rule(name: str, type_: str, actions: Sequence[Mapping[str, Any]], **extra: Any) -> RuleConfig:
-    from pydantic import TypeAdapter
-
-    adapter: TypeAdapter[RuleConfig] = TypeAdapter(RuleConfig)
-    return adapter.validate_python({"name": name, "type": type_, "actions": list(actions), **extra})
+def rule(name: str, type_: str, actions: Sequence[Mapping[str, Any]], **extra: Any) -> RuleBase:
+    return rule_config({"name": name, "type": type_, "actions": list(actions), **extra})
 
 
 DEVICE_DEAD = rule(
@@ -222,7 +220,7 @@ class Driver:
     def __init__(
         self,
         settings_: ActionsConfig,
-        rules: Sequence[RuleConfig],
+        rules: Sequence[RuleBase],
         miners: Mapping[str, MinerConfig],
     ) -> None:
         self.planner = ActionPlanner(settings_, rules)

@@ -1,4 +1,4 @@
-"""Tests for cgwatchdog/config.py: the YAML contract of DESIGN.md §4, §5, §6 and §11."""
+"""Tests for cgwatchdog/config/: the YAML contract of the configuration and rule files."""
 
 from __future__ import annotations
 
@@ -17,28 +17,25 @@ from pydantic import ValidationError
 from cgwatchdog.config import (
     MAX_HOSTS_PER_RANGE,
     Config,
-    DeviceStatusRule,
-    HardwareErrorsRule,
-    HashrateDropRule,
     MinerConfig,
-    PoolStaleRule,
-    ReceiverConfig,
     RouteConfig,
     Shard,
-    ThresholdRule,
-    UnreachableRule,
-    WebhookConfig,
-    default_rules_path,
     expand_hosts,
-    load_config,
-    load_rule_file,
     parse_duration,
     parse_hashrate,
     parse_ratio,
     parse_shard,
-    redact,
 )
+from cgwatchdog.config.loader import default_rules_path, load_config, load_rule_file
 from cgwatchdog.errors import ConfigError
+from cgwatchdog.notify import receiver_model
+from cgwatchdog.notify.receivers.webhook import WebhookConfig
+from cgwatchdog.rules.types.device_status import DeviceStatusRule
+from cgwatchdog.rules.types.hardware_errors import HardwareErrorsRule
+from cgwatchdog.rules.types.hashrate_drop import HashrateDropRule
+from cgwatchdog.rules.types.pool_stale import PoolStaleRule
+from cgwatchdog.rules.types.threshold import ThresholdRule
+from cgwatchdog.rules.types.unreachable import UnreachableRule
 
 REPO = Path(__file__).resolve().parent.parent
 SLACK_URL = "https://hooks.slack.example.com/services/T0001/B0002/s3cr3tWebhookToken"
@@ -747,8 +744,8 @@ def test_rule_problems_point_at_the_offending_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_rule_file(rules)
     assert [str(p) for p in caught.value.problems] == [
-        f"{f}:3: rules[0].type: unknown rule type 'hashrate_dorp'; expected one of: hashrate_drop, "
-        "device_status, hardware_errors, pool_stale, unreachable, threshold",
+        f"{f}:3: rules[0].type: unknown rule type 'hashrate_dorp'; expected one of: device_status, "
+        "hardware_errors, hashrate_drop, pool_stale, threshold, unreachable",
         f"{f}:6: rules[1]: unknown key 'belw' (did you mean 'below'?)",
         f"{f}:9: rules[2].status[0]: must be one of 'Alive', 'Sick', 'Dead', 'NoStart', 'Initialising', "
         "'Disabled', 'Rejecting' or 'Unknown'",
@@ -757,8 +754,8 @@ def test_rule_problems_point_at_the_offending_key(tmp_path: Path) -> None:
         f"{f}:16: rules[4].actions[0]: do: exec needs argv (the program and its arguments, no shell)",
         f"{f}:16: rules[4].actions[1].do: must be one of 'restart', 'switchpool', 'disable', 'enable' or 'exec'",
         f"{f}:17: rules[5]: missing required key 'name'",
-        f"{f}:18: rules[6]: missing required key 'type' (one of: hashrate_drop, device_status, "
-        "hardware_errors, pool_stale, unreachable, threshold)",
+        f"{f}:18: rules[6]: missing required key 'type' (one of: device_status, hardware_errors, "
+        "hashrate_drop, pool_stale, threshold, unreachable)",
         f"{f}:19: rules[7]: below must be less than above (the rule fires outside below..above)",
         f"{f}:26: rules[8].annotations.summary: template syntax error: unexpected '}}' (template line 1)",
     ]
@@ -916,12 +913,12 @@ def test_receiver_shapes_are_checked(tmp_path: Path) -> None:
     )
     f = str(config)
     assert problems_of(config) == [
-        f"{f}:2: receivers[0]: a receiver takes exactly one of webhook, email, alertmanager, apprise (found none)",
+        f"{f}:2: receivers[0]: a receiver takes exactly one of alertmanager, apprise, email, webhook (found none)",
         f"{f}:4: receivers[1].webhook.url: must be an http:// or https:// URL",
-        f"{f}:4: receivers[1].webhook.format: must be one of 'alertmanager', 'slack', 'discord', 'telegram', "
-        "'mattermost', 'teams', 'ntfy' or 'custom'",
+        f"{f}:4: receivers[1].webhook.format: must be one of 'alertmanager', 'custom', 'discord', "
+        "'mattermost', 'ntfy', 'slack', 'teams' or 'telegram'",
         f"{f}:6: receivers[2].webhook: format: telegram needs chat_id",
-        f"{f}:8: receivers[3].webhook: format: custom needs a template",
+        f"{f}:8: receivers[3].webhook: format: custom needs template",
         f"{f}:10: receivers[4].email.from: 'nobody' is not an email address",
         f"{f}:10: receivers[4].email.to: needs at least 1 item(s)",
         f"{f}:12: receivers[5].alertmanager: put credentials under auth:, not in the URL (the URL is logged)",
@@ -1065,14 +1062,14 @@ def test_secrets_never_print(tmp_path: Path) -> None:
         f"Max retries exceeded with url: /services/T0001/B0002/s3cr3tWebhookToken; auth {token} "
         f"key api-key-abcdef pass {SMTP_PASSWORD} apprise pover://user@apprisetoken1234"
     )
-    scrubbed = redact(leaky, cfg)
+    scrubbed = cfg.redact(leaky)
     for secret in secrets:
         assert secret not in scrubbed
     assert "/services/T0001" not in scrubbed
     assert scrubbed.startswith(
         "POST <redacted> failed; HTTPSConnectionPool(host='hooks.slack.example.com'"
     )
-    assert redact("nothing secret here", cfg) == "nothing secret here"
+    assert cfg.redact("nothing secret here") == "nothing secret here"
 
     # A secret that lands where it does not belong shows up in no error message.
     bad = write(
@@ -1180,7 +1177,7 @@ def test_example_operator_config_loads(tmp_path: Path) -> None:
 
 
 def test_config_built_in_code_is_checked_too() -> None:
-    chat = ReceiverConfig(name="chat", webhook=WebhookConfig(url="http://127.0.0.1:5001/"))  # type: ignore[arg-type]
+    chat = receiver_model()(name="chat", webhook=WebhookConfig(url="http://127.0.0.1:5001/"))  # type: ignore[call-arg]
     cfg = Config(
         miners=(MinerConfig(name="m1", host="10.0.0.1"),),
         receivers=(chat,),
@@ -1207,10 +1204,10 @@ def test_default_rules_path_finds_the_wheel_layout(
     import importlib.util
 
     package = tmp_path / "site-packages" / "cgwatchdog"
-    package.mkdir(parents=True)
-    shutil.copy(REPO / "cgwatchdog" / "config.py", package / "config.py")
+    (package / "config").mkdir(parents=True)
+    shutil.copy(REPO / "cgwatchdog" / "config" / "loader.py", package / "config" / "loader.py")
     shutil.copytree(REPO / "rules", package / "_rules")
-    spec = importlib.util.spec_from_file_location("wheel_config", package / "config.py")
+    spec = importlib.util.spec_from_file_location("wheel_config", package / "config" / "loader.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "wheel_config", module)

@@ -37,9 +37,11 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from cgwatchdog.alerts import AlertView, Notification
-from cgwatchdog.config import Config, load_config
-from cgwatchdog.daemon import STATE_FILE, DirectOutbox
+from cgwatchdog.config import Config
+from cgwatchdog.config.loader import load_config
+from cgwatchdog.daemon import STATE_FILE
 from cgwatchdog.logs import setup_logging, stderr_is_journal
+from cgwatchdog.notify import Outbox, SendPolicy
 from cgwatchdog.simulator import Fleet, make_scenario, serve
 from cgwatchdog.store import Store
 from cgwatchdog.watchdog import Watchdog
@@ -615,7 +617,7 @@ route:
     )
     config = load_config(config_path)
     store = Store(tmp_path / STATE_FILE)
-    outbox = DirectOutbox(store, {}, state_receivers=frozenset({"am"}), clock=time.time)
+    outbox = Outbox(store, {}, clock=time.time, policy=SendPolicy({"am"}))
     watchdog = Watchdog(config, store=store, outbox=outbox, clock=time.time)
     report = watchdog.evaluate([], time.time())
     view = AlertView("f", {"alertname": "X"}, {}, "", "firing", 0.0, None)

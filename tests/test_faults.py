@@ -40,10 +40,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cgwatchdog.alerts import AlertView, Notification, fingerprint
 from cgwatchdog.client import SILENT_CLOSE_HINT
-from cgwatchdog.config import ReceiverConfig, load_config
+from cgwatchdog.config.loader import load_config
 from cgwatchdog.daemon import STATE_FILE, Daemon
 from cgwatchdog.errors import FailureKind, StoreError
-from cgwatchdog.notify import Integration, Outbox, build_integration
+from cgwatchdog.notify import Integration, Outbox, build_integration, receiver_model
 from cgwatchdog.poller import Poller
 from cgwatchdog.protocol import MAX_REPLY_BYTES, encode_reply
 from cgwatchdog.sdnotify import Notifier
@@ -471,7 +471,7 @@ def note(receiver: str, miner: str, status: str = "firing") -> Notification:
 
 def webhook(url: str, timeout: str = "2s") -> Integration:
     return build_integration(
-        ReceiverConfig.model_validate({"name": "hook", "webhook": {"url": url, "timeout": timeout}})
+        receiver_model().model_validate({"name": "hook", "webhook": {"url": url, "timeout": timeout}})
     )
 
 
@@ -580,7 +580,7 @@ def smtp_sink() -> Iterator[SmtpSink]:
 
 def mail(port: int) -> Integration:
     return build_integration(
-        ReceiverConfig.model_validate(
+        receiver_model().model_validate(
             {"name": "mail", "email": {"smtp": f"127.0.0.1:{port}", "starttls": False,
              "from": "cgwatchdog@example.org", "to": ["ops@example.org"], "timeout": "2s"}}
         )

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from cgwatchdog import protocol
-from cgwatchdog.config import load_config, load_rule_file
+from cgwatchdog.config.loader import load_config, load_rule_file
 from cgwatchdog.errors import ConfigError, ProtocolError
 from cgwatchdog.protocol import decode_reply
 from tests.fuzz import run

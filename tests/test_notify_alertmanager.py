@@ -22,12 +22,16 @@ import requests
 from pytest_httpserver import HTTPServer
 
 from cgwatchdog.alerts import Alert, AlertState, AlertView, Notification, fingerprint
-from cgwatchdog.config import ReceiverConfig, load_config
+from cgwatchdog.config.loader import load_config
 from cgwatchdog.errors import NotifyError
-from cgwatchdog.notify import AlertmanagerIntegration, build_integration, send_test
-from cgwatchdog.notify.alertmanager import ENDS_AT_INTERVALS, MIN_RESEND_S
-from cgwatchdog.notify.formats import FormatContext
+from cgwatchdog.notify import build_integration, receiver_model, send_test
 from cgwatchdog.notify.formats.alertmanager import payload
+from cgwatchdog.notify.receivers.alertmanager import (
+    ENDS_AT_INTERVALS,
+    MIN_RESEND_S,
+    AlertmanagerIntegration,
+)
+from cgwatchdog.notify.render import FormatContext
 from cgwatchdog.notify.testing import synthetic_notification
 
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
@@ -125,7 +129,7 @@ def alertmanager(tmp_path: Path, sink: HTTPServer) -> Iterator[str]:
 
 
 def integration(*urls: str) -> AlertmanagerIntegration:
-    receiver = ReceiverConfig.model_validate(
+    receiver = receiver_model().model_validate(
         {"name": "am", "alertmanager": {"urls": list(urls), "timeout": "2s"}}
     )
     built = build_integration(receiver, interval_s=30.0, external_url="http://127.0.0.1:9841")

@@ -20,10 +20,11 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 from cgwatchdog.alerts import AlertView, Notification, fingerprint
-from cgwatchdog.config import ReceiverConfig, load_config
+from cgwatchdog.config import ReceiverConfig
+from cgwatchdog.config.loader import load_config
 from cgwatchdog.errors import NotifyError
-from cgwatchdog.notify import build_integration, send_test
-from cgwatchdog.notify.email import EmailIntegration
+from cgwatchdog.notify import build_integration, receiver_model, send_test
+from cgwatchdog.notify.receivers.email import EmailIntegration
 
 PASSWORD = "s3cret-smtp-pass"
 T0 = 1_764_100_800.0
@@ -167,7 +168,7 @@ def receiver(port: int, **settings: Any) -> ReceiverConfig:
         "timeout": "5s",
         **settings,
     }
-    return ReceiverConfig.model_validate({"name": "mail", "email": mail})
+    return receiver_model().model_validate({"name": "mail", "email": mail})
 
 
 def integration(config: ReceiverConfig, context: ssl.SSLContext | None) -> EmailIntegration:

@@ -22,11 +22,12 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from cgwatchdog.alerts import AlertView, Notification, fingerprint
-from cgwatchdog.config import ReceiverConfig, load_config
+from cgwatchdog.config import ReceiverConfig
+from cgwatchdog.config.loader import load_config
 from cgwatchdog.errors import NotifyError
-from cgwatchdog.notify import build_integration, send_test
-from cgwatchdog.notify.formats import more_note, utf16_len
-from cgwatchdog.notify.webhook import WebhookIntegration
+from cgwatchdog.notify import build_integration, receiver_model, send_test
+from cgwatchdog.notify.receivers.webhook import WebhookIntegration
+from cgwatchdog.notify.render import more_note, utf16_len
 
 TOKEN = "T0KEN-5f3a9c2e7b1d"
 T0 = 1_764_100_800.0  # 2025-11-25T20:00:00Z
@@ -78,7 +79,7 @@ def many(count: int) -> Notification:
 
 
 def webhook(server: HTTPServer, path: str = f"/hook/{TOKEN}", **settings: Any) -> ReceiverConfig:
-    return ReceiverConfig.model_validate(
+    return receiver_model().model_validate(
         {"name": "chat", "webhook": {"url": server.url_for(path), **settings}}
     )
 
@@ -388,7 +389,7 @@ def test_timeout_is_recoverable() -> None:
         listener.bind(("127.0.0.1", 0))
         listener.listen(4)
         port = listener.getsockname()[1]
-        receiver = ReceiverConfig.model_validate(
+        receiver = receiver_model().model_validate(
             {
                 "name": "chat",
                 "webhook": {"url": f"http://127.0.0.1:{port}/{TOKEN}", "timeout": "200ms"},
@@ -407,7 +408,7 @@ def test_connection_refused_is_recoverable_and_never_shows_the_url(
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    receiver = ReceiverConfig.model_validate(
+    receiver = receiver_model().model_validate(
         {"name": "chat", "webhook": {"url": f"http://127.0.0.1:{port}/hook/{TOKEN}"}}
     )
     with pytest.raises(NotifyError) as caught:
@@ -432,7 +433,7 @@ def test_an_echoed_token_is_redacted(server: HTTPServer) -> None:
 
 
 def apprise_receiver(*urls: str) -> ReceiverConfig:
-    return ReceiverConfig.model_validate({"name": "push", "apprise": {"urls": list(urls)}})
+    return receiver_model().model_validate({"name": "push", "apprise": {"urls": list(urls)}})
 
 
 def test_apprise_missing_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:

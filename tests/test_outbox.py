@@ -25,8 +25,7 @@ from typing import Any
 import pytest
 
 from cgwatchdog.alerts import AlertView, Notification, fingerprint
-from cgwatchdog.config import ReceiverConfig
-from cgwatchdog.notify import Integration, Outbox, build_integration
+from cgwatchdog.notify import Integration, Outbox, build_integration, receiver_model
 from cgwatchdog.store import Store
 
 TOKEN = "T0KEN-outbox-9d2f61"
@@ -102,7 +101,7 @@ def sinks() -> Iterator[tuple[Sink, Sink]]:
 
 
 def hook(url: str, *, name: str = "a", timeout: str = "2s") -> Integration:
-    receiver = ReceiverConfig.model_validate(
+    receiver = receiver_model().model_validate(
         {"name": name, "webhook": {"url": url, "timeout": timeout}}
     )
     return build_integration(receiver)
@@ -316,12 +315,11 @@ def test_a_slow_receiver_does_not_hold_the_others(tmp_path: Path, sinks: tuple[S
 _ENQUEUE_THEN_DIE = """
 import json, os, signal, sys
 from cgwatchdog.alerts import Notification
-from cgwatchdog.config import ReceiverConfig
-from cgwatchdog.notify import Outbox, build_integration
+from cgwatchdog.notify import Outbox, build_integration, receiver_model
 from cgwatchdog.store import Store
 
 path, receiver, notification = sys.argv[1:]
-integration = build_integration(ReceiverConfig.model_validate(json.loads(receiver)))
+integration = build_integration(receiver_model().model_validate(json.loads(receiver)))
 outbox = Outbox(Store(path), {"a": integration}, clock=lambda: 1000000.0)
 outbox.enqueue([Notification.from_dict(json.loads(notification))], 1000000.0)
 os.kill(os.getpid(), signal.SIGKILL)

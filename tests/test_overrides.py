@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cgwatchdog.config import Shard, load_config
+from cgwatchdog.config import Shard
+from cgwatchdog.config.loader import load_config
 from cgwatchdog.errors import ConfigError
 from cgwatchdog.overrides import Overrides
 from cgwatchdog.shard import shard_of

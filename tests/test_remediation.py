@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from cgwatchdog.alerts import Notification
-from cgwatchdog.config import load_config
+from cgwatchdog.config.loader import load_config
 from cgwatchdog.notify import Outbox
 from cgwatchdog.simulator import FakeClock, Fleet
 from cgwatchdog.store import Store

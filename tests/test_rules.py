@@ -13,18 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import TypeAdapter
 
 from cgwatchdog.alerts import AlertEngine, AlertState, Evaluation, Signal, fingerprint
-from cgwatchdog.config import MinerConfig, RuleConfig, default_rules_path, load_rule_file
+from cgwatchdog.config import MinerConfig, RuleBase
+from cgwatchdog.config.loader import default_rules_path, load_rule_file
 from cgwatchdog.errors import FailureKind
-from cgwatchdog.rules import (
-    EVALUATORS,
-    MIN_BASELINE_COVERAGE,
-    RuleEngine,
-    compile_rule,
-    eval_hashrate_drop,
-)
+from cgwatchdog.rules import RULE_TYPES, RuleEngine, compile_rule, rule_config
+from cgwatchdog.rules.types.hashrate_drop import MIN_BASELINE_COVERAGE, eval_hashrate_drop
 from cgwatchdog.snapshot import PollResult, Snapshot, Unreachable, build_snapshot
 from cgwatchdog.units import format_duration, format_hashrate, format_percent
 
@@ -36,15 +31,14 @@ STEP = 30.0
 TH = 1e12
 NAME = "rack1-s9-01"
 HOST = "10.0.0.21"
-_RULE: TypeAdapter[RuleConfig] = TypeAdapter(RuleConfig)
 
 
 # --------------------------------------------------------------------------- builders
 
 
-def rule(**fields: Any) -> RuleConfig:
+def rule(**fields: Any) -> RuleBase:
     """A rule as the YAML loader would validate it (``below: 80%``, ``for: 10m``...)."""
-    return _RULE.validate_python(fields)
+    return rule_config(fields)
 
 
 def miner(
@@ -159,7 +153,7 @@ def signals_of(evaluation: Evaluation, alertname: str) -> list[Signal]:
     return [s for s in evaluation.signals if s.labels["alertname"] == alertname]
 
 
-def engine_for(*rules: RuleConfig, miners: Sequence[MinerConfig] | None = None) -> RuleEngine:
+def engine_for(*rules: RuleBase, miners: Sequence[MinerConfig] | None = None) -> RuleEngine:
     return RuleEngine(list(rules), list(miners or [miner()]))
 
 
@@ -217,7 +211,7 @@ def test_format_duration_and_percent() -> None:
 
 
 def test_every_rule_type_has_an_evaluator() -> None:
-    assert set(EVALUATORS) == {
+    assert set(RULE_TYPES) == {
         "hashrate_drop", "device_status", "hardware_errors", "pool_stale", "unreachable", "threshold",
     }  # fmt: skip
 

@@ -17,7 +17,7 @@ import pytest
 
 from cgwatchdog.alerts import AlertState
 from cgwatchdog.client import AsyncCgminerAPI
-from cgwatchdog.config import load_config
+from cgwatchdog.config.loader import load_config
 from cgwatchdog.simulator import FakeClock, Fleet
 from cgwatchdog.watchdog import Watchdog
 

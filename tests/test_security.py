@@ -48,7 +48,8 @@ from pytest_httpserver import HTTPServer
 from cgwatchdog.actions import ActionExecutor, PlannedAction
 from cgwatchdog.alerts import AlertView, Notification, fingerprint
 from cgwatchdog.cli import main
-from cgwatchdog.config import Config, MinerConfig, load_config
+from cgwatchdog.config import Config, MinerConfig
+from cgwatchdog.config.loader import load_config
 from cgwatchdog.errors import ConfigError, NotifyError
 from cgwatchdog.httpapi import (
     MAX_HEAD_BYTES,

@@ -1,5 +1,5 @@
 """The durable outbox: every notification is stored before it is sent, and retried until
-it is delivered or expires (DESIGN §5, §9).
+it is delivered or expires.
 
     Dispatcher.tick ──Notification──> Outbox.enqueue ──sqlite (store.outbox)──>
         Outbox.deliver_due ──one worker per receiver──> Integration.notify
@@ -43,6 +43,9 @@ thread calling ``enqueue``/``deliver_due``; workers only call integrations and h
 back outcomes through a queue. The store's sqlite connection must allow use from the
 thread(s) the daemon calls these from.
 
+Notifications its :class:`~cgwatchdog.notify.policy.SendPolicy` says are not this
+process's to send are left out when queued (and count as done when sent from memory).
+
 Log lines and stored errors pass through the receiver's redactor and are built from
 receiver names, group keys and integration messages, which never hold a URL.
 """
@@ -62,6 +65,7 @@ from typing import Final
 from cgwatchdog.alerts import Notification
 from cgwatchdog.errors import NotifyError, StoreError
 from cgwatchdog.notify.base import Integration
+from cgwatchdog.notify.policy import SendPolicy
 from cgwatchdog.store import OutboxItem, Store
 
 __all__ = [
@@ -142,8 +146,10 @@ class Outbox:
         rng: random.Random | None = None,
         budget_s: float = 20.0,
         max_workers: int = 8,
+        policy: SendPolicy | None = None,
     ) -> None:
         self._store = store
+        self.policy = policy if policy is not None else SendPolicy()
         self._integrations: dict[str, Integration] = dict(integrations)
         self._clock = clock
         self.max_age_s = max_age_s
@@ -179,8 +185,9 @@ class Outbox:
     # -- queueing ----------------------------------------------------------------------
 
     def enqueue(self, notifications: Iterable[Notification], now: float) -> list[int]:
-        """Store notifications (in one transaction) before any attempt to send them."""
-        batch = list(notifications)
+        """Store notifications (in one transaction) before any attempt to send them; those
+        the policy says are not this process's to send are left out."""
+        batch = [n for n in notifications if self.policy.sends(n)]
         if not batch:
             return []
         with self._lock, self._store.transaction():
@@ -336,10 +343,13 @@ class Outbox:
         """Send notifications the state file could not take, straight from memory, in
         order; return those done with (delivered, or refused for good: logged). A
         receiver's recoverable failure pauses it (backoff, Retry-After) and holds back
-        its later ones; a crash loses nothing, the restored state decides them again."""
-        done: list[Notification] = []
+        its later ones; a crash loses nothing, the restored state decides them again.
+        Those the policy says are not this process's to send count as done."""
+        done: list[Notification] = [n for n in notifications if not self.policy.sends(n)]
         held: set[str] = set()
         for notification in notifications:
+            if not self.policy.sends(notification):
+                continue
             receiver = notification.receiver
             integration = self._integrations.get(receiver)
             if (

@@ -19,7 +19,7 @@ from typing import ClassVar, Final
 import requests
 
 from cgwatchdog.alerts import AlertView, Notification, fingerprint
-from cgwatchdog.config import Config, ReceiverConfig, redact
+from cgwatchdog.config import Config, ReceiverConfig
 from cgwatchdog.errors import ConfigError, ConfigProblem, NotifyError
 from cgwatchdog.notify.base import build_integration
 
@@ -105,10 +105,10 @@ def send_test(
         try:
             receipt = integration.notify(synthetic_notification(receiver.name, sent_at))
         except NotifyError as exc:
-            message = redact(integration.redact(str(exc)), config)
+            message = config.redact(integration.redact(str(exc)))
             results.append(TestResult(receiver.name, False, message))
         else:
-            message = redact(integration.redact(receipt), config)
+            message = config.redact(integration.redact(receipt))
             results.append(TestResult(receiver.name, True, message))
         finally:
             integration.close()

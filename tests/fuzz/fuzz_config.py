@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import yaml
-from pydantic import BaseModel, SecretStr, TypeAdapter, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
 from cgwatchdog.config import (
     ActionsConfig,
@@ -42,18 +42,16 @@ from cgwatchdog.config import (
     PollConfig,
     ReceiverConfig,
     RouteConfig,
-    RuleConfig,
     SilenceConfig,
     expand_hosts,
-    load_config,
-    load_rule_file,
     parse_duration,
     parse_hashrate,
     parse_ratio,
     parse_shard,
-    redact,
 )
+from cgwatchdog.config.loader import load_config, load_rule_file
 from cgwatchdog.errors import ConfigError
+from cgwatchdog.rules import rule_config
 
 from .engine import Invariant
 from .mutators import Mutator
@@ -301,7 +299,7 @@ MODELS: Final[dict[str, Callable[[Any], Any]]] = {
 }
 ITEM_MODELS: Final[dict[str, Callable[[Any], Any]]] = {
     "miners": MinerConfig.model_validate,
-    "rules": TypeAdapter(RuleConfig).validate_python,
+    "rules": rule_config,
     "receivers": ReceiverConfig.model_validate,
     "silences": SilenceConfig.model_validate,
 }
@@ -494,7 +492,7 @@ class ConfigFuzzer:
                 raise Invariant("warning-type", "a warning is not text")
             _no_env_secret("warning", warning)
         for secret in _secret_strings(cfg):
-            if len(secret) >= 4 and secret in redact(f"<< {secret} >>", cfg):
+            if len(secret) >= 4 and secret in cfg.redact(f"<< {secret} >>"):
                 raise Invariant("redact", "redact left a secret of the config in place")
 
     def check_rule_file(self) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from cgwatchdog.alerts import Notification
-from cgwatchdog.notify.formats import FormatContext, HttpBody, json_body
+from cgwatchdog.notify.render import FormatContext, HttpBody, json_body, webhook_format
 from cgwatchdog.units import rfc3339
 
 __all__ = ["WEBHOOK_VERSION", "ZERO_TIME", "payload", "render"]
@@ -53,6 +53,7 @@ def payload(
     }
 
 
+@webhook_format("alertmanager")
 def render(notification: Notification, context: FormatContext) -> HttpBody:
     """The body for ``format: alertmanager`` (the default)."""
     return json_body(payload(notification, context))

@@ -22,8 +22,8 @@ from jinja2 import Template, TemplateError
 
 from cgwatchdog.alerts import Notification
 from cgwatchdog.errors import NotifyError
-from cgwatchdog.notify.formats import FormatContext, HttpBody, title
 from cgwatchdog.notify.formats.alertmanager import payload
+from cgwatchdog.notify.render import FormatContext, HttpBody, title, webhook_format
 from cgwatchdog.sandbox import BoundedSandbox
 
 __all__ = ["BODY_MAX_BYTES", "compile_template", "render", "render_text", "variables"]
@@ -66,11 +66,19 @@ def render_text(template: Template, notification: Notification, context: FormatC
         ) from None
 
 
+def _prepare(settings: Any) -> Template:
+    template = getattr(settings, "template", None)
+    if not isinstance(template, str):
+        raise NotifyError("format: custom needs a template", recoverable=False)
+    return compile_template(template)
+
+
+@webhook_format("custom", needs=("template",), prepare=_prepare)
 def render(notification: Notification, context: FormatContext) -> HttpBody:
     """The operator's body for one notification."""
-    if context.template is None:
+    if not isinstance(context.prepared, Template):
         raise NotifyError("format: custom needs a template", recoverable=False)
-    text = render_text(context.template, notification, context)
+    text = render_text(context.prepared, notification, context)
     content = text.encode()
     if len(content) > BODY_MAX_BYTES:
         raise NotifyError(

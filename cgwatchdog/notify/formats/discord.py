@@ -12,7 +12,7 @@ import re
 from typing import Any, Final
 
 from cgwatchdog.alerts import Notification
-from cgwatchdog.notify.formats import (
+from cgwatchdog.notify.render import (
     FormatContext,
     HttpBody,
     alert_text,
@@ -23,6 +23,7 @@ from cgwatchdog.notify.formats import (
     ordered,
     title,
     truncate,
+    webhook_format,
 )
 
 __all__ = [
@@ -50,6 +51,7 @@ def escape(text: str) -> str:
     return _MARKDOWN.sub(r"\\\1", text)
 
 
+@webhook_format("discord")
 def render(notification: Notification, context: FormatContext) -> HttpBody:
     """The Discord message for one notification."""
     heading = title(notification)

@@ -11,7 +11,7 @@ import re
 from typing import Final
 
 from cgwatchdog.alerts import Notification
-from cgwatchdog.notify.formats import (
+from cgwatchdog.notify.render import (
     FormatContext,
     HttpBody,
     alert_text,
@@ -21,6 +21,7 @@ from cgwatchdog.notify.formats import (
     ordered,
     title,
     truncate,
+    webhook_format,
 )
 
 __all__ = ["TEXT_MAX", "escape", "render"]
@@ -35,6 +36,7 @@ def escape(text: str) -> str:
     return _MARKDOWN.sub(r"\\\1", text)
 
 
+@webhook_format("mattermost")
 def render(notification: Notification, context: FormatContext) -> HttpBody:
     """The Mattermost post for one notification."""
     head = f"#### {escape(truncate(title(notification), _TITLE_MAX))}"

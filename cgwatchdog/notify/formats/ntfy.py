@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from cgwatchdog.alerts import Notification
 from cgwatchdog.errors import NotifyError
-from cgwatchdog.notify.formats import (
+from cgwatchdog.notify.render import (
     FormatContext,
     HttpBody,
     alert_text,
@@ -27,6 +27,7 @@ from cgwatchdog.notify.formats import (
     title,
     truncate,
     utf8_len,
+    webhook_format,
 )
 
 __all__ = ["MESSAGE_MAX_BYTES", "priority", "render", "split_topic"]
@@ -56,6 +57,7 @@ def priority(notification: Notification) -> int:
     return _PRIORITY.get(severity(notification), 3)
 
 
+@webhook_format("ntfy")
 def render(notification: Notification, context: FormatContext) -> HttpBody:
     """The ntfy publish request for one notification."""
     root, topic = split_topic(context.url)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from cgwatchdog.alerts import Notification
-from cgwatchdog.notify.formats import (
+from cgwatchdog.notify.render import (
     AlertText,
     FormatContext,
     HttpBody,
@@ -23,6 +23,7 @@ from cgwatchdog.notify.formats import (
     ordered,
     title,
     truncate,
+    webhook_format,
 )
 
 __all__ = ["HEADER_MAX", "MAX_BLOCKS", "SECTION_MAX", "TEXT_MAX", "escape", "render"]
@@ -48,6 +49,7 @@ def _line(alert: AlertText) -> str:
     )
 
 
+@webhook_format("slack")
 def render(notification: Notification, context: FormatContext) -> HttpBody:
     """The Slack message for one notification."""
     texts = [alert_text(a) for a in ordered(notification)]

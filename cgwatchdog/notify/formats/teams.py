@@ -15,7 +15,7 @@ import re
 from typing import Any, Final
 
 from cgwatchdog.alerts import Notification
-from cgwatchdog.notify.formats import (
+from cgwatchdog.notify.render import (
     FormatContext,
     HttpBody,
     alert_text,
@@ -25,6 +25,7 @@ from cgwatchdog.notify.formats import (
     ordered,
     title,
     truncate,
+    webhook_format,
 )
 
 __all__ = ["CARD_BUDGET", "CARD_CONTENT_TYPE", "escape", "render"]
@@ -55,6 +56,7 @@ def _size(text: str) -> int:
     return len(text.encode())
 
 
+@webhook_format("teams")
 def render(notification: Notification, context: FormatContext) -> HttpBody:
     """The Teams message for one notification."""
     firing = notification.status == "firing"

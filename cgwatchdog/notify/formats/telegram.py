@@ -16,7 +16,7 @@ from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
 from cgwatchdog.alerts import Notification
-from cgwatchdog.notify.formats import (
+from cgwatchdog.notify.render import (
     FormatContext,
     HttpBody,
     alert_text,
@@ -27,6 +27,7 @@ from cgwatchdog.notify.formats import (
     title,
     truncate,
     utf16_len,
+    webhook_format,
 )
 
 __all__ = ["TEXT_MAX", "escape", "render", "send_message_url"]
@@ -50,6 +51,7 @@ def send_message_url(url: str) -> str:
     return urlunsplit(parts._replace(path=path + "/sendMessage"))
 
 
+@webhook_format("telegram", needs=("chat_id",))
 def render(notification: Notification, context: FormatContext) -> HttpBody:
     """The ``sendMessage`` request for one notification."""
     head = f"<b>{escape(truncate(title(notification), _TITLE_MAX))}</b>"
@@ -62,7 +64,7 @@ def render(notification: Notification, context: FormatContext) -> HttpBody:
     text = head + "\n\n" + "\n".join(kept)
     if left_out:
         text += "\n" + escape(more_note(left_out))
-    chat = context.chat_id or ""
+    chat = str(getattr(context.settings, "chat_id", None) or "")
     return json_body(
         {
             "chat_id": int(chat) if _NUMERIC_CHAT.fullmatch(chat) else chat,

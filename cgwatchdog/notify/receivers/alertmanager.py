@@ -23,30 +23,25 @@ import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import requests
+from pydantic import AfterValidator, Field, model_validator
 
 from cgwatchdog.alerts import Alert, AlertState, AlertView, Notification
-from cgwatchdog.config import AlertmanagerConfig
+from cgwatchdog.config.fields import Model, PositiveDuration, UrlText, check_plain_url
+from cgwatchdog.config.models import AuthConfig
 from cgwatchdog.errors import NotifyError
-from cgwatchdog.notify.base import (
-    Integration,
-    Redactor,
-    check_response,
-    new_session,
-    request_failure,
-    target_of,
-)
+from cgwatchdog.notify.base import IntegrationContext, PushResult, StateReceiver, receiver_kind
+from cgwatchdog.notify.http import check_response, new_session, request_failure, target_of
 from cgwatchdog.units import rfc3339
 
 __all__ = [
     "BATCH_SIZE",
     "ENDS_AT_INTERVALS",
     "MIN_RESEND_S",
+    "AlertmanagerConfig",
     "AlertmanagerIntegration",
-    "PushResult",
 ]
 
 # endsAt of a firing alert is this many intervals ahead (Prometheus: 4 x resend delay),
@@ -59,22 +54,32 @@ MIN_RESEND_S: Final = 60.0
 BATCH_SIZE: Final = 500
 
 
-@dataclass(frozen=True, slots=True)
-class PushResult:
-    """How one push went: the peers that took every batch, and each other peer's error."""
+def _one_url(data: Any) -> Any:
+    if isinstance(data, dict) and "url" in data:
+        if "urls" in data:
+            raise ValueError("give url or urls, not both")
+        rest = {key: value for key, value in data.items() if key != "url"}
+        return {**rest, "urls": [data["url"]]}
+    return data
 
-    alerts: int
-    accepted: tuple[str, ...]
-    failed: tuple[tuple[str, str], ...]
 
-    def receipt(self) -> str:
-        """One line for the operator."""
-        total = len(self.accepted) + len(self.failed)
-        text = f"{self.alerts} alert{'s' if self.alerts != 1 else ''} accepted by "
-        text += f"{len(self.accepted)} of {total} Alertmanager peer{'s' if total != 1 else ''}"
-        if self.failed:
-            text += "; " + "; ".join(f"{peer}: {error}" for peer, error in self.failed)
-        return text
+class AlertmanagerConfig(Model):
+    """Push to Alertmanager's /api/v2/alerts; ``url:`` or every peer under ``urls:``."""
+
+    urls: Annotated[
+        tuple[Annotated[UrlText, AfterValidator(check_plain_url)], ...], Field(min_length=1)
+    ]
+    """Every peer of the Alertmanager cluster (alerts are not gossiped between peers)."""
+    auth: AuthConfig | None = None
+    verify_tls: bool = True
+    timeout_s: PositiveDuration = Field(default=10.0, validation_alias="timeout")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _url(cls, data: Any) -> Any:
+        return _one_url(data)
+
+
 
 
 def _labels(labels: Mapping[str, str]) -> dict[str, str]:
@@ -82,23 +87,20 @@ def _labels(labels: Mapping[str, str]) -> dict[str, str]:
     return {name: value for name, value in labels.items() if value != ""}
 
 
-class AlertmanagerIntegration(Integration):
+@receiver_kind("alertmanager", AlertmanagerConfig)
+class AlertmanagerIntegration(StateReceiver):
     """Pushes alerts to every configured Alertmanager peer."""
-
-    kind = "alertmanager"
 
     def __init__(
         self,
         name: str,
         config: AlertmanagerConfig,
+        context: IntegrationContext,
         *,
-        session: requests.Session | None = None,
-        interval_s: float = 60.0,
-        external_url: str = "",
-        redactor: Redactor | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(name, redactor=redactor)
+        super().__init__(name, redactor=context.redactor)
+        session, interval_s, external_url = context.session, context.interval_s, context.external_url
         self._config = config
         self._peers = tuple(url.rstrip("/") for url in config.urls)
         self._own_session = session is None

@@ -21,25 +21,93 @@ import ssl
 from collections.abc import Sequence
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
-from typing import Final
+from typing import Annotated, Any, Final, Self
 
-from jinja2 import Template
+from jinja2 import Template as JinjaTemplate
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 from cgwatchdog.alerts import AlertView, Notification
-from cgwatchdog.config import EmailConfig
+from cgwatchdog.config.fields import Model, PositiveDuration, Template, listify
+from cgwatchdog.config.hosts import split_host_port
 from cgwatchdog.errors import NotifyError
-from cgwatchdog.notify.base import Integration, Redactor
-from cgwatchdog.notify.formats import (
+from cgwatchdog.notify.base import Integration, IntegrationContext, receiver_kind
+from cgwatchdog.notify.formats import custom
+from cgwatchdog.notify.render import (
     FormatContext,
     alert_text,
-    custom,
     more_note,
     ordered,
     title,
     truncate,
 )
 
-__all__ = ["MAX_ALERTS", "EmailIntegration", "compose"]
+__all__ = ["MAX_ALERTS", "EmailConfig", "EmailIntegration", "compose"]
+
+def _address(value: str) -> str:
+    _, addr = parseaddr(value)
+    if "@" not in addr or addr.startswith("@") or addr.endswith("@"):
+        raise ValueError(f"{value!r} is not an email address")
+    return value
+
+
+EmailAddress = Annotated[str, AfterValidator(_address)]
+
+
+class EmailConfig(Model):
+    """SMTP delivery with STARTTLS (default, port 587) or implicit TLS (port 465)."""
+
+    smtp: str
+    starttls: bool = True
+    tls: bool = False
+    username: str | None = None
+    password: SecretStr | None = None
+    from_: EmailAddress = Field(validation_alias="from")
+    to: Annotated[tuple[EmailAddress, ...], BeforeValidator(listify), Field(min_length=1)]
+    subject: Template | None = None
+    verify_tls: bool = True
+    timeout_s: PositiveDuration = Field(default=10.0, validation_alias="timeout")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _implicit_tls(cls, data: Any) -> Any:
+        # `tls: true` alone means port 465 without STARTTLS; both spelled out is a mistake.
+        if isinstance(data, dict) and data.get("tls") is True and "starttls" not in data:
+            return {**data, "starttls": False}
+        return data
+
+    @field_validator("smtp")
+    @classmethod
+    def _smtp(cls, value: str) -> str:
+        split_host_port(value, 25)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.tls and self.starttls:
+            raise ValueError("choose starttls (port 587) or tls (port 465), not both")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("give both username and password (or password_file), or neither")
+        return self
+
+    @property
+    def smtp_host(self) -> str:
+        """The SMTP server's host."""
+        return split_host_port(self.smtp, 25)[0]
+
+    @property
+    def smtp_port(self) -> int:
+        """The SMTP port: as written, else 465 with tls, 587 with starttls, else 25."""
+        default = 465 if self.tls else 587 if self.starttls else 25
+        return split_host_port(self.smtp, default)[1]
+
+
 
 # One mail lists at most this many alerts (a fleet incident may hold thousands).
 MAX_ALERTS: Final = 500
@@ -141,32 +209,24 @@ def _smtp_text(raw: bytes | str) -> str:
     return " ".join(text.split())
 
 
+@receiver_kind("email", EmailConfig)
 class EmailIntegration(Integration):
     """Sends each notification as one mail to the configured recipients."""
 
-    kind = "email"
-
-    def __init__(
-        self,
-        name: str,
-        config: EmailConfig,
-        *,
-        external_url: str = "",
-        ssl_context: ssl.SSLContext | None = None,
-        redactor: Redactor | None = None,
-    ) -> None:
-        super().__init__(name, redactor=redactor)
+    def __init__(self, name: str, config: EmailConfig, context: IntegrationContext) -> None:
+        super().__init__(name, redactor=context.redactor)
         self._config = config
-        self._external_url = external_url
+        self._external_url = external_url = context.external_url
         self._target = f"{config.smtp_host}:{config.smtp_port}"
         self._context = FormatContext(receiver=name, url="", external_url=external_url)
+        ssl_context = context.ssl_context
         if ssl_context is None:
             ssl_context = ssl.create_default_context()
             if not config.verify_tls:
                 ssl_context.check_hostname = False
                 ssl_context.verify_mode = ssl.CERT_NONE
         self._ssl_context = ssl_context
-        self._subject: Template | None = None
+        self._subject: JinjaTemplate | None = None
         self._subject_error: NotifyError | None = None
         if config.subject is not None:
             try:

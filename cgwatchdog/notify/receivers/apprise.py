@@ -15,20 +15,42 @@ whole notification is retried by the outbox: the ones that worked may see it twi
 from __future__ import annotations
 
 import importlib
+import re
 from types import ModuleType
-from typing import Final
+from typing import Annotated, Final
+
+from pydantic import BeforeValidator, Field, SecretStr
 
 from cgwatchdog.alerts import Notification
-from cgwatchdog.config import AppriseConfig
+from cgwatchdog.config.fields import Model, listify
 from cgwatchdog.errors import NotifyError
-from cgwatchdog.notify.base import Integration, Redactor
-from cgwatchdog.notify.formats import alert_text, fit, more_note, ordered, severity, title
+from cgwatchdog.notify.base import Integration, IntegrationContext, receiver_kind
+from cgwatchdog.notify.render import alert_text, fit, more_note, ordered, severity, title
 
-__all__ = ["BODY_MAX", "AppriseIntegration", "body"]
+__all__ = ["BODY_MAX", "AppriseConfig", "AppriseIntegration", "body"]
 
 # Apprise splits or truncates per service; most chat and push services take a few KB.
 BODY_MAX: Final = 4_000
 INSTALL_HINT: Final = "pip install 'cgwatchdog[apprise]'"
+
+
+def _check_apprise_url(value: object) -> object:
+    if isinstance(value, str) and not re.match(r"[A-Za-z][A-Za-z0-9+.-]*://.", value.strip()):
+        raise ValueError("must be an Apprise URL such as pover://user@token")
+    return value.strip() if isinstance(value, str) else value
+
+
+
+class AppriseConfig(Model):
+    """Hand the rendered title and body to Apprise (the optional ``[apprise]`` extra)."""
+
+    urls: Annotated[
+        tuple[Annotated[SecretStr, BeforeValidator(_check_apprise_url)], ...],
+        BeforeValidator(listify),
+        Field(min_length=1),
+    ]
+
+
 
 
 def body(notification: Notification) -> str:
@@ -48,15 +70,12 @@ def _apprise() -> ModuleType:
         ) from None
 
 
+@receiver_kind("apprise", AppriseConfig)
 class AppriseIntegration(Integration):
     """Sends each notification to every Apprise URL of the receiver."""
 
-    kind = "apprise"
-
-    def __init__(
-        self, name: str, config: AppriseConfig, *, redactor: Redactor | None = None
-    ) -> None:
-        super().__init__(name, redactor=redactor)
+    def __init__(self, name: str, config: AppriseConfig, context: IntegrationContext) -> None:
+        super().__init__(name, redactor=context.redactor)
         self._urls = tuple(url.get_secret_value() for url in config.urls)
 
     def notify(self, notification: Notification) -> str:

@@ -1,0 +1,648 @@
+"""The configuration's models: every section, validated and typed.
+
+Units are normalized on the way in: durations are float seconds (fields ending ``_s``),
+hashrates float H/s (``_hs``), percentages float fractions. Secrets are ``SecretStr``.
+Rule types and receiver kinds declare their own models beside their code (they extend
+:class:`RuleBase` and sit under :class:`ReceiverConfig`); ``loader.py`` reads the files.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, Self
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+from cgwatchdog.config.fields import (
+    Duration,
+    Hashrate,
+    Host,
+    LabelName,
+    Labels,
+    MinerName,
+    Model,
+    Name,
+    OwnLabels,
+    Port,
+    PositiveDuration,
+    Ratio,
+    Regex,
+    RuleLabels,
+    SecretUrlText,
+    Severity,
+    Template,
+    UtcDatetime,
+    check_label_name,
+    labels_match,
+    listify,
+    only_one,
+)
+from cgwatchdog.config.hosts import split_host_port
+from cgwatchdog.config.secrets import Redactor, secret_values
+from cgwatchdog.protocol import DEFAULT_PORT
+
+__all__ = [
+    "DEFAULT_GROUP_INTERVAL_S",
+    "DEFAULT_GROUP_WAIT_S",
+    "DEFAULT_REPEAT_INTERVAL_S",
+    "ActionsConfig",
+    "AuthConfig",
+    "BasicAuth",
+    "BearerAuth",
+    "ClusterConfig",
+    "Config",
+    "HeartbeatConfig",
+    "HttpConfig",
+    "Loc",
+    "MinerConfig",
+    "MinerEntry",
+    "PollConfig",
+    "ReceiverConfig",
+    "RouteConfig",
+    "RouteSpec",
+    "RuleAction",
+    "RuleBase",
+    "Shard",
+    "SilenceConfig",
+    "cluster_problems",
+    "dotted",
+    "name_template_fields",
+    "parse_shard",
+    "receiver_problems",
+    "resolve_route",
+    "route_problems",
+]
+
+Loc = tuple[str | int, ...]
+"""A place in the config: keys and list indexes from the top (``("receivers", 1, "url")``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """This instance owns shard ``index`` (1-based) of ``count``."""
+
+    index: int
+    count: int
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def parse_shard(value: str) -> Shard:
+    """``"1/4"`` (or ``"1-of-4"``, the systemd instance form) -> Shard(1, 4)."""
+    found = (
+        re.fullmatch(r"\s*(\d+)\s*(?:/|-of-)\s*(\d+)\s*", value) if isinstance(value, str) else None
+    )
+    if found is None:
+        raise ValueError(f"{value!r} is not a shard; write I/N such as 1/4")
+    index, count = int(found[1]), int(found[2])
+    if count < 1 or not 1 <= index <= count:
+        raise ValueError(f"shard {value!r}: I must lie between 1 and N")
+    return Shard(index, count)
+
+
+
+# ----------------------------------------------------------------- poll, http, misc
+
+
+_NAME_FIELDS = frozenset({"host", "port", "index"})
+
+
+def name_template_fields(template: str) -> set[str]:
+    """The ``{fields}`` a miner name template uses."""
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+
+
+
+
+class PollConfig(Model):
+    """How the fleet is polled (``poll:``)."""
+
+    interval_s: PositiveDuration = Field(default=30.0, validation_alias="interval")
+    timeout_s: PositiveDuration = Field(default=5.0, validation_alias="timeout")
+    connect_timeout_s: PositiveDuration = Field(default=1.0, validation_alias="connect_timeout")
+    concurrency: Annotated[int, Field(ge=1, le=65_536)] = 512
+    jitter: Ratio = 0.1
+    max_reply_bytes: Annotated[int, Field(ge=4096)] = 4 * 1024 * 1024
+
+    @model_validator(mode="after")
+    def _deadlines(self) -> Self:
+        if self.connect_timeout_s > self.timeout_s:
+            raise ValueError("connect_timeout must not exceed timeout")
+        if self.timeout_s >= self.interval_s:
+            raise ValueError("timeout must be shorter than interval, or cycles would overlap")
+        return self
+
+
+class HttpConfig(Model):
+    """The local HTTP endpoint (``http:``): /metrics, /healthz, /api/alerts."""
+
+    listen: str = "127.0.0.1:9841"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        split_host_port(value, None)
+        return value
+
+    @property
+    def host(self) -> str:
+        return split_host_port(self.listen, None)[0]
+
+    @property
+    def port(self) -> int:
+        return split_host_port(self.listen, None)[1]
+
+
+class ActionsConfig(Model):
+    """Safeguards around every remediation (``actions:``)."""
+
+    dry_run: bool = False
+    cooldown_s: Duration = Field(default=900.0, validation_alias="cooldown")
+    max_per_miner_per_hour: Annotated[int, Field(ge=0)] = 3
+    max_in_flight: Annotated[int, Field(ge=1)] = 5
+    fleet_incident_share: Annotated[Ratio, Field(gt=0)] = 0.3
+    restart_grace_s: Duration = Field(default=300.0, validation_alias="restart_grace")
+
+
+def _shard(value: object) -> object:
+    if isinstance(value, Shard):
+        return value
+    if isinstance(value, str):
+        return parse_shard(value)
+    raise ValueError("expected a shard I/N such as 1/4")
+
+
+class ClusterConfig(Model):
+    """Sharding and replicas (``cluster:``)."""
+
+    name: Name | None = None
+    """The fleet (e.g. a site) these shards split, when several share one Alertmanager
+    cluster: it labels the heartbeats, so shard 1/2 of one site never elects with
+    shard 1/2 of another."""
+    shard: Annotated[Shard, BeforeValidator(_shard)] = Shard(1, 1)
+    replica: Name | None = None
+    alertmanager: str | None = None
+
+
+class HeartbeatConfig(Model):
+    """The dead man's switch ping after every good cycle (``heartbeat:``)."""
+
+    url: SecretUrlText
+    interval_s: PositiveDuration = Field(default=60.0, validation_alias="interval")
+    timeout_s: PositiveDuration = Field(default=10.0, validation_alias="timeout")
+
+
+class MinerConfig(Model):
+    """One miner to poll, after ranges are expanded."""
+
+    name: MinerName
+    host: Host
+    port: Port = DEFAULT_PORT
+    labels: OwnLabels = Field(default_factory=dict)
+    expected_hashrate_hs: Hashrate | None = Field(
+        default=None, validation_alias="expected_hashrate"
+    )
+
+
+class MinerEntry(Model):
+    """One ``miners:`` item as written: a single host or a ``hosts:`` expansion."""
+
+    name: MinerName | None = None
+    host: Host | None = None
+    hosts: (
+        Annotated[
+            tuple[Annotated[str, Field(min_length=1)], ...],
+            BeforeValidator(listify),
+            Field(min_length=1),
+        ]
+        | None
+    ) = None
+    port: Port = DEFAULT_PORT
+    labels: OwnLabels = Field(default_factory=dict)
+    expected_hashrate: Hashrate | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> Self:
+        only_one(self, ("host", "hosts"), "a miner")
+        if self.hosts is not None and self.name is not None:
+            unknown = sorted(name_template_fields(self.name) - _NAME_FIELDS)
+            if unknown:
+                raise ValueError(
+                    f"name template uses {{{unknown[0]}}}; it may use {{host}}, {{port}} and {{index}}"
+                )
+            # {index:>999999999} or {host:{port}} would build a huge name per miner, and
+            # {index:03d{x}} fails with a KeyError: format specs stay plain and narrow.
+            specs = [spec or "" for _, _, spec, _ in string.Formatter().parse(self.name)]
+            if any("{" in spec or re.search(r"\d{4,}", spec) for spec in specs):
+                raise ValueError(
+                    f"name template {self.name!r}: a format spec may not hold a {{field}} "
+                    "or a width past 999"
+                )
+            try:
+                self.name.format(host="192.0.2.1", port=DEFAULT_PORT, index=1)
+            except (ValueError, IndexError) as exc:
+                raise ValueError(f"name template {self.name!r} is malformed: {exc}") from None
+        return self
+
+
+# ---------------------------------------------------------------- rules
+
+
+class RuleAction(Model):
+    """One step of a rule's remediation ladder, tried in order until verified."""
+
+    do: Literal["restart", "switchpool", "disable", "enable", "exec"]
+    after_s: Duration = Field(default=0.0, validation_alias="after")
+    verify_within_s: PositiveDuration | None = Field(default=None, validation_alias="verify_within")
+    argv: Annotated[tuple[Template, ...], Field(min_length=1)] | None = None
+    timeout_s: PositiveDuration = Field(default=30.0, validation_alias="timeout")
+    pool: Annotated[int, Field(ge=0)] | None = None  # switchpool target; None: next Alive pool
+    dry_run: bool | None = None  # None: the global actions.dry_run
+
+    @model_validator(mode="after")
+    def _fits(self) -> Self:
+        if self.do == "exec" and self.argv is None:
+            raise ValueError("do: exec needs argv (the program and its arguments, no shell)")
+        if self.do != "exec" and self.argv is not None:
+            raise ValueError(f"argv is only for do: exec, not do: {self.do}")
+        if self.do != "switchpool" and self.pool is not None:
+            raise ValueError(f"pool is only for do: switchpool, not do: {self.do}")
+        return self
+
+
+class RuleBase(Model):
+    """What every rule has, whatever its ``type``: name, timing, labels, selection and
+    its remediation ladder. Each rule type subclasses it (``cgwatchdog/rules/types/``)
+    with ``type: Literal["<its name>"]`` and its own keys."""
+
+    type: str
+    name: Name
+    for_s: Duration = Field(default=0.0, validation_alias="for")
+    keep_firing_for_s: Duration = Field(default=0.0, validation_alias="keep_firing_for")
+    severity: Severity = "warning"
+    labels: RuleLabels = Field(default_factory=dict)
+    annotations: dict[str, Template] = Field(default_factory=dict)
+    match: Labels = Field(default_factory=dict)
+    match_re: dict[LabelName, Regex] = Field(default_factory=dict)
+    actions: tuple[RuleAction, ...] = ()
+
+    def selects(self, labels: Mapping[str, str]) -> bool:
+        """Whether a miner with these labels is covered by ``match``/``match_re``."""
+        return labels_match(self.match, self.match_re, labels)
+
+
+
+# ---------------------------------------------------------------------- receivers
+
+
+class BasicAuth(Model):
+    """HTTP basic authentication."""
+
+    user: str
+    password: SecretStr
+
+
+class BearerAuth(Model):
+    """HTTP bearer token."""
+
+    token: SecretStr
+
+
+class AuthConfig(Model):
+    """``auth: {basic: {user, password}}`` or ``auth: {bearer: {token}}``."""
+
+    basic: BasicAuth | None = None
+    bearer: BearerAuth | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Self:
+        only_one(self, ("basic", "bearer"), "auth")
+        return self
+
+
+
+class ReceiverConfig(Model):
+    """A named notification target with exactly one integration.
+
+    This base holds what every receiver has; the model the loader validates with adds
+    one optional key per registered receiver kind (``webhook:``, ``email:``, ...), built
+    from the registry by :func:`cgwatchdog.notify.receiver_model`.
+    """
+
+    name: Name
+    send_resolved: bool = True
+
+    state_kinds: ClassVar[frozenset[str]] = frozenset()
+    """The kinds, among this model's keys, that get alert state pushed (Alertmanager)."""
+
+    @classmethod
+    def kind_keys(cls) -> tuple[str, ...]:
+        """The receiver kinds this model knows, one key each."""
+        return tuple(key for key in cls.model_fields if key not in ReceiverConfig.model_fields)
+
+    @model_validator(mode="after")
+    def _one(self) -> Self:
+        keys = self.kind_keys()
+        if keys:
+            only_one(self, keys, "a receiver")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """Which integration this receiver uses (its one kind key)."""
+        for key in self.kind_keys():
+            if getattr(self, key) is not None:
+                return key
+        raise AssertionError("validated receivers have exactly one integration")
+
+    @property
+    def settings(self) -> BaseModel:
+        """The settings under its kind key (a WebhookConfig for ``webhook:``, ...)."""
+        settings = getattr(self, self.kind)
+        assert isinstance(settings, BaseModel)
+        return settings
+
+    @property
+    def pushes_state(self) -> bool:
+        """Whether this receiver gets the alert state pushed each cycle (Alertmanager)."""
+        return self.kind in self.state_kinds
+
+
+# -------------------------------------------------------------------------- route
+
+
+def _check_group_by(value: str) -> str:
+    return value if value == "..." else check_label_name(value)
+
+
+GroupBy = tuple[Annotated[str, AfterValidator(_check_group_by)], ...]
+
+# Alertmanager's defaults for the root route (dispatch/route.go DefaultRouteOpts); every
+# route is filled in completely here (children inherit from their parent).
+DEFAULT_GROUP_WAIT_S = 30.0
+DEFAULT_GROUP_INTERVAL_S = 300.0
+DEFAULT_REPEAT_INTERVAL_S = 4 * 3600.0
+
+
+class RouteConfig(Model):
+    """A node of the routing tree with inherited values filled in.
+
+    Children inherit receiver, group_by and the three timers from their parent when
+    they do not set them, as in Alertmanager. ``group_by: ["..."]`` groups by all labels.
+    """
+
+    receiver: str
+    group_by: GroupBy = ()
+    group_wait_s: Duration = Field(default=DEFAULT_GROUP_WAIT_S, validation_alias="group_wait")
+    group_interval_s: PositiveDuration = Field(
+        default=DEFAULT_GROUP_INTERVAL_S, validation_alias="group_interval"
+    )
+    repeat_interval_s: PositiveDuration = Field(
+        default=DEFAULT_REPEAT_INTERVAL_S, validation_alias="repeat_interval"
+    )
+    match: Labels = Field(default_factory=dict)
+    match_re: dict[LabelName, Regex] = Field(default_factory=dict)
+    continue_: bool = Field(default=False, validation_alias="continue")
+    routes: tuple[RouteConfig, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        """Whether this node's own matchers accept the labels."""
+        return labels_match(self.match, self.match_re, labels)
+
+
+class RouteSpec(Model):
+    """A route node as written, before inheritance."""
+
+    receiver: str | None = None
+    group_by: GroupBy | None = None
+    group_wait: Duration | None = None
+    group_interval: PositiveDuration | None = None
+    repeat_interval: PositiveDuration | None = None
+    match: Labels = Field(default_factory=dict)
+    match_re: dict[LabelName, Regex] = Field(default_factory=dict)
+    continue_: bool = Field(default=False, validation_alias="continue")
+    routes: tuple[RouteSpec, ...] = ()
+
+
+_INHERITED = ("receiver", "group_by", "group_wait", "group_interval", "repeat_interval")
+
+
+def resolve_route(
+    spec: RouteSpec, parent: dict[str, Any] | None, loc: Loc, found: list[tuple[Loc, str]]
+) -> RouteConfig:
+    """The route tree as written, with every value its node inherits filled in; problems
+    are appended to ``found``."""
+    if parent is None:
+        if spec.receiver is None:
+            found.append((loc, "the root route needs a receiver"))
+        if spec.match or spec.match_re:
+            found.append(
+                ((*loc, "match"), "the root route takes every alert; put matchers on its routes")
+            )
+        parent = {
+            "receiver": "",
+            "group_by": (),
+            "group_wait": DEFAULT_GROUP_WAIT_S,
+            "group_interval": DEFAULT_GROUP_INTERVAL_S,
+            "repeat_interval": DEFAULT_REPEAT_INTERVAL_S,
+        }
+    values = {
+        name: parent[name] if getattr(spec, name) is None else getattr(spec, name)
+        for name in _INHERITED
+    }
+    children = tuple(
+        resolve_route(child, values, (*loc, "routes", index), found)
+        for index, child in enumerate(spec.routes)
+    )
+    return RouteConfig(
+        receiver=values["receiver"],
+        group_by=values["group_by"],
+        group_wait_s=values["group_wait"],
+        group_interval_s=values["group_interval"],
+        repeat_interval_s=values["repeat_interval"],
+        match=spec.match,
+        match_re=spec.match_re,
+        continue_=spec.continue_,
+        routes=children,
+    )
+
+
+# ----------------------------------------------------------------------- silences
+
+
+class SilenceConfig(Model):
+    """Mute alerts whose labels match, from ``starts`` (default: always) ``until``."""
+
+    match: Labels = Field(default_factory=dict)
+    match_re: dict[LabelName, Regex] = Field(default_factory=dict)
+    starts: UtcDatetime | None = None
+    until: UtcDatetime
+    comment: str = ""
+
+    @model_validator(mode="after")
+    def _sane(self) -> Self:
+        if not self.match and not self.match_re:
+            raise ValueError("a silence needs match or match_re (it would mute every alert)")
+        if self.starts is not None and self.starts >= self.until:
+            raise ValueError("starts must come before until")
+        return self
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        """Whether the labels fall under this silence (time is the caller's to check)."""
+        return labels_match(self.match, self.match_re, labels)
+
+
+# ------------------------------------------------------------------------- config
+
+
+def receiver_problems(receivers: Sequence[tuple[str, str | None]]) -> list[tuple[Loc, str]]:
+    """Receiver names used twice, from (name, kind) pairs."""
+    found: list[tuple[Loc, str]] = []
+    first: dict[str, int] = {}
+    for index, (name, _) in enumerate(receivers):
+        if name in first:
+            found.append(
+                (
+                    ("receivers", index, "name"),
+                    f"receiver name {name!r} is already used by receivers[{first[name]}]",
+                )
+            )
+        else:
+            first[name] = index
+    return found
+
+
+def route_problems(
+    route: RouteConfig,
+    kinds: Mapping[str, str | None],
+    loc: Loc = ("route",),
+    parent: str | None = None,
+) -> list[tuple[Loc, str]]:
+    """Routes naming a receiver that is not defined."""
+    found: list[tuple[Loc, str]] = []
+    if route.receiver != parent and route.receiver and route.receiver not in kinds:
+        known = ", ".join(sorted(kinds)) or "none"
+        found.append(
+            ((*loc, "receiver"), f"unknown receiver {route.receiver!r} (defined: {known})")
+        )
+    for index, child in enumerate(route.routes):
+        found += route_problems(child, kinds, (*loc, "routes", index), route.receiver)
+    return found
+
+
+def cluster_problems(
+    cluster: ClusterConfig, kinds: Mapping[str, str | None], state_kinds: Collection[str]
+) -> list[tuple[Loc, str]]:
+    """What is wrong with ``cluster:`` given the receivers (name -> kind) and the kinds
+    that get alert state pushed."""
+    found: list[tuple[Loc, str]] = []
+    name = cluster.alertmanager
+    if name is not None:
+        if name not in kinds:
+            found.append((("cluster", "alertmanager"), f"unknown receiver {name!r}"))
+        elif kinds[name] not in state_kinds:
+            found.append(
+                (("cluster", "alertmanager"), f"receiver {name!r} is not an alertmanager receiver")
+            )
+    if cluster.replica is not None and name is None:
+        found.append(
+            (
+                ("cluster", "replica"),
+                "replicas coordinate through Alertmanager: set cluster.alertmanager too",
+            )
+        )
+    return found
+
+
+def _first_duplicate(names: Iterable[str]) -> str | None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            return name
+        seen.add(name)
+    return None
+
+
+def dotted(loc: Loc) -> str:
+    """A config path as the operator reads it: ``receivers[1].webhook.url``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out or "top level"
+
+
+class Config(Model):
+    """The whole validated configuration; :func:`cgwatchdog.config.loader.load_config`
+    builds it from the files, checking what this model cannot (file:line, registries)."""
+
+    poll: PollConfig = Field(default_factory=PollConfig)
+    state_dir: Path = Path("/var/lib/cgwatchdog")
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    miners: tuple[MinerConfig, ...] = ()
+    rule_files: tuple[Path, ...] = ()  # the files the rule_files: globs matched
+    rules: tuple[RuleBase, ...] = ()  # each of the class its type: names
+    receivers: tuple[ReceiverConfig, ...] = ()
+    route: RouteConfig | None = None
+    actions: ActionsConfig = Field(default_factory=ActionsConfig)
+    silences: tuple[SilenceConfig, ...] = ()
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    heartbeat: HeartbeatConfig | None = None
+
+    _warnings: tuple[str, ...] = PrivateAttr(default=())
+    _redactor: Redactor = PrivateAttr(default_factory=Redactor)
+
+    @model_validator(mode="after")
+    def _references(self) -> Self:
+        kinds: dict[str, str | None] = {r.name: r.kind for r in self.receivers}
+        found = receiver_problems([(r.name, r.kind) for r in self.receivers])
+        if self.route is not None:
+            found += route_problems(self.route, kinds)
+        elif self.receivers:
+            found.append((("route",), "a route is needed when receivers are defined"))
+        state_kinds = {r.kind for r in self.receivers if r.pushes_state}
+        found += cluster_problems(self.cluster, kinds, state_kinds)
+        duplicate = _first_duplicate(miner.name for miner in self.miners)
+        if duplicate is not None:
+            found.append((("miners",), f"miner name {duplicate!r} is used twice"))
+        duplicate = _first_duplicate(rule.name for rule in self.rules)
+        if duplicate is not None:
+            found.append((("rules",), f"rule name {duplicate!r} is used twice"))
+        if found:
+            raise ValueError("; ".join(f"{dotted(loc)}: {message}" for loc, message in found))
+        return self
+
+    def model_post_init(self, context: Any, /) -> None:
+        # Only these sections hold secrets; walking 10,000 miners for none would be waste.
+        self._redactor = Redactor(secret_values(self.receivers, self.heartbeat))
+
+    def redact(self, text: str) -> str:
+        """``text`` with every secret of this configuration replaced by ``<redacted>``."""
+        return self._redactor(text)
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Things that work but deserve a look (loose file modes, unused receivers)."""
+        return self._warnings
+
+    def receiver(self, name: str) -> ReceiverConfig:
+        """The receiver called ``name``; KeyError if there is none."""
+        for receiver in self.receivers:
+            if receiver.name == name:
+                return receiver
+        raise KeyError(name)
+
+

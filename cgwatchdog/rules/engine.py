@@ -1,0 +1,231 @@
+"""The rule engine: poll results + history + rules + ``now`` -> Signals.
+
+Each cycle :meth:`RuleEngine.observe` records every answer in the miners'
+:class:`~cgwatchdog.history.FleetHistory`, then runs every rule on every miner it
+selects and returns an :class:`~cgwatchdog.alerts.Evaluation` for the alert lifecycle:
+
+``signals``
+    one :class:`~cgwatchdog.alerts.Signal` per condition true now. Labels: the miner's
+    labels, the rule's labels, then ``alertname``, ``miner``, ``severity`` and, where the
+    condition is about one part, ``device`` (``ASC0``, ``PGA1``, ``BOARD6``) or ``pool``
+    (the pool id, or ``none``). Labels never carry figures, so fingerprints stay put from
+    one cycle to the next; the figures go in ``value`` ("9.1 TH/s (67% of expected 13.5
+    TH/s)") and in the annotations, rendered from the rule's Jinja templates (compiled
+    once, in jinja2's immutable sandbox; context ``labels``, ``value``, ``miner``,
+    ``host``) only for true conditions. A template that fails renders as its raw text
+    plus a note, never an exception.
+``evaluated``
+    (rule, miner) pairs whose condition could be judged this cycle. ``unreachable`` rules
+    are judged whenever the miner was polled; every other rule only when the miner
+    answered, so an unreachable miner's device, pool and hashrate alerts keep their
+    state. A rule that lacks what it needs is not judged either (its alerts keep their
+    state); each rule type's module says when that is. Rules that cannot work as written
+    (a ``threshold`` on an unknown field) are listed in :attr:`RuleEngine.problems`.
+``held_miners``
+    miners whose current run started less than ``restart_grace`` ago (a restart seen in
+    ``Elapsed``, whoever caused it), plus those the caller holds (the actions module,
+    for miners it just restarted).
+
+One pure function per rule type (``cgwatchdog/rules/types/``, registered in
+:data:`~cgwatchdog.rules.base.RULE_TYPES`) takes ``(rule, miner, result, history,
+now)`` and returns the signals, or None when the rule cannot be judged. What a rule
+keeps between cycles lives in the miner's history (``hashrate_drop``'s frozen baseline),
+which is kept as long as the longest look back of the rules applying to the miner.
+"""
+
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, Final, NamedTuple
+
+from cgwatchdog.alerts import Evaluation, Signal
+from cgwatchdog.config.models import MinerConfig, RuleBase
+from cgwatchdog.history import FleetHistory
+from cgwatchdog.jsonstate import check_version
+from cgwatchdog.rules.base import RULE_TYPES, CompiledRule, compile_rule
+from cgwatchdog.snapshot import PollResult, Snapshot
+
+__all__ = ["MinerPlan", "RuleEngine"]
+
+_STATE_VERSION: Final = 1
+
+
+class MinerPlan(NamedTuple):
+    """What the engine runs for one miner, worked out once per configuration."""
+
+    miner: MinerConfig
+    rules: tuple[CompiledRule[Any], ...]
+    """The rules whose ``match`` selects this miner, in configuration order."""
+    pairs: tuple[tuple[str, str], ...]
+    """``(rule name, miner name)`` of each rule, as ``Evaluation.evaluated`` holds them."""
+    retention_s: float
+    """How much history the rules read back."""
+    looking_back: frozenset[str]
+    """The rules that read history for this miner (their baselines are kept)."""
+
+
+class _Selection(NamedTuple):
+    rules: tuple[CompiledRule[Any], ...]
+    retention_s: float
+    looking_back: frozenset[str]
+
+
+def _select(rules: tuple[CompiledRule[Any], ...], miner: MinerConfig) -> _Selection:
+    lookbacks = {rule.name: RULE_TYPES[rule.type].lookback_s(rule.config, miner) for rule in rules}
+    looking_back = frozenset(name for name, seconds in lookbacks.items() if seconds > 0)
+    return _Selection(rules, max(lookbacks.values(), default=0.0), looking_back)
+
+
+class RuleEngine:
+    """Runs the configured rules over each cycle's poll results; keeps the history."""
+
+    __slots__ = ("_history", "_plans", "_problems", "_restart_grace_s", "_rules")
+
+    def __init__(
+        self,
+        rules: Sequence[RuleBase],
+        miners: Sequence[MinerConfig],
+        *,
+        restart_grace_s: float = 300.0,
+    ) -> None:
+        self._history = FleetHistory()
+        self._plans: dict[str, MinerPlan] = {}
+        self._rules: tuple[CompiledRule[Any], ...] = ()
+        self._problems: tuple[str, ...] = ()
+        self._restart_grace_s = restart_grace_s
+        self.configure(rules, miners, restart_grace_s=restart_grace_s)
+
+    def configure(
+        self,
+        rules: Sequence[RuleBase],
+        miners: Sequence[MinerConfig],
+        *,
+        restart_grace_s: float = 300.0,
+    ) -> None:
+        """Apply a (re)loaded configuration; history of miners still configured is kept."""
+        compiled = tuple(compile_rule(rule) for rule in rules)
+        self._rules = compiled
+        self._problems = tuple(problem for rule in compiled for problem in rule.problems)
+        self._restart_grace_s = restart_grace_s
+        # Miners of one hosts: range share a label set: select rules once per set. A rule
+        # may also match on the miner's name (``match_re: {miner: "rack1-.*"}``).
+        by_name = any(
+            "miner" in rule.config.match or "miner" in rule.config.match_re for rule in compiled
+        )
+        selections: dict[
+            tuple[frozenset[tuple[str, str]], str, float | None], _Selection
+        ] = {}
+        plans: dict[str, MinerPlan] = {}
+        for miner in miners:
+            labels: Mapping[str, str] = miner.labels
+            if by_name:
+                labels = {**labels, "miner": miner.name}
+            key = (
+                frozenset(miner.labels.items()),
+                miner.name if by_name else "",
+                miner.expected_hashrate_hs,
+            )
+            chosen = selections.get(key)
+            if chosen is None:
+                selected = tuple(rule for rule in compiled if rule.config.selects(labels))
+                chosen = selections[key] = _select(selected, miner)
+            pairs = tuple((rule.name, miner.name) for rule in chosen.rules)
+            plans[miner.name] = MinerPlan(
+                miner, chosen.rules, pairs, chosen.retention_s, chosen.looking_back
+            )
+        self._plans = plans
+
+        history = self._history
+        history.retain(plans)
+        for name in history:
+            miner_history = history[name]
+            plan = plans[name]
+            if miner_history.retention_s != plan.retention_s:
+                miner_history.retention_s = plan.retention_s
+            # Frozen baselines of rules gone, or of rules that no longer read the history
+            # for this miner (a hashrate_drop once the miner has an expected_hashrate).
+            miner_history.forget_baselines(plan.looking_back)
+
+    @property
+    def history(self) -> FleetHistory:
+        """Every configured miner's history."""
+        return self._history
+
+    @property
+    def problems(self) -> tuple[str, ...]:
+        """Rules that cannot be evaluated as written (e.g. an unknown threshold field)."""
+        return self._problems
+
+    @property
+    def rules(self) -> tuple[CompiledRule[Any], ...]:
+        """The compiled rules, in configuration order."""
+        return self._rules
+
+    def observe(
+        self, results: Sequence[PollResult], now: float, held: Collection[str] = ()
+    ) -> Evaluation:
+        """Record one cycle's results and evaluate every rule on every miner it selects.
+
+        Results of miners that are not configured are ignored. ``held`` adds miners to
+        ``held_miners`` (e.g. restarted by an action and not yet seen coming back).
+        """
+        signals: list[Signal] = []
+        evaluated: set[tuple[str, str]] = set()
+        held_miners = set(held)
+        grace = self._restart_grace_s
+        plans = self._plans
+        fleet = self._history
+        for result in results:
+            plan = plans.get(result.name)
+            if plan is None:
+                continue
+            miner, rules, pairs = plan.miner, plan.rules, plan.pairs
+            history = fleet.miner(miner.name, plan.retention_s)
+            if isinstance(result, Snapshot):
+                answered = True
+                history.record_snapshot(result)
+            else:
+                answered = False
+                history.mark_unreachable(result.at)
+            for rule, pair in zip(rules, pairs, strict=True):
+                if rule.judges_unreachable:
+                    evaluated.add(pair)
+                    if answered:
+                        continue
+                elif not answered:
+                    continue  # its other alerts keep their state
+                found = rule.evaluate(rule, miner, result, history, now)
+                if found is None:
+                    continue
+                evaluated.add(pair)
+                if found:
+                    signals.extend(found)
+            started = history.last_restart_at
+            if started is not None and now - started < grace:
+                held_miners.add(miner.name)
+        return Evaluation(signals=signals, evaluated=evaluated, held_miners=held_miners)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The history (baselines included), JSON-safe, for the store."""
+        return {"version": _STATE_VERSION, "history": self._history.to_dict()}
+
+    @classmethod
+    def from_dict(
+        cls,
+        data: Mapping[str, Any],
+        rules: Sequence[RuleBase],
+        miners: Sequence[MinerConfig],
+        *,
+        restart_grace_s: float = 300.0,
+    ) -> RuleEngine:
+        """An engine for this configuration with the history ``to_dict`` saved.
+
+        ValueError when ``data`` is malformed (the caller may start with no history).
+        """
+        check_version(data, _STATE_VERSION, "rule engine state")
+        history = FleetHistory.from_dict(data.get("history", {}))
+        engine = cls(rules, miners, restart_grace_s=restart_grace_s)
+        engine._history = history
+        engine.configure(rules, miners, restart_grace_s=restart_grace_s)  # prune, retention
+        return engine
