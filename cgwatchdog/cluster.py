@@ -392,8 +392,8 @@ class Leadership:
     def role_at(self, now: float) -> RoleChange:
         """The role for a cycle starting at ``now`` (ISOLATED once this replica's own
         heartbeat has expired unrefreshed: the others no longer see it then)."""
-        if self.standing is not Standing.ISOLATED and now > self.valid_until:
-            self._move(LeadershipEvent.EXPIRED)
+        if now > self.valid_until and self.replica is not None:
+            self._move(LeadershipEvent.EXPIRED)  # isolated too: visibility starts afresh
         change = RoleChange(self._cycle_role, self.standing.role)
         self._cycle_role = change.role
         return change

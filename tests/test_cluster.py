@@ -19,8 +19,12 @@ from hypothesis import strategies as st
 
 from cgwatchdog.cluster import (
     HEARTBEAT_ALERTNAME,
+    LEADERSHIP,
     WATCHDOG_ALERTNAME,
+    Leadership,
+    LeadershipEvent,
     Role,
+    Standing,
     elect,
     heartbeat_alerts,
     heartbeat_matchers,
@@ -381,3 +385,133 @@ def test_fleets_sharing_alertmanager_elect_apart() -> None:
     assert elect(listed, SHARD, "1", now) is Role.FOLLOWER  # the unnamed fleet: "0" leads
     assert heartbeat_matchers(SHARD, "site-a")["cluster"] == "site-a"
     assert heartbeat_matchers(SHARD)["cluster"] == ""
+
+
+# --- leadership over time: the state machine ----------------------------------------------
+
+LIFETIME_S = 60.0
+LEADER, FOLLOWER, ISOLATED = Role.LEADER, Role.FOLLOWER, Role.ISOLATED
+
+
+def test_leadership_table_isolates_on_every_loss_and_leads_only_when_settled() -> None:
+    losses = (LeadershipEvent.UNSEEN, LeadershipEvent.BLIND, LeadershipEvent.EXPIRED)
+    for standing in Standing:
+        for event in losses:
+            assert LEADERSHIP.next(standing, event) is Standing.ISOLATED
+    leading = {
+        (state, event)
+        for state, moves in LEADERSHIP.items()
+        for event, target in moves.items()
+        if target is Standing.LEADER
+    }
+    assert {event for _, event in leading} == {LeadershipEvent.SETTLED}
+    assert not LEADERSHIP.allows(Standing.LEADER, LeadershipEvent.LOWEST)
+    with pytest.raises(ValueError, match="no leadership transition from leader on lowest"):
+        LEADERSHIP.next(Standing.LEADER, LeadershipEvent.LOWEST)
+    assert Standing.JOINING.role is FOLLOWER and Standing.LEADER.role is LEADER
+
+
+def test_a_replica_that_has_just_become_visible_waits_a_lifetime_before_leading() -> None:
+    replica = Leadership("a", LIFETIME_S)
+    assert replica.role_at(NOW).role is ISOLATED  # nothing heard yet: never acts
+    assert replica.heard(LEADER, pushed=True, at=NOW) is Standing.JOINING
+    assert replica.role_at(NOW + 1).role is FOLLOWER
+    assert replica.heard(LEADER, pushed=True, at=NOW + 30) is Standing.JOINING
+    assert replica.heard(LEADER, pushed=True, at=NOW + 60) is Standing.LEADER
+    change = replica.role_at(NOW + 61)
+    assert change.role is LEADER and change.previous is FOLLOWER and change.changed
+    assert not replica.role_at(NOW + 62).changed
+
+
+def test_a_leader_whose_heartbeat_expires_unrefreshed_steps_down_and_joins_again() -> None:
+    replica = Leadership("a", LIFETIME_S)
+    for at in (NOW, NOW + 30, NOW + 60):
+        replica.heard(LEADER, pushed=True, at=at)
+    assert replica.role_at(NOW + 61).role is LEADER
+    assert replica.role_at(NOW + 120).role is LEADER  # its last heartbeat lives to +120
+    assert replica.role_at(NOW + 121).role is ISOLATED  # expired: the others stop seeing it
+    # Seen again: it is new to the others, so it waits a lifetime once more.
+    assert replica.heard(LEADER, pushed=True, at=NOW + 150) is Standing.JOINING
+    assert replica.heard(LEADER, pushed=True, at=NOW + 210) is Standing.LEADER
+
+
+def test_a_failed_push_isolates_at_once() -> None:
+    replica = Leadership("a", LIFETIME_S)
+    for at in (NOW, NOW + 60):
+        replica.heard(LEADER, pushed=True, at=at)
+    assert replica.heard(LEADER, pushed=False, at=NOW + 90) is Standing.ISOLATED
+    assert replica.last_push_at is None and replica.role_at(NOW + 91).role is ISOLATED
+    assert replica.heard(LEADER, pushed=True, at=NOW + 120) is Standing.JOINING
+
+
+def test_a_replica_blind_to_alertmanager_does_not_act_but_stays_visible() -> None:
+    replica = Leadership("a", LIFETIME_S)
+    for at in (NOW, NOW + 60):
+        replica.heard(LEADER, pushed=True, at=at)
+    # Its push was accepted, the read failed: it cannot know who leads, so it does not act.
+    assert replica.heard(ISOLATED, pushed=True, at=NOW + 90) is Standing.ISOLATED
+    assert replica.last_push_at == NOW + 90
+    # The others saw it all along: once it can read again it leads at once.
+    assert replica.heard(LEADER, pushed=True, at=NOW + 120) is Standing.LEADER
+
+
+def test_a_lower_replica_outranks_a_leader() -> None:
+    replica = Leadership("b", LIFETIME_S)
+    for at in (NOW, NOW + 60):
+        replica.heard(LEADER, pushed=True, at=at)
+    assert replica.heard(FOLLOWER, pushed=True, at=NOW + 90) is Standing.FOLLOWER
+    assert replica.role_at(NOW + 91).role is FOLLOWER
+    # The lower one dies; b has been visible for long: it takes over at once.
+    assert replica.heard(LEADER, pushed=True, at=NOW + 180) is Standing.LEADER
+
+
+def test_without_replicas_leadership_is_always_leader() -> None:
+    alone = Leadership(None, LIFETIME_S)
+    assert alone.heard(ISOLATED, pushed=False, at=NOW) is Standing.LEADER
+    assert alone.role_at(NOW + 1e9).role is LEADER
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(0.0, 100.0), st.booleans(), st.sampled_from([LEADER, FOLLOWER, ISOLATED])
+        ),
+        max_size=40,
+    )
+)
+def test_a_replica_leads_only_while_seen_for_a_lifetime_and_its_heartbeat_lives(
+    steps: list[tuple[float, bool, Role]],
+) -> None:
+    """Against a reference: a cycle runs as leader only when the last read said lowest,
+    the last push was accepted and has not expired, and the replica has been visible
+    (accepted pushes, none failed, never expired) for a lifetime."""
+    replica = Leadership("a", LIFETIME_S)
+    at = NOW
+    visible_since: float | None = None
+    last_ok: float | None = None
+    last_read: Role | None = None
+    for delay, pushed, read in steps:
+        at += delay
+        # The cycle starting now: expiry first.
+        if last_ok is not None and at > last_ok + LIFETIME_S:
+            visible_since = last_ok = None
+        role = replica.role_at(at).role
+        should_lead = (
+            last_read is LEADER
+            and last_ok is not None
+            and visible_since is not None
+            and at <= last_ok + LIFETIME_S
+        )
+        assert (role is LEADER) == (should_lead and replica.standing is Standing.LEADER)
+        if role is LEADER:
+            assert visible_since is not None and last_ok - visible_since >= LIFETIME_S
+        # Then this cycle's push and read.
+        if pushed:
+            visible_since = at if visible_since is None else visible_since
+            last_ok = at
+            last_read = read
+        else:
+            visible_since = last_ok = None
+            last_read = None
+        replica.heard(read, pushed=pushed, at=at)
