@@ -1,4 +1,4 @@
-"""Remediation with safeguards (DESIGN §6): a pure planner decides, a small executor does.
+"""Remediation with safeguards: a pure planner decides, a small executor does.
 
 ::
 
@@ -53,7 +53,8 @@ Read-only APIs
     accepts a privileged command again, which is checked with the harmless ``privileged``
     command at most every ``READ_ONLY_PROBE_INTERVAL_S`` while a step waits for it.
 
-Each cycle, in this order (the daemon does it; ``now`` is the same value throughout)::
+Each cycle, in this order (``Watchdog.evaluate`` and ``Watchdog.act`` do it; ``now`` is
+the same value throughout)::
 
     held = planner.held_miners(now)
     evaluation = rules.observe(results, now, held=held)
@@ -88,7 +89,7 @@ import socket
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, NamedTuple, TypeAlias
 
 from jinja2 import StrictUndefined
 
@@ -450,23 +451,36 @@ class Candidate:
     miner_answered: bool = True
 
 
+class Busy(NamedTuple):
+    """What is in progress on a miner."""
+
+    what: str
+    dry_run: bool
+
+
+class Exhausted(NamedTuple):
+    """A miner whose remediation of some alert failed entirely."""
+
+    alertname: str
+    real: bool  # whether a real (not dry-run) step was tried
+
+
 @dataclass(slots=True)
 class PlanContext:
     """What the safeguards look at in one ``plan`` call; planning updates it as it goes.
 
     ``history``: per miner, (time, dry_run) of the actions of the last hour (or cooldown).
-    ``busy``: miner -> (what is in progress, whether it is a dry run). ``exhausted``:
-    miner -> (alertname, whether a real step was tried). ``incidents``: alertname ->
-    share of the fleet it fires on.
+    ``busy``: what is in progress per miner. ``exhausted``: per miner, the alert whose
+    ladder failed. ``incidents``: alertname -> share of the fleet it fires on.
     """
 
     now: float
     settings: ActionsConfig
     results: Mapping[str, PollResult] = field(default_factory=dict)
     incidents: Mapping[str, float] = field(default_factory=dict)
-    exhausted: dict[str, tuple[str, bool]] = field(default_factory=dict)
+    exhausted: dict[str, Exhausted] = field(default_factory=dict)
     read_only: Collection[str] = frozenset()
-    busy: dict[str, tuple[str, bool]] = field(default_factory=dict)
+    busy: dict[str, Busy] = field(default_factory=dict)
     history: Mapping[str, Sequence[tuple[float, bool]]] = field(default_factory=dict)
     restarted_at: Mapping[str, float] = field(default_factory=dict)
     in_flight: int = 0
@@ -475,11 +489,11 @@ class PlanContext:
 def hold_exhausted(c: Candidate, ctx: PlanContext) -> Hold | None:
     """No action on a miner whose remediation of some alert failed entirely."""
     exhausted = ctx.exhausted.get(c.miner)
-    if exhausted is None or not (c.dry_run or exhausted[1]):
+    if exhausted is None or not (c.dry_run or exhausted.real):
         return None
     return Hold(
         "exhausted",
-        f"every remediation step for {exhausted[0]} on this miner failed; no more actions "
+        f"every remediation step for {exhausted.alertname} on this miner failed; no more actions "
         "on it until that alert resolves or an operator clears it",
     )
 
@@ -521,9 +535,9 @@ def hold_condition_gone(c: Candidate, ctx: PlanContext) -> Hold | None:
 def hold_busy(c: Candidate, ctx: PlanContext) -> Hold | None:
     """One action at a time per miner."""
     busy = ctx.busy.get(c.miner)
-    if busy is None or not (c.dry_run or not busy[1]):
+    if busy is None or not (c.dry_run or not busy.dry_run):
         return None
-    return Hold("busy", f"another action on this miner is in progress ({busy[0]})")
+    return Hold("busy", f"another action on this miner is in progress ({busy.what})")
 
 
 def hold_restart_grace(c: Candidate, ctx: PlanContext) -> Hold | None:
@@ -1006,20 +1020,20 @@ class ActionPlanner:
             size = max(1, len(miners))
             shares = {name: len(affected.get(name, ())) / size for name in sorted(wanted)}
         self._incidents_logged &= shares.keys()
-        exhausted: dict[str, tuple[str, bool]] = {}
-        busy: dict[str, tuple[str, bool]] = {}
+        exhausted: dict[str, Exhausted] = {}
+        busy: dict[str, Busy] = {}
         in_flight = 0
         for miner, expiry in self._orphans.values():
             if expiry > now:
                 in_flight += 1
-                busy[miner] = ("an action whose alert ended meanwhile", False)
+                busy[miner] = Busy("an action whose alert ended meanwhile", False)
         for ladder in sorted(self._ladders.values(), key=_Ladder.sort_key):
             state = ladder.state
             if state is LadderState.EXHAUSTED:
                 real = ladder.real_attempts > 0
                 previous = exhausted.get(ladder.miner)
-                if previous is None or (real and not previous[1]):
-                    exhausted[ladder.miner] = (ladder.alertname, real)
+                if previous is None or (real and not previous.real):
+                    exhausted[ladder.miner] = Exhausted(ladder.alertname, real)
             elif (state is LadderState.RUNNING or state is LadderState.VERIFYING) and (
                 ladder.action is not None
             ):
@@ -1028,7 +1042,7 @@ class ActionPlanner:
                     in_flight += 1
                 what = f"{ladder.action.describe()} for {ladder.alertname}, {state.value}"
                 if ladder.miner not in busy or not dry:
-                    busy[ladder.miner] = (what, dry)
+                    busy[ladder.miner] = Busy(what, dry)
         return PlanContext(
             now=now,
             settings=self._settings,
@@ -1086,7 +1100,7 @@ class ActionPlanner:
                 self._fail_step(ladder, now, f"{step.do}: {built.reason}")
                 if ladder.exhausted:
                     ctx.exhausted.setdefault(
-                        ladder.miner, (ladder.alertname, ladder.real_attempts > 0)
+                        ladder.miner, Exhausted(ladder.alertname, ladder.real_attempts > 0)
                     )
                 continue
             self._commit(ladder, built, ctx)
@@ -1195,7 +1209,7 @@ class ActionPlanner:
         self._history.setdefault(ladder.miner, []).append((now, action.dry_run))
         if not action.dry_run:
             ctx.in_flight += 1
-        ctx.busy[ladder.miner] = (f"{action.describe()} for {ladder.alertname}", action.dry_run)
+        ctx.busy[ladder.miner] = Busy(f"{action.describe()} for {ladder.alertname}", action.dry_run)
         self._emit(ActionEventKind.PLANNED, now, ladder, action.reason, action=action)
 
     def _maybe_probe(
@@ -1228,7 +1242,7 @@ class ActionPlanner:
             dry_run=False,
             reason="does the miner's API accept privileged commands again?",
         )
-        ctx.busy[ladder.miner] = ("a write-access check", False)
+        ctx.busy[ladder.miner] = Busy("a write-access check", False)
         self._emit(ActionEventKind.PLANNED, ctx.now, ladder, probe.reason, action=probe)
         planned.append(probe)
 

@@ -1,4 +1,4 @@
-"""The alert lifecycle and notification grouping (DESIGN §5, §6), pure and clock-free.
+"""The alert lifecycle and notification grouping, pure and clock-free.
 
 Two objects, both driven by an injected clock (``now``, epoch seconds, passed to every
 method; nothing here reads the clock):
@@ -281,7 +281,7 @@ class Evaluation:
     ``evaluated`` holds the (alertname, miner) pairs whose condition was evaluated: an
     alert whose pair is in it and has no signal now has a false condition; an alert whose
     pair is not (its miner was unreachable, so its device rules could not run) keeps its
-    state. ``held_miners`` are in restart grace (DESIGN §5).
+    state. ``held_miners`` are in restart grace (their alerts hold their state).
     """
 
     signals: Sequence[Signal]

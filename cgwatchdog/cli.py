@@ -113,7 +113,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def poll_document(watchdog: Watchdog, report: CycleReport) -> dict[str, Any]:
-    """The ``poll --json`` object (DESIGN §3): keys may be added, never renamed."""
+    """The ``poll --json`` object: keys may be added, never renamed (scripts rely on it)."""
     by_miner: dict[str, list[dict[str, Any]]] = {}
     for alert in watchdog.alerts.alerts():
         if alert.state.name not in ("PENDING", "FIRING"):

@@ -18,7 +18,7 @@ import contextlib
 import errno
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
 from typing import Any
 
 from cgwatchdog.errors import (
@@ -102,6 +102,29 @@ class _BaseAPI:
             raise ProtocolError(f"privileged command {privileged[0]!r} must be sent alone")
         return names
 
+    def _multi_steps(
+        self, commands: Sequence[str] | str, arg: object
+    ) -> Generator[bytes, ReplyDecoder, dict[str, dict[str, Any]]]:
+        """The logic of ``multi`` without the I/O: yields each request's bytes, is sent
+        the reply's decoder back, and returns each command's reply. Both clients drive
+        it, the blocking one with ``exchange`` and the async one with ``await exchange``."""
+        names = self._multi_names(commands)
+        if len(names) > 1 and self.multi_supported is not False:
+            joined = "+".join(names)
+            decoder = yield encode_request(joined, arg)
+            try:
+                parts = split_multi(names, self._finish(decoder, joined, False))
+            except InvalidCommand:
+                self.multi_supported = False
+            else:
+                self.multi_supported = True
+                return parts
+        out: dict[str, dict[str, Any]] = {}
+        for name in names:
+            decoder = yield encode_request(name, arg)
+            out[name] = self._reply_unchecked(decoder)
+        return out
+
     @contextlib.contextmanager
     def _edge(self, decoder: ReplyDecoder, phase: list[str]) -> Iterator[None]:
         """Convert socket exceptions into ours, with a reason an operator can act on."""
@@ -177,21 +200,14 @@ class CgminerAPI(_BaseAPI):
         Uses one ``a+b+c`` request where the miner supports it, else one request per
         command (remembered in :attr:`multi_supported`).
         """
-        names = self._multi_names(commands)
-        if len(names) > 1 and self.multi_supported is not False:
+        steps = self._multi_steps(commands, arg)
+        request = next(steps)
+        while True:
             try:
-                reply = self.command("+".join(names), arg)
-                parts = split_multi(names, reply)
-            except InvalidCommand:
-                self.multi_supported = False
-            else:
-                self.multi_supported = True
-                return parts
-        out: dict[str, dict[str, Any]] = {}
-        for name in names:
-            decoder = self.exchange(encode_request(name, arg))
-            out[name] = self._reply_unchecked(decoder)
-        return out
+                request = steps.send(self.exchange(request))
+            except StopIteration as done:
+                result: dict[str, dict[str, Any]] = done.value
+                return result
 
     def __getattr__(self, name: str) -> Callable[..., dict[str, Any]]:
         if name.startswith("_"):
@@ -298,21 +314,14 @@ class AsyncCgminerAPI(_BaseAPI):
         self, commands: Sequence[str] | str, arg: object = None
     ) -> dict[str, dict[str, Any]]:
         """As :meth:`CgminerAPI.multi`: one connection where the miner allows it."""
-        names = self._multi_names(commands)
-        if len(names) > 1 and self.multi_supported is not False:
+        steps = self._multi_steps(commands, arg)
+        request = next(steps)
+        while True:
             try:
-                reply = await self.command("+".join(names), arg)
-                parts = split_multi(names, reply)
-            except InvalidCommand:
-                self.multi_supported = False
-            else:
-                self.multi_supported = True
-                return parts
-        out: dict[str, dict[str, Any]] = {}
-        for name in names:
-            decoder = await self.exchange(encode_request(name, arg))
-            out[name] = self._reply_unchecked(decoder)
-        return out
+                request = steps.send(await self.exchange(request))
+            except StopIteration as done:
+                result: dict[str, dict[str, Any]] = done.value
+                return result
 
     def __getattr__(self, name: str) -> Callable[..., Awaitable[dict[str, Any]]]:
         if name.startswith("_"):

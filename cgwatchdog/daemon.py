@@ -675,7 +675,7 @@ class Daemon:
             except ConfigError as exc:
                 self._refuse(exc.problems)
                 return
-            except Exception:  # a loader bug must not end a running daemon (DESIGN §9)
+            except Exception:  # a loader bug must not end a running daemon
                 log.exception("reading %s failed with an internal error", self.config_path)
                 self._refuse(
                     [

@@ -1,6 +1,6 @@
 """The dead man's switch: a plain HTTP GET to a push monitor after good cycles.
 
-``heartbeat: {url: https://hc-ping.com/<uuid>, interval: 1m}`` (DESIGN §11) makes the
+``heartbeat: {url: https://hc-ping.com/<uuid>, interval: 1m}`` makes the
 daemon ping a healthchecks.io / Uptime Kuma / Dead Man's Snitch style URL; the monitor
 alerts someone when the pings stop, which is what happens when the watchdog itself is
 down or its loop is stuck (the daemon pings only after a good cycle).

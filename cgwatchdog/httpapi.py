@@ -1,4 +1,4 @@
-"""The daemon's local HTTP endpoint: /metrics, /healthz, /api/alerts (DESIGN §7, §9, §11).
+"""The daemon's local HTTP endpoint: /metrics, /healthz, /api/alerts.
 
 A thin adapter over the daemon's state, in three parts:
 

@@ -1,7 +1,7 @@
 """Which shard owns which miner: rendezvous (highest random weight) hashing of names.
 
 Every instance reads the same configuration and keeps the miners whose name hashes to
-its own shard (DESIGN §11). For a name and each shard ``i`` of ``count`` the weight is
+its own shard. For a name and each shard ``i`` of ``count`` the weight is
 a 64-bit BLAKE2b hash of ``b"<i>\\x00<name in UTF-8>"`` (big-endian); the shard with the
 highest weight owns the name. That gives:
 

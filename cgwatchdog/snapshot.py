@@ -9,8 +9,8 @@ of the wrong type, a missing key or a reply with STATUS E/F simply yields ``None
 Where each figure comes from (first source that has it wins):
 
 hashrate
-    DESIGN §2: "the shortest window a miner reports, else its average, else the sum of
-    its devices or boards". Windows are ranked 5s, 20s, rolling, 30s, 1m, 5m, 15m, 24h,
+    the shortest window a miner reports, else its average, else the sum of its devices
+    or boards. Windows are ranked 5s, 20s, rolling, 30s, 1m, 5m, 15m, 24h,
     then ``av``, in any unit (KHS/MHS/GHS/THS/PHS ``<window>``, numbers or strings). A
     window is used only once the miner's ``Elapsed`` (per device: ``Device Elapsed``) covers
     three times its length: before that it is still filling and reads low -- BOSminer's
@@ -55,7 +55,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from types import MappingProxyType
-from typing import Any, TypeGuard
+from typing import Any, NamedTuple, TypeGuard
 
 from cgwatchdog.errors import FailureKind
 
@@ -590,12 +590,16 @@ _RANK_AVERAGE = 1
 _RANK_UNJUDGED = 2
 
 
-def _window_hashrate(
-    entry: Mapping[str, Any], elapsed: float | None
-) -> tuple[float, str, int] | None:
-    """(H/s, key, rank) from the shortest usable window of an entry, else its average."""
+class _Rate(NamedTuple):
+    hs: float
+    key: str  # the reply key it came from, e.g. "MHS 5s"
+    rank: int  # _RANK_WINDOW, _RANK_AVERAGE or _RANK_UNJUDGED: lower is better
+
+
+def _window_hashrate(entry: Mapping[str, Any], elapsed: float | None) -> _Rate | None:
+    """The shortest usable window of an entry, else its average."""
     get = entry.get
-    late: tuple[float, str, int] | None = None
+    late: _Rate | None = None
     for key, seconds, scale in _WINDOW_KEYS:
         raw = get(key)
         if raw is None:
@@ -607,18 +611,18 @@ def _window_hashrate(
             if late is None:
                 value = _scaled(_num(raw), scale)
                 if value is not None:
-                    late = (value, key, _RANK_UNJUDGED)
+                    late = _Rate(value, key, _RANK_UNJUDGED)
             continue
         value = _scaled(_num(raw), scale)
         if value is not None:
-            return value, key, _RANK_WINDOW
+            return _Rate(value, key, _RANK_WINDOW)
     for key, scale in _AVERAGE_KEYS:
         raw = get(key)
         if raw is None:
             continue
         value = _scaled(_num(raw), scale)
         if value is not None:
-            return value, key, _RANK_AVERAGE
+            return _Rate(value, key, _RANK_AVERAGE)
     return late
 
 
@@ -896,7 +900,7 @@ def _build_devs(
                 name=_text(entry.get("Name")) or f"{kind}{device_id}",
                 status=status,
                 enabled=enabled,
-                hashrate_hs=None if rate is None else rate[0],
+                hashrate_hs=None if rate is None else rate.hs,
                 temperature_c=temperature,
                 hardware_errors=_count(entry.get("Hardware Errors")),
                 diff1_work=work if work is not None and work >= 0 else None,
@@ -915,8 +919,8 @@ def _devs_hashrate(
         elapsed = _elapsed(entry, "Device Elapsed")
         rate = _window_hashrate(entry, miner_elapsed if elapsed is None else elapsed)
         if rate is not None:
-            total += rate[0]
-            keys.add(rate[1])
+            total += rate.hs
+            keys.add(rate.key)
     if not keys or total == math.inf:
         return None
     if len(keys) == 1:
@@ -1192,19 +1196,19 @@ def build_snapshot(
     if fans_expected is None and summary is not None:
         fans_expected = _count(summary.get("Fan Num"))
 
-    # Hashrate (DESIGN §2): the whole miner's shortest window, else its average (SUMMARY,
+    # Hashrate: the whole miner's shortest window, else its average (SUMMARY,
     # then the bmminer STATS entry, then Avalon GHSavg), else the sum of devices or boards.
     rate: tuple[float, str] | None = None
     best_rank = _RANK_UNJUDGED + 1
     if summary is not None:
         found = _window_hashrate(summary, elapsed_s)
         if found is not None:
-            rate, best_rank = (found[0], f"summary '{found[1]}'"), found[2]
+            rate, best_rank = (found.hs, f"summary '{found.key}'"), found.rank
     if best_rank > _RANK_WINDOW and stats_miner is not None:
         stats_elapsed = _elapsed(stats_miner)
         found = _window_hashrate(stats_miner, elapsed_s if stats_elapsed is None else stats_elapsed)
-        if found is not None and found[2] < best_rank:
-            rate, best_rank = (found[0], f"stats '{found[1]}'"), found[2]
+        if found is not None and found.rank < best_rank:
+            rate, best_rank = (found.hs, f"stats '{found.key}'"), found.rank
     if best_rank > _RANK_AVERAGE and mms:
         total = 0.0
         keys: list[str] = []

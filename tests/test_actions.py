@@ -31,7 +31,9 @@ from cgwatchdog.actions import (
     ActionExecutor,
     ActionOutcome,
     ActionPlanner,
+    Busy,
     Candidate,
+    Exhausted,
     LadderEvent,
     LadderState,
     PlanContext,
@@ -309,11 +311,11 @@ def test_stages_alone() -> None:
     assert hold is not None and hold.reason == "fleet incident: DeviceDead on 97% of the fleet"
     assert hold_fleet_incident(candidate(alertname="PoolStale"), ctx) is None
 
-    ctx = PlanContext(now=now, settings=cfg, busy={"m1": ("ascdisable|1, verifying", True)})
+    ctx = PlanContext(now=now, settings=cfg, busy={"m1": Busy("ascdisable|1, verifying", True)})
     assert hold_busy(candidate(), ctx) is None  # only a dry run is in progress
     assert hold_busy(candidate(dry_run=True), ctx) is not None
 
-    ctx = PlanContext(now=now, settings=cfg, exhausted={"m1": ("DeviceDead", True)})
+    ctx = PlanContext(now=now, settings=cfg, exhausted={"m1": Exhausted("DeviceDead", True)})
     assert hold_exhausted(candidate(alertname="PoolStale"), ctx) is not None
     ctx = PlanContext(now=now, settings=cfg, read_only={"m1"})
     hold = hold_read_only(candidate(), ctx)

@@ -234,7 +234,7 @@ class AlertmanagerIntegration(StateReceiver):
         """GET /api/v2/alerts from the first peer that answers; ``matchers`` are label
         equalities. With ``every_peer``, the alerts of every peer that answers, together:
         Alertmanager peers do not gossip alerts, so a replica that reaches only one peer
-        shows its heartbeat only there (leadership reads every peer, DESIGN §11).
+        shows its heartbeat only there (leadership reads every peer).
         NotifyError when no peer answers."""
         params: list[tuple[str, str]] = [
             ("active", str(active).lower()),

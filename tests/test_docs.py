@@ -1,0 +1,31 @@
+"""The documents drawn from the code are up to date (``python docs/generate.py``)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def test_generated_documents_are_current() -> None:
+    done = subprocess.run(
+        [sys.executable, str(DOCS / "generate.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_stale_section_is_caught(tmp_path: Path) -> None:
+    sys.path.insert(0, str(DOCS))
+    try:
+        import generate
+    finally:
+        sys.path.remove(str(DOCS))
+    text = "intro\n<!-- generated: modules -->\nold\n<!-- end: modules -->\nrest\n"
+    fresh = generate.render(text, "modules", "new")
+    assert fresh == "intro\n<!-- generated: modules -->\nnew\n<!-- end: modules -->\nrest\n"
+    assert generate.render(fresh, "modules", "new") == fresh
