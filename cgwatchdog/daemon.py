@@ -91,6 +91,7 @@ __all__ = [
     "FINAL_DELIVERY_WAIT_S",
     "STATE_FILE",
     "Daemon",
+    "log_transitions",
     "run_daemon",
     "start_http_server",
     "status_line",
@@ -170,6 +171,49 @@ def _state_push(config: Config, receivers: dict[str, StateReceiver]) -> StatePus
     )
 
 
+def log_transitions(transitions: Sequence[Transition]) -> None:
+    """One log line per alert that fired or resolved (with journald fields)."""
+    for t in transitions:
+        alert = t.alert
+        if t.new is AlertState.FIRING:
+            log.warning(
+                "FIRING %s on %s%s: %s",
+                alert.alertname,
+                alert.miner or "the fleet",
+                _where(alert.labels),
+                alert.value,
+                extra=_fields(t),
+            )
+        elif t.new is AlertState.RESOLVED:
+            log.info(
+                "resolved %s on %s%s",
+                alert.alertname,
+                alert.miner or "the fleet",
+                _where(alert.labels),
+                extra=_fields(t),
+            )
+
+
+def _warn_watchdog_budget(config: Config, budget_s: float | None) -> None:
+    """Warn when a cycle over a fleet that does not answer could outlast systemd's
+    watchdog (WATCHDOG=1 is sent between cycles, not during one)."""
+    if budget_s is None or not config.miners:
+        return
+    waves = math.ceil(len(config.miners) / config.poll.concurrency)
+    worst = waves * config.poll.timeout_s
+    if worst >= budget_s:
+        log.warning(
+            "a cycle over a fleet that does not answer may take up to %.0f s "
+            "(%d miners / concurrency %d x timeout %g s), not less than the systemd "
+            "watchdog (%.0f s): raise WatchdogSec= or poll.concurrency",
+            worst,
+            len(config.miners),
+            config.poll.concurrency,
+            config.poll.timeout_s,
+            budget_s,
+        )
+
+
 def _fields(transition: Transition) -> dict[str, str]:
     return {FIELD_MINER: transition.alert.miner, FIELD_ALERTNAME: transition.alert.alertname}
 
@@ -232,7 +276,6 @@ class Daemon:
         self._store_problem: str | None = None
         self._pinger: HeartbeatPinger | None = None
         self._pinging: asyncio.Task[None] | None = None
-        self._ping_ok = True
 
     # -- the whole life -------------------------------------------------------------------
 
@@ -325,25 +368,7 @@ class Daemon:
         )
         for warning in config.warnings:
             log.warning("%s", warning)
-        self._check_watchdog_budget(config)
-
-    def _check_watchdog_budget(self, config: Config) -> None:
-        budget = self.notifier.watchdog_interval_s
-        if budget is None or not config.miners:
-            return
-        waves = math.ceil(len(config.miners) / config.poll.concurrency)
-        worst = waves * config.poll.timeout_s
-        if worst >= budget:
-            log.warning(
-                "a cycle over a fleet that does not answer may take up to %.0f s "
-                "(%d miners / concurrency %d x timeout %g s), not less than the systemd "
-                "watchdog (%.0f s): raise WatchdogSec= or poll.concurrency",
-                worst,
-                len(config.miners),
-                config.poll.concurrency,
-                config.poll.timeout_s,
-                budget,
-            )
+        _warn_watchdog_budget(config, self.notifier.watchdog_interval_s)
 
     # -- signals ------------------------------------------------------------------------
 
@@ -447,7 +472,7 @@ class Daemon:
             return
         duration = loop.time() - started
         self.status.cycle_error = None
-        self._log_transitions(report.transitions)
+        log_transitions(report.transitions)
         status = self.status
         status.cycles += 1
         # When it completed, saving and actions included (a slow save is part of it).
@@ -472,27 +497,6 @@ class Daemon:
         self._start_heartbeat(self.clock())
         self.notifier.status(self._status_line())
         self._ping()
-
-    def _log_transitions(self, transitions: Sequence[Transition]) -> None:
-        for t in transitions:
-            alert = t.alert
-            if t.new is AlertState.FIRING:
-                log.warning(
-                    "FIRING %s on %s%s: %s",
-                    alert.alertname,
-                    alert.miner or "the fleet",
-                    _where(alert.labels),
-                    alert.value,
-                    extra=_fields(t),
-                )
-            elif t.new is AlertState.RESOLVED:
-                log.info(
-                    "resolved %s on %s%s",
-                    alert.alertname,
-                    alert.miner or "the fleet",
-                    _where(alert.labels),
-                    extra=_fields(t),
-                )
 
     # -- leadership and the dead man's switch --------------------------------------------
 
@@ -547,17 +551,16 @@ class Daemon:
         self._pinging = self._tasks.create_task(self._heartbeat(pinger, now))
 
     async def _heartbeat(self, pinger: HeartbeatPinger, now: float) -> None:
+        was_failing = pinger.last_error is not None
         try:
             await asyncio.to_thread(pinger.ping, now)
         except NotifyError as exc:
-            if self._ping_ok:
+            if not was_failing:
                 log.warning("heartbeat ping to %s failed: %s", pinger.target, exc)
-            self._ping_ok = False
             self.metrics.record_heartbeat(False)
         else:
-            if not self._ping_ok:
+            if was_failing:
                 log.info("heartbeat pings to %s work again", pinger.target)
-            self._ping_ok = True
             self.metrics.record_heartbeat(True)
 
     def _status_line(self) -> str:
@@ -756,7 +759,7 @@ class Daemon:
         )
         for warning in config.warnings:
             log.warning("%s", warning)
-        self._check_watchdog_budget(config)
+        _warn_watchdog_budget(config, self.notifier.watchdog_interval_s)
 
     @staticmethod
     def _log_problems(what: str, problems: Sequence[ConfigProblem]) -> None:
