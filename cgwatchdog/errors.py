@@ -21,6 +21,13 @@ they say what happened, where, and what to do about it.
     ├── ConfigError              invalid configuration; carries every problem found
     ├── NotifyError              a notification could not be delivered
     ├── ActionError              a remediation could not be carried out
+    │   ├── NotSent              the request never reached the miner (refused, DNS, ...)
+    │   ├── Unconfirmed          sent, but no answer came (a reboot drops the connection)
+    │   ├── NotSupported         the firmware family has no way to do this action
+    │   ├── SessionBusy          another tool holds the control session: try later
+    │   └── ControlDenied        the miner refused the control channel: fix on its side
+    │       ├── AuthFailed       wrong credentials (HTTP 401, token or session refused)
+    │       └── WriteDisabled    the firmware's write API is switched off
     └── StoreError               the state file cannot be read or written
 
 The right-hand column is each polling failure's :class:`FailureKind`, which ``poll
@@ -42,6 +49,7 @@ __all__ = [
     "EXIT_USAGE",
     "AccessDenied",
     "ActionError",
+    "AuthFailed",
     "CgwatchdogError",
     "CommandError",
     "ConfigError",
@@ -49,16 +57,22 @@ __all__ = [
     "ConnectTimeout",
     "ConnectionRefused",
     "ConnectionReset",
+    "ControlDenied",
     "FailureKind",
     "HostNotFound",
     "InvalidCommand",
     "MinerTimeout",
     "MinerUnreachable",
+    "NotSent",
+    "NotSupported",
     "NotifyError",
     "ProtocolError",
     "ReadTimeout",
     "ReplyTooLarge",
+    "SessionBusy",
     "StoreError",
+    "Unconfirmed",
+    "WriteDisabled",
 ]
 
 EXIT_OK = 0
@@ -239,6 +253,38 @@ class NotifyError(CgwatchdogError):
 
 class ActionError(CgwatchdogError):
     """A remediation step failed to run (not: ran but did not help)."""
+
+
+class NotSent(ActionError):
+    """The request never reached the miner: nothing was done there."""
+
+
+class Unconfirmed(ActionError):
+    """The request was sent but no answer came back (many firmwares drop the connection
+    when they restart or reboot): it may have been carried out; verification decides."""
+
+
+class NotSupported(ActionError):
+    """The miner's firmware family has no way to carry out this action."""
+
+
+class SessionBusy(ActionError):
+    """Another tool holds the miner's one control session (LuxOS): nothing was done,
+    and trying again later may work."""
+
+
+class ControlDenied(ActionError):
+    """The miner refused the control channel itself; only a change on the miner or in
+    the configuration helps (the planner holds actions on it until then)."""
+
+
+class AuthFailed(ControlDenied):
+    """The credentials were refused (HTTP 401, a rejected token, a refused session)."""
+
+
+class WriteDisabled(ControlDenied):
+    """The firmware's write API is switched off (Whatsminer until WhatsMinerTool
+    enables it)."""
 
 
 class StoreError(CgwatchdogError):

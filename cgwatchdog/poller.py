@@ -1,12 +1,15 @@
 """Poll many miners concurrently: one connection per miner per cycle where it can.
 
-Each miner is asked ``summary+devs+pools`` in one request (plus ``stats`` for firmware
-whose boards, fans or temperatures only appear there: bmminer, Avalon and the like).
-Miners whose API rejects multi-commands are remembered and asked one command per
-connection. A fixed number of worker coroutines share the fleet, so a cycle over
-10,000 miners creates ``concurrency`` tasks, not 10,000. ``stats`` is kept only where the
-first answer showed it adds something to the snapshot: on cgminer and bfgminer it is
-most of the reply's bytes and tells nothing the other three did not.
+The first contact asks ``version+summary+devs+pools+stats`` and recognises the miner's
+firmware family from the answer (``cgwatchdog/firmware/``); from then on the family
+says which commands describe the miner (``summary+devs+pools``, plus ``stats`` where
+boards, fans or temperatures only appear there, ``fans``/``temps`` on BOSminer), and a
+family the cgminer API cannot read brings its own read path. A miner configured with
+``firmware:`` is read as that family from the start. Miners whose API rejects
+multi-commands are remembered and asked one command per connection. A fixed number of
+worker coroutines share the fleet, so a cycle over 10,000 miners creates
+``concurrency`` tasks, not 10,000. A miner that comes back after being unreachable is
+recognised again (a reboot may have brought new firmware).
 
 The cyclic garbage collector is paused while a cycle runs (``pause_gc``): a cycle over
 10,000 miners allocates millions of acyclic containers (decoded replies, snapshots) that
@@ -34,9 +37,11 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 from cgwatchdog.client import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_TIMEOUT_S, AsyncCgminerAPI
-from cgwatchdog.errors import CommandError, MinerUnreachable, ProtocolError
+from cgwatchdog.config import MinerConfig
+from cgwatchdog.errors import CommandError, FailureKind, MinerUnreachable, ProtocolError
+from cgwatchdog.firmware import FAMILIES, ChannelTarget, Family, Identity, Reader, recognise
 from cgwatchdog.protocol import MAX_REPLY_BYTES
-from cgwatchdog.snapshot import PollResult, Snapshot, Unreachable, build_snapshot
+from cgwatchdog.snapshot import Learned, PollResult, Snapshot, Unreachable, build_snapshot
 
 __all__ = ["BASE_COMMANDS", "Poller", "Target", "fit_file_limit"]
 
@@ -44,6 +49,10 @@ log = logging.getLogger("cgwatchdog")
 
 BASE_COMMANDS = ("summary", "devs", "pools")
 STATS_COMMAND = "stats"
+FIRST_CONTACT = ("version", *BASE_COMMANDS, STATS_COMMAND)
+PROBE_EVERY = 10
+"""A miner whose answer is not the cgminer API is asked by the families' own read paths
+(ePIC's HTTP) at its first poll and then every this many polls, not every cycle."""
 FILE_LIMIT_SPARE = 64
 """Open files kept for everything but miner connections: the store, the HTTP port,
 notification sessions, logs."""
@@ -89,37 +98,50 @@ class Target(Protocol):
 class _MinerState:
     """What the poller remembers of one miner between cycles."""
 
-    __slots__ = ("api", "commands", "target")
+    __slots__ = (
+        "api", "commands", "configured", "family", "learned", "misses", "reader", "recognised",
+        "target",
+    )  # fmt: skip
 
     def __init__(self, target: Target, api: AsyncCgminerAPI) -> None:
         self.target = target
         self.api = api
         self.commands: tuple[str, ...] | None = None  # None: not known until it answers
+        firmware = getattr(target, "firmware", "auto")
+        self.configured: Family | None = FAMILIES.get(firmware) if firmware != "auto" else None
+        self.recognised: Family | None = None
+        """The family the miner's own answers name (None until it answers)."""
+        self.family: Family | None = self.configured
+        """The family the miner is read as: the configured one, else the recognised one."""
+        self.learned = Learned(family=firmware if self.configured is not None else None)
+        self.reader: Reader | None = None
+        self.misses = 0
+        if self.configured is not None:
+            self.reader = self.configured.reader(channel_target(self.configured, target))
+
+    def learn(self, family: Family, identity: Identity, snapshot: Snapshot) -> None:
+        self.recognised = family
+        if self.configured is None:
+            self.family = family
+        read_as = self.family or family
+        self.learned = Learned(
+            read_as.name, read_as.firmware_version(identity), snapshot.fork, snapshot.api_version
+        )
 
 
-def _commands_for(snapshot: Snapshot, without_stats: Snapshot | None) -> tuple[str, ...]:
-    """The commands that describe this miner fully, judged from a first answer.
-
-    ``without_stats`` is the same answer built without ``stats`` (None if it was not
-    asked): where every normalized field equals ``snapshot``'s, stats added nothing the
-    rules use and is not asked again (its raw entries stay out of ``extra``).
-    """
-    fork = (snapshot.fork or snapshot.description or "").lower()
-    if "bosminer" in fork:
-        # BOSminer reports fans and temperatures in commands of its own (Codes 202, 201).
-        return (*BASE_COMMANDS, "fans", "temps")
-    if any(name in fork for name in ("bmminer", "avalon", "hammer")):
-        return (*BASE_COMMANDS, STATS_COMMAND)
-    if (
-        not snapshot.devices
-        or snapshot.hashrate_hs is None
-        or snapshot.temperature_max_c is None
-        or not snapshot.fans_rpm
-    ):
-        if without_stats is not None and snapshot.devices and without_stats == snapshot:
-            return BASE_COMMANDS
-        return (*BASE_COMMANDS, STATS_COMMAND)
-    return BASE_COMMANDS
+def channel_target(
+    family: Family, target: Target, *, timeout_s: float = DEFAULT_TIMEOUT_S,
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+) -> ChannelTarget:  # fmt: skip
+    """The family's view of a polled miner (its credentials where the target has them)."""
+    if isinstance(target, MinerConfig):
+        return family.target(target, timeout_s=timeout_s, connect_timeout_s=connect_timeout_s)
+    return ChannelTarget(
+        name=target.name, host=target.host, api_port=target.port,
+        control_port=family.control_port or target.port, user=family.default_user,
+        password=family.default_password, timeout_s=timeout_s,
+        connect_timeout_s=connect_timeout_s,
+    )  # fmt: skip
 
 
 class Poller:
@@ -196,32 +218,12 @@ class Poller:
         """Poll one miner; never raises for anything the miner does."""
         target = state.target
         first_contact = state.commands is None
-        commands = state.commands or (*BASE_COMMANDS, STATS_COMMAND)
+        commands = state.commands or FIRST_CONTACT
         try:
-            replies: dict[str, Any] = await state.api.multi(commands)
-            snapshot = build_snapshot(
-                replies, name=target.name, host=target.host, port=target.port, at=self.clock()
-            )
+            replies: dict[str, Any] = await self._read(state, commands)
+            snapshot = self._build(state, replies)
             if first_contact:
-                without_stats = None
-                if STATS_COMMAND in replies:
-                    lean = {name: replies[name] for name in BASE_COMMANDS if name in replies}
-                    without_stats = dataclasses.replace(
-                        build_snapshot(
-                            lean, name=target.name, host=target.host, port=target.port, at=0.0
-                        ),
-                        at=snapshot.at,
-                        extra=snapshot.extra,
-                    )
-                state.commands = _commands_for(snapshot, without_stats)
-                missing = [name for name in state.commands if name not in replies]
-                if missing:
-                    # Ask once more now, so the first cycle already sees the whole miner.
-                    replies.update(await state.api.multi(missing))
-                    snapshot = build_snapshot(
-                        replies, name=target.name, host=target.host, port=target.port,
-                        at=self.clock(),
-                    )  # fmt: skip
+                snapshot = await self._learn(state, replies, snapshot)
         except MinerUnreachable as exc:
             error, kind = exc.reason, exc.kind
         except ProtocolError as exc:
@@ -229,5 +231,86 @@ class Poller:
         except CommandError as exc:
             error, kind = str(exc), exc.kind
         else:
+            state.misses = 0
             return snapshot
-        return Unreachable(target.name, target.host, target.port, self.clock(), error, kind)
+        state.misses += 1
+        if not first_contact:
+            state.commands = None  # recognised again when it answers (new firmware?)
+        if (
+            kind is FailureKind.NOT_API
+            and state.configured is None
+            and state.misses % PROBE_EVERY == 1
+            and await self._probe_read_paths(state)
+        ):
+            return await self.poll_one(state)
+        learned = state.learned
+        return Unreachable(
+            target.name, target.host, target.port, self.clock(), error, kind, learned.family,
+            learned.firmware_version,
+        )  # fmt: skip
+
+    async def _read(self, state: _MinerState, commands: tuple[str, ...]) -> dict[str, Any]:
+        if state.reader is not None:
+            return await state.reader.read(commands)
+        return await state.api.multi(commands)
+
+    def _build(
+        self, state: _MinerState, replies: dict[str, Any], at: float | None = None
+    ) -> Snapshot:
+        target = state.target
+        return build_snapshot(
+            replies, name=target.name, host=target.host, port=target.port,
+            at=self.clock() if at is None else at,
+            learned=state.learned,
+        )  # fmt: skip
+
+    async def _learn(
+        self, state: _MinerState, replies: dict[str, Any], snapshot: Snapshot
+    ) -> Snapshot:
+        """First contact: recognise the family, and ask what it says describes the miner."""
+        identity = Identity.of(replies, snapshot)
+        state.learn(recognise(identity), identity, snapshot)
+        family = state.family
+        assert family is not None
+        snapshot = self._build(state, replies, snapshot.at)
+        without_stats = None
+        if STATS_COMMAND in replies:
+            lean = {name: reply for name, reply in replies.items() if name != STATS_COMMAND}
+            without_stats = dataclasses.replace(
+                self._build(state, lean, 0.0),
+                at=snapshot.at, extra=snapshot.extra, refused=snapshot.refused,
+            )  # fmt: skip
+        state.commands = family.poll_commands(snapshot, without_stats)
+        missing = tuple(name for name in state.commands if name not in replies)
+        if missing:
+            # Ask once more now, so the first cycle already sees the whole miner.
+            replies.update(await self._read(state, missing))
+            snapshot = self._build(state, replies)
+        return snapshot
+
+    async def _probe_read_paths(self, state: _MinerState) -> bool:
+        """Whether a family's own read path answers where the cgminer API did not (ePIC
+        serves HTTP on 4028); if one does, the miner is read through it from now on."""
+        for family in FAMILIES.values():
+            target = channel_target(
+                family, state.target, timeout_s=self.timeout,
+                connect_timeout_s=self.connect_timeout,
+            )  # fmt: skip
+            reader = family.reader(target)
+            if reader is not None and await reader.probe():
+                state.reader = reader
+                state.recognised = state.family = family
+                state.learned = Learned(family=family.name)
+                state.commands = None
+                return True
+        return False
+
+    def family_of(self, name: str) -> Family | None:
+        """The family a miner is read as (None until it has answered)."""
+        state = self._states.get(name)
+        return None if state is None else state.family
+
+    def recognised_of(self, name: str) -> Family | None:
+        """The family a miner's own answers name (None until it has answered)."""
+        state = self._states.get(name)
+        return None if state is None else state.recognised

@@ -62,6 +62,7 @@ from cgwatchdog.errors import FailureKind
 __all__ = [
     "FIELD_PATHS",
     "Device",
+    "Learned",
     "PollResult",
     "Pool",
     "Refusal",
@@ -250,6 +251,20 @@ class Pool:
 
 
 @dataclass(frozen=True, slots=True)
+class Learned:
+    """What a first contact taught of a miner, for the snapshots of later polls (which
+    do not ask VERSION again): its firmware family and the identity VERSION gave."""
+
+    family: str | None = None
+    firmware_version: str | None = None
+    fork: str | None = None
+    api_version: str | None = None
+
+
+_NOTHING_LEARNED = Learned()
+
+
+@dataclass(frozen=True, slots=True)
 class Refusal:
     """A command the miner answered with STATUS E or F this poll.
 
@@ -295,6 +310,10 @@ class Snapshot:
     """SUMMARY ``Difficulty Accepted`` (diff1 units): work done where Diff1 Work is absent."""
     refused: Mapping[str, Refusal] = dataclass_field(default_factory=lambda: _NO_REFUSALS)
     """The commands of this poll the miner answered with STATUS E/F, by command name."""
+    family: str | None = None
+    """The firmware family the poller recognised (``antminer``, ``whatsminer``, ...)."""
+    firmware_version: str | None = None
+    """The firmware's version as its family reads it from the replies."""
 
     @property
     def up(self) -> bool:
@@ -349,6 +368,8 @@ class Snapshot:
             "up": True,
             "error": None,
             "error_kind": None,
+            "family": self.family,
+            "firmware_version": self.firmware_version,
             "fork": self.fork,
             "model": self.model,
             "elapsed_s": self.elapsed_s,
@@ -373,6 +394,9 @@ class Unreachable:
     error: str
     """One line for the operator, e.g. ``connection refused: is the API enabled ...``."""
     kind: FailureKind
+    family: str | None = None
+    """The firmware family recognised at an earlier poll, if any."""
+    firmware_version: str | None = None
 
     @property
     def up(self) -> bool:
@@ -388,7 +412,8 @@ class Unreachable:
         """The per-miner object of ``poll --json`` for a miner that is down."""
         return {
             "name": self.name, "host": self.host, "port": self.port, "up": False,
-            "error": self.error, "error_kind": self.kind.value, "fork": None,
+            "error": self.error, "error_kind": self.kind.value, "family": self.family,
+            "firmware_version": self.firmware_version, "fork": None,
             "elapsed_s": None, "hashrate_hs": None, "hardware_error_ratio": None,
             "temperature_max_c": None, "fans_rpm": [], "devices": [], "pools": [],
         }  # fmt: skip
@@ -1065,12 +1090,15 @@ def build_snapshot(
     port: int,
     at: float,
     keep_raw: bool = False,
+    learned: Learned | None = None,
 ) -> Snapshot:
     """Normalize one miner's decoded replies (command -> reply dict) into a Snapshot.
 
     Any reply may be missing; a reply whose STATUS is E or F counts as absent (a ``devs``
     answering Code 10 "No ASCs" is a miner with no devices). Never raises on odd input.
 
+    ``learned`` is what the poller learned of the miner at its first contact (VERSION
+    is asked only then): its family, and the identity VERSION gave.
     ``refused`` holds the commands answered with STATUS E/F. ``extra`` always holds the
     Avalon ``MM ID`` fields and the count of unconfigured pool slots; with ``keep_raw`` it also keeps the raw
     VERSION, SUMMARY and STATS entries by reference. The poller leaves them out: at
@@ -1106,7 +1134,9 @@ def build_snapshot(
             description = _text(status.get("Description"))
             if description:
                 break
-    fork = _fork_from_version(version) or description or None
+    if learned is None:
+        learned = _NOTHING_LEARNED
+    fork = _fork_from_version(version) or learned.fork or description or None
 
     # STATS: an identity entry (bmminer: no ID), the miner entry, POOLn entries to skip,
     # Avalon MM ID<n> strings.
@@ -1298,7 +1328,7 @@ def build_snapshot(
         at=at,
         fork=fork,
         description=description,
-        api_version=None if version is None else _text(version.get("API")),
+        api_version=_text(version.get("API")) if version is not None else learned.api_version,
         model=_model(version, stats_identity, stats_miner),
         elapsed_s=elapsed_s,
         hashrate_hs=None if rate is None else rate[0],
@@ -1317,6 +1347,8 @@ def build_snapshot(
         hardware_error_ratio_reported=reported_ratio,
         difficulty_accepted=_difficulty_accepted(summary),
         refused=MappingProxyType(refused) if refused else _NO_REFUSALS,
+        family=learned.family,
+        firmware_version=learned.firmware_version,
     )
 
 

@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from cgwatchdog.actions import (
+    ANY_CAPABILITIES,
     ORIGINAL_ALERTNAME_LABEL,
     SIGNAL_ALERTNAMES,
     ActionEvent,
     ActionExecutor,
     ActionOutcome,
     ActionPlanner,
+    Capabilities,
     PlannedAction,
 )
 from cgwatchdog.alerts import (
@@ -39,8 +41,9 @@ from cgwatchdog.alerts import (
     fingerprint,
     fleet_incidents,
 )
-from cgwatchdog.config import Config, RouteConfig, SilenceConfig
-from cgwatchdog.errors import StoreError
+from cgwatchdog.config import Config, MinerConfig, RouteConfig, SilenceConfig
+from cgwatchdog.errors import NotSent, StoreError
+from cgwatchdog.firmware import Channel, Family
 from cgwatchdog.notify.outbox import Outbox
 from cgwatchdog.poller import Poller
 from cgwatchdog.rules import RuleEngine
@@ -157,10 +160,8 @@ class Watchdog:
         )
         self.alerts = AlertEngine()
         self.planner = ActionPlanner(config.actions, config.rules)
-        self.executor = ActionExecutor(
-            timeout_s=config.poll.timeout_s, connect_timeout_s=config.poll.connect_timeout_s,
-            clock=clock,
-        )  # fmt: skip
+        self.executor = ActionExecutor(self._channel_for, clock=clock)
+        self._capabilities: dict[str, tuple[Family, Capabilities]] = {}
         self.acting = acting
         """Whether this instance runs actions (a follower replica, or ``poll``, does not)."""
         self.dispatcher: Dispatcher | None = None
@@ -176,6 +177,8 @@ class Watchdog:
     def configure(self, config: Config, *, reload: bool = False) -> None:
         """Apply a (re)loaded configuration; alert state, history and the log are kept."""
         self.config = config
+        self._miners = {miner.name: miner for miner in config.miners}
+        self._capabilities = {}
         if reload:
             self.planner.configure(config.actions, config.rules)
         self.poller.set_targets(config.miners)
@@ -267,6 +270,7 @@ class Watchdog:
             planned = self.planner.plan(
                 alerts, by_name, fleet_incidents=incidents,
                 miners={miner.name: miner for miner in config.miners}, now=now,
+                capabilities=self.capabilities,
             )  # fmt: skip
         notifications: list[Notification] = []
         if self.dispatcher is not None:
@@ -285,6 +289,48 @@ class Watchdog:
             planned=planned,
             action_events=self.planner.events(),
         )
+
+    # -- firmware families ----------------------------------------------------------------
+
+    def capabilities(self, name: str) -> Capabilities:
+        """What a miner's control channel can do, as its recognised family says (anything,
+        until it has answered: the channel then says why not)."""
+        family = self.poller.family_of(name)
+        if family is None:
+            return ANY_CAPABILITIES
+        known = self._capabilities.get(name)
+        if known is not None and known[0] is family:
+            return known[1]
+        miner = self._miners.get(name)
+
+        def why_not(do: str, device: str | None) -> str | None:
+            return family.why_not(do, miner, device)
+
+        capabilities = Capabilities(
+            family.name, why_not, family.restart_window_s, family.reboot_window_s
+        )
+        self._capabilities[name] = (family, capabilities)
+        return capabilities
+
+    def _channel_for(self, miner: MinerConfig, timeout_s: float) -> Channel:
+        """The control channel of ``miner``: its recognised family's, with its credentials.
+        Refuses (NotSent) before the miner has answered, or when it answers as another
+        family than configured: credentials go only to the family they are for."""
+        family = self.poller.family_of(miner.name)
+        recognised = self.poller.recognised_of(miner.name)
+        if family is None:
+            raise NotSent(
+                f"{miner.name}: its firmware is not known yet (it has not answered): nothing sent"
+            )
+        if recognised is not None and recognised is not family:
+            raise NotSent(
+                f"{miner.name} answers as {recognised.name}, but the config says firmware: "
+                f"{family.name}: its credentials are not sent (fix firmware: in the config)"
+            )
+        target = family.target(
+            miner, timeout_s=timeout_s, connect_timeout_s=self.config.poll.connect_timeout_s
+        )
+        return family.channel(target)
 
     async def act(self, report: CycleReport) -> None:
         """Carry out the cycle's planned actions, concurrently (their number is bounded by

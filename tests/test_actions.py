@@ -11,7 +11,8 @@ import asyncio
 import json
 import random
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cgwatchdog.actions import (
+    ACCEPTING_WITHIN_S,
     READ_ONLY_PROBE_INTERVAL_S,
     REMEDIATION_DENIED,
     REMEDIATION_FAILED,
@@ -33,6 +35,7 @@ from cgwatchdog.actions import (
     ActionPlanner,
     Busy,
     Candidate,
+    Capabilities,
     Exhausted,
     LadderEvent,
     LadderState,
@@ -59,6 +62,8 @@ from cgwatchdog.alerts import (
 )
 from cgwatchdog.config import ActionsConfig, MinerConfig, RuleBase
 from cgwatchdog.errors import FailureKind
+from cgwatchdog.firmware import FAMILIES, Channel
+from cgwatchdog.firmware.families.cgminer import device_command
 from cgwatchdog.poller import Poller
 from cgwatchdog.rules import rule_config
 from cgwatchdog.simulator import FakeClock, Fleet, make_scenario, serve
@@ -227,6 +232,7 @@ class Driver:
     ) -> None:
         self.planner = ActionPlanner(settings_, rules)
         self.miners = dict(miners)
+        self.capabilities: Callable[[str], Capabilities] | None = None
 
     def cycle(
         self,
@@ -241,7 +247,8 @@ class Driver:
         judged = None if evaluated is None else set(evaluated)
         self.planner.verify(by_name, alerts, now, evaluated=judged)
         return self.planner.plan(
-            alerts, by_name, fleet_incidents=set(incidents), miners=self.miners, now=now
+            alerts, by_name, fleet_incidents=set(incidents), miners=self.miners, now=now,
+            capabilities=self.capabilities,
         )
 
 
@@ -357,12 +364,7 @@ def test_after_is_measured_from_fired_at_and_needs_the_condition_now() -> None:
     events = d.planner.events()
     assert kinds(events) == ["held-back"] and "not seen this cycle" in events[0].detail
     (action,) = d.cycle(now + 30, [seen(a, now + 30)])
-    assert (action.miner, action.do, action.command, action.parameter) == (
-        "m001",
-        "restart",
-        "restart",
-        None,
-    )
+    assert (action.miner, action.do, action.pool, action.device) == ("m001", "restart", None, None)
     assert action.alertname == "HashrateDrop" and action.alert_fingerprint == a.fingerprint
     assert "firing for 20m" in action.reason and not action.dry_run
 
@@ -386,7 +388,7 @@ def test_cooldown_between_two_alerts_on_one_miner_logged_once() -> None:
     assert held[0].detail == "cooldown: last action on this miner 5m ago (cooldown 15m)"
     now = T0 + 15 * MINUTE
     (switch,) = d.cycle(now, [seen(pool, now)])
-    assert (switch.command, switch.parameter) == ("switchpool", "2")
+    assert (switch.do, switch.pool, switch.describe()) == ("switchpool", 2, "switchpool 2")
 
 
 def test_hourly_cap_is_a_sliding_hour() -> None:
@@ -523,7 +525,7 @@ def test_ladder_escalates_restart_to_exec_after_failed_verification() -> None:
     events = d.planner.events()
     escalated = next(e for e in events if e.kind is ActionEventKind.ESCALATED)
     assert "restart not verified within 3m: Elapsed did not go down" in escalated.detail
-    assert (exec_.do, exec_.step, exec_.command) == ("exec", 1, None)
+    assert (exec_.do, exec_.step, exec_.pool, exec_.device) == ("exec", 1, None, None)
     assert exec_.argv == ("/usr/local/bin/pdu-cycle", "m001")
     assert exec_.env["CGWATCHDOG_LABEL_MINER"] == "m001"
     assert exec_.env["CGWATCHDOG_LABEL_DEVICE"] == "ASC1"
@@ -643,10 +645,10 @@ def test_read_only_miner_one_denied_signal_no_retries_until_it_accepts() -> None
             "alertname": REMEDIATION_DENIED, "miner": "m001", "severity": "warning", "site": "north"
         }  # fmt: skip
         assert "W:10.0.0.5" in signal.value
-    # Once a probe interval has passed, the harmless "privileged" command asks again.
+    # Once a probe interval has passed, the channel's harmless check asks again.
     now = T0 + READ_ONLY_PROBE_INTERVAL_S
     (probe,) = d.cycle(now, [seen(dead, now), seen(pool, now)])
-    assert (probe.do, probe.command, probe.parameter) == ("probe", "privileged", None)
+    assert (probe.do, probe.pool, probe.device) == ("probe", None, None)
     run(d.planner, probe, now, ok=False, detail=detail, access_denied=True)
     assert len(d.planner.signals(now)) == 1
     now += MINUTE
@@ -679,9 +681,16 @@ def test_reload_forgets_read_only_marks_and_keeps_counters() -> None:
     new_rule = rule("DeviceDead", "device_status", [{"do": "disable"}])
     d.planner.configure(actions_config(cooldown="0s"), [new_rule])
     (disable,) = d.cycle(now, [seen(dead, now)])
-    assert (disable.command, disable.parameter) == ("ascdisable", "1")
+    assert (disable.do, disable.device) == ("disable", "ASC1")
     d.planner.configure(actions_config(), [])  # no more actions: ladders end
     assert d.planner.ladders() == []
+
+
+def cgminer_capabilities(name: str) -> Capabilities:
+    family = FAMILIES["cgminer"]
+    return Capabilities(
+        "cgminer", lambda do, device: family.why_not(do, None, device), 120.0, 0.0
+    )
 
 
 @pytest.mark.parametrize(
@@ -691,20 +700,24 @@ def test_reload_forgets_read_only_marks_and_keeps_counters() -> None:
         ("disable", "PGA0", ("pgadisable", "0")),
         ("disable", "GPU2", ("gpudisable", "2")),
         ("enable", "ASC1", ("ascenable", "1")),
-        ("disable", "BOARD6", "boards cannot be disabled through the API"),
+        ("disable", "BOARD6", "not supported by cgminer: BOARD6 is a board only STATS describes"),
         ("disable", "CPU0", "CPU devices cannot be disabled"),
         ("enable", "", "has none"),
     ],
 )
-def test_device_command_by_kind(do: str, device: str, command: tuple[str, str] | str) -> None:
+def test_device_steps_the_family_can_and_cannot_take(
+    do: str, device: str, command: tuple[str, str] | str
+) -> None:
     d = Driver(actions_config(), [rule("DeviceDead", "device_status", [{"do": do}])], fleet_of(10))
+    d.capabilities = cgminer_capabilities
     a = alert("m001", device=device)
     if not device:
         del a.labels["device"]
     planned = d.cycle(T0, [a])
     if isinstance(command, tuple):
         (action,) = planned
-        assert (action.command, action.parameter) == command
+        assert (action.do, action.device) == (do, device)
+        assert device_command(do, device) == command  # how the cgminer channel sends it
         return
     assert planned == []
     events = d.planner.events()
@@ -722,7 +735,7 @@ def test_switchpool_picks_the_best_other_alive_pool() -> None:
     )
     a = alert("m001", "PoolStale", pool="0")
     (switch,) = d.cycle(T0, [a], [snapshot("m001", T0, pools=pools)])
-    assert (switch.command, switch.parameter) == ("switchpool", "2")
+    assert (switch.do, switch.pool) == ("switchpool", 2)
     run(d.planner, switch, T0)
     now = T0 + MINUTE
     moved = (
@@ -930,10 +943,10 @@ def test_safeguards_hold_whatever_happens(steps: list[tuple[int, list[bool], str
 # --- the executor, on real sockets and processes ------------------------------------------
 
 
-def planned(miner_name: str, what: str, parameter: str | None = None, **kw: Any) -> PlannedAction:
+def planned(miner_name: str, what: str, **kw: Any) -> PlannedAction:
     values: dict[str, Any] = {
         "miner": miner_name, "alert_fingerprint": "0" * 16, "alertname": "Test", "step": 0,
-        "do": what, "command": what, "parameter": parameter, "argv": None, "env": {},
+        "do": what, "pool": None, "device": None, "argv": None, "env": {},
         "timeout_s": 5.0, "dry_run": False, "reason": "test",
     }  # fmt: skip
     values.update(kw)
@@ -941,7 +954,17 @@ def planned(miner_name: str, what: str, parameter: str | None = None, **kw: Any)
 
 
 def exec_action(*argv: str, timeout_s: float = 10.0) -> PlannedAction:
-    return planned("m1", "exec", do="exec", command=None, argv=argv, timeout_s=timeout_s)
+    return planned("m1", "exec", do="exec", argv=argv, timeout_s=timeout_s)
+
+
+def cgminer_channel(miner: MinerConfig, timeout_s: float) -> Channel:
+    """What the watchdog gives the executor for a miner recognised as cgminer."""
+    family = FAMILIES["cgminer"]
+    return family.channel(family.target(miner, timeout_s=timeout_s, connect_timeout_s=0.5))
+
+
+def executor(clock: Callable[[], float] = time.time, **kw: Any) -> ActionExecutor:
+    return ActionExecutor(cgminer_channel, clock=clock, **kw)
 
 
 def as_miner(member: Any) -> MinerConfig:
@@ -974,9 +997,8 @@ async def test_restart_revives_a_device_dead_miner_and_is_verified() -> None:
         d = Driver(actions_config(), [DEVICE_DEAD], {cfg.name: cfg})
         a = alert(cfg.name, fired_at=clock())
         (restart,) = d.cycle(clock(), [a], [before])
-        executor = ActionExecutor(timeout_s=2.0, connect_timeout_s=0.5, clock=clock)
         d.planner.started(restart, clock())
-        result = await executor.execute(restart, cfg)
+        result = await executor(clock).execute(restart, cfg)
         d.planner.finished(result, clock())
         assert result.ok and result.detail == "STATUS RESTART" and member.miner.restarts == 1
         clock.advance(2.0)
@@ -992,17 +1014,21 @@ async def test_restart_revives_a_device_dead_miner_and_is_verified() -> None:
 
 async def test_switchpool_changes_the_active_pool() -> None:
     clock = FakeClock(T0)
-    fleet = Fleet.build(1, flavours=("cgminer",), listen="127.66.2.1", base_port=0, clock=clock)
+    fleet = Fleet.build(
+        1, make_scenario("pool_stale", fail_after_s=0), flavours=("cgminer",),
+        listen="127.66.2.1", base_port=0, clock=clock,
+    )  # fmt: skip
     async with serve(fleet):
         cfg = as_miner(fleet[0])
         poller = Poller([cfg], timeout=2.0, connect_timeout=0.5, clock=clock)
+        clock.advance(ACCEPTING_WITHIN_S + 60)  # pool 0 has accepted nothing since
         before = await poll(poller)
         assert before.active_pool is not None and before.active_pool.id == 0
         d = Driver(actions_config(), [POOL_STALE], {cfg.name: cfg})
         a = alert(cfg.name, "PoolStale", fired_at=clock(), pool="0")
         (switch,) = d.cycle(clock(), [a], [before])
-        assert (switch.command, switch.parameter) == ("switchpool", "1")
-        result = await ActionExecutor(clock=clock).execute(switch, cfg)
+        assert (switch.do, switch.pool) == ("switchpool", 1)
+        result = await executor(clock).execute(switch, cfg)
         assert result.ok and "Code 27" in result.detail
         d.planner.finished(result, clock())
         clock.advance(30)
@@ -1021,12 +1047,12 @@ async def test_ascdisable_then_ascenable_reinitialises_a_dead_board() -> None:
     async with serve(fleet):
         cfg = as_miner(fleet[0])
         poller = Poller([cfg], timeout=2.0, connect_timeout=0.5, clock=clock)
-        executor = ActionExecutor(clock=clock)
+        run_it = executor(clock)
         d = Driver(actions_config(), [ladder], {cfg.name: cfg})
         a = alert(cfg.name, fired_at=clock())
         (disable,) = d.cycle(clock(), [a], [await poll(poller)])
-        assert (disable.command, disable.parameter) == ("ascdisable", "1")
-        result = await executor.execute(disable, cfg)
+        assert (disable.do, disable.device) == ("disable", "ASC1")
+        result = await run_it.execute(disable, cfg)
         assert result.ok and result.detail == "STATUS I, Code 111: ASC 1 set disable flag"
         d.planner.finished(result, clock())
         clock.advance(30)
@@ -1034,9 +1060,9 @@ async def test_ascdisable_then_ascenable_reinitialises_a_dead_board() -> None:
         snap = await poll(poller)
         assert not snap.devices[1].enabled
         (enable,) = d.cycle(clock(), [a], [snap])  # verified, and the pair goes on
-        assert (enable.command, enable.parameter) == ("ascenable", "1")
-        assert "ascdisable|1 verified, the enable follows" in enable.reason
-        result = await executor.execute(enable, cfg)
+        assert (enable.do, enable.device) == ("enable", "ASC1")
+        assert "disable ASC1 verified, the enable follows" in enable.reason
+        result = await run_it.execute(enable, cfg)
         d.planner.finished(result, clock())
         clock.advance(30)
         snap = await poll(poller)
@@ -1056,7 +1082,7 @@ async def test_read_only_miner_gives_an_access_denied_outcome() -> None:
         cfg = as_miner(fleet[0])
         d = Driver(actions_config(), [DEVICE_DEAD], {cfg.name: cfg})
         (restart,) = d.cycle(clock(), [alert(cfg.name, fired_at=clock())])
-        result = await ActionExecutor(clock=clock).execute(restart, cfg)
+        result = await executor(clock).execute(restart, cfg)
         assert not result.ok and result.access_denied and not result.unconfirmed
         assert "Code 45" in result.detail and "add W:127.0.0.1 to its --api-allow" in result.detail
         assert fleet[0].miner.restarts == 0
@@ -1070,17 +1096,14 @@ async def test_dry_run_and_unreachable_miner() -> None:
     fleet = Fleet.build(1, flavours=("cgminer",), listen="127.66.5.1", base_port=0, clock=clock)
     async with serve(fleet):
         cfg = as_miner(fleet[0])
-        result = await ActionExecutor(clock=clock).execute(
-            planned(cfg.name, "restart", dry_run=True), cfg
-        )
+        result = await executor(clock).execute(planned(cfg.name, "restart", dry_run=True), cfg)
         assert result.ok and result.detail.startswith("dry run: would restart")
         assert fleet[0].connections == 0 and fleet[0].miner.restarts == 0
         await fleet.down(cfg.name)
-        result = await ActionExecutor(clock=clock).execute(planned(cfg.name, "restart"), cfg)
+        result = await executor(clock).execute(planned(cfg.name, "restart"), cfg)
         assert not result.ok and "connection refused" in result.detail and not result.unconfirmed
         await fleet.hang(cfg.name)
-        fast = ActionExecutor(timeout_s=0.2, clock=clock)
-        result = await fast.execute(planned(cfg.name, "restart"), cfg)
+        result = await executor(clock).execute(planned(cfg.name, "restart", timeout_s=0.2), cfg)
         # Connected, then no reply: the restart may have happened; verification decides.
         assert not result.ok and result.unconfirmed
 
@@ -1128,7 +1151,7 @@ async def test_exec_passes_argv_and_env_byte_for_byte_without_a_shell(tmp_path: 
     a = alert(name, site="north & 'south'")
     (action,) = d.cycle(T0, [a])
     assert action.argv == (sys.executable, str(helper), str(out), name, "north & 'south'", *NASTY)
-    result = await ActionExecutor().execute(action, cfg)
+    result = await executor().execute(action, cfg)
     assert result.ok, result.detail
     assert result.detail == f"dumped {len(NASTY) + 2} arguments"
     dumped = json.loads(out.read_text(encoding="utf-8"))
@@ -1165,7 +1188,7 @@ async def test_exec_timeout_kills_the_whole_process_group(tmp_path: Path) -> Non
     helper.write_text(SLEEPER_SCRIPT)
     pids = tmp_path / "pids"
     action = exec_action(sys.executable, str(helper), str(pids), timeout_s=1.5)
-    result = await ActionExecutor(kill_grace_s=0.2).execute(action, miner("m1"))
+    result = await executor(kill_grace_s=0.2).execute(action, miner("m1"))
     assert (
         not result.ok and "timed out after 1.5s; killed its process group: started" in result.detail
     )
@@ -1178,12 +1201,12 @@ async def test_exec_timeout_kills_the_whole_process_group(tmp_path: Path) -> Non
 
 
 async def test_exec_failures_are_outcomes(tmp_path: Path) -> None:
-    executor = ActionExecutor()
+    run_exec = executor()
     missing = exec_action(str(tmp_path / "nope"))
-    result = await executor.execute(missing, miner("m1"))
+    result = await run_exec.execute(missing, miner("m1"))
     assert not result.ok and "cannot run" in result.detail and "No such file" in result.detail
     failing = exec_action(sys.executable, "-c", "import sys; print('PDU says no'); sys.exit(3)")
-    result = await executor.execute(failing, miner("m1"))
+    result = await run_exec.execute(failing, miner("m1"))
     assert not result.ok and result.detail.endswith("exit status 3: PDU says no")
 
 

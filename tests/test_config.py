@@ -727,7 +727,7 @@ def test_rule_problems_point_at_the_offending_key(tmp_path: Path) -> None:
           - name: E
             type: pool_stale
             for: ten minutes
-            actions: [{do: exec}, {do: reboot}]
+            actions: [{do: exec}, {do: powercycle}]
           - type: unreachable
           - name: G
           - name: H
@@ -752,7 +752,8 @@ def test_rule_problems_point_at_the_offending_key(tmp_path: Path) -> None:
         f"{f}:10: rules[3]: a threshold rule needs above, below or both",
         f"{f}:15: rules[4].for: 'ten minutes' is not a duration; write e.g. 500ms, 30s, 5m, 4h, 1d or 1h30m",
         f"{f}:16: rules[4].actions[0]: do: exec needs argv (the program and its arguments, no shell)",
-        f"{f}:16: rules[4].actions[1].do: must be one of 'restart', 'switchpool', 'disable', 'enable' or 'exec'",
+        f"{f}:16: rules[4].actions[1].do: must be one of 'restart', 'reboot', 'switchpool', "
+        "'disable', 'enable', 'sleep', 'wake' or 'exec'",
         f"{f}:17: rules[5]: missing required key 'name'",
         f"{f}:18: rules[6]: missing required key 'type' (one of: device_status, hardware_errors, "
         "hashrate_drop, pool_stale, threshold, unreachable)",

@@ -370,10 +370,15 @@ async def test_exec_arguments_reach_the_program_byte_for_byte_and_no_shell_runs(
     ]
     action = PlannedAction(
         miner="m1", alert_fingerprint="0" * 16, alertname="DeviceDead", step=1, do="exec",
-        command=None, parameter=None, argv=(sys.executable, "-c", DUMP_ARGV, str(out), *hostile),
+        pool=None, device=None, argv=(sys.executable, "-c", DUMP_ARGV, str(out), *hostile),
         env={}, timeout_s=10.0, dry_run=False, reason="test",
     )  # fmt: skip
-    result = await ActionExecutor().execute(action, MinerConfig(name="m1", host="127.0.0.1"))
+    def no_channel(miner: MinerConfig, timeout_s: float) -> Any:
+        raise AssertionError("exec needs no miner channel")
+
+    result = await ActionExecutor(no_channel).execute(
+        action, MinerConfig(name="m1", host="127.0.0.1")
+    )
     assert result.ok, result.detail
     assert json.loads(out.read_text()) == hostile
     assert not marker.exists()
@@ -469,7 +474,9 @@ async def test_polling_sends_only_read_only_commands(farm: Any) -> None:
     await f.cycles(20)
     received = f.received()
     assert received.get("summary", 0) >= 20 * (len(SCENARIOS) - 2)  # polled all along
-    assert set(received) <= {"summary", "devs", "pools", "stats", "fans", "temps"}, received
+    # version: asked at a first contact (and after a miner comes back), to recognise the
+    # firmware family.
+    assert set(received) <= {"version", "summary", "devs", "pools", "stats", "fans", "temps"}
     assert not set(received) & PRIVILEGED_COMMANDS
     assert f.events == []
 
@@ -761,7 +768,7 @@ def test_every_template_sandbox_bounds_folded_constants(name: str) -> None:
     """Webhook bodies, annotations and exec argv: ``*`` and ``**`` judged before they run."""
     from jinja2.exceptions import SecurityError
 
-    from cgwatchdog.actions import _template as argv_template
+    from cgwatchdog.actions.planner import _template as argv_template
     from cgwatchdog.sandbox import BoundedSandbox, ImmutableBoundedSandbox
 
     source = escapes(Path("m"))[name]

@@ -67,7 +67,10 @@ __all__ = ["default_rules_path", "load_config", "load_rule_file"]
 
 # An alias bomb ("billion laughs") expands past this; no real config comes near it.
 _MAX_YAML_NODES = 2_000_000
-_SECRET_FILE_KEYS = frozenset({"password_file", "token_file", "url_file"})
+_SECRET_FILE_KEYS = frozenset({"password_file", "token_file", "url_file", "pool_password_file"})
+# systemd's LoadCredential= puts the service's secrets here; a relative *_file is looked
+# up in it first, then beside the config file.
+CREDENTIALS_DIRECTORY = "CREDENTIALS_DIRECTORY"
 
 
 def default_rules_path() -> Path:
@@ -265,6 +268,18 @@ class _TreeBuilder:
             out[key] = value
         return out
 
+    def secret_path(self, text: str) -> Path:
+        """Where a ``*_file`` value points: an absolute path as is; a relative one in
+        ``$CREDENTIALS_DIRECTORY`` (systemd credentials) if it is there, else beside the
+        config file."""
+        path = _local_path(text, self.base_dir)
+        credentials = self.session.environ.get(CREDENTIALS_DIRECTORY)
+        if credentials and not Path(text).expanduser().is_absolute():
+            candidate = _local_path(text, Path(credentials))
+            if candidate.exists():
+                return candidate
+        return path
+
     def read_secret(self, value: object, line: int, loc: Loc) -> str:
         """The stripped content of the file a ``*_file`` key names; ``loc`` is the key it
         stands for (``password`` for ``password_file``)."""
@@ -273,7 +288,7 @@ class _TreeBuilder:
             self.problem(line, "must be the path of a file", loc, shown)
             return ""
         try:
-            path = _local_path(value, self.base_dir)
+            path = self.secret_path(value)
         except ValueError as exc:
             self.problem(line, str(exc), loc, shown)
             return ""
@@ -662,6 +677,9 @@ class _Loader:
                         port=entry.port,
                         labels=entry.labels,  # shared across a range: one dict, not 10,000
                         expected_hashrate_hs=entry.expected_hashrate,
+                        firmware=entry.firmware,
+                        control_port=entry.control_port,
+                        credentials=entry.credentials,
                     )
                 )
             if clashes:

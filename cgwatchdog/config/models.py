@@ -58,12 +58,14 @@ __all__ = [
     "DEFAULT_GROUP_INTERVAL_S",
     "DEFAULT_GROUP_WAIT_S",
     "DEFAULT_REPEAT_INTERVAL_S",
+    "ActionName",
     "ActionsConfig",
     "AuthConfig",
     "BasicAuth",
     "BearerAuth",
     "ClusterConfig",
     "Config",
+    "Credentials",
     "HeartbeatConfig",
     "HttpConfig",
     "Loc",
@@ -206,6 +208,22 @@ class HeartbeatConfig(Model):
     timeout_s: PositiveDuration = Field(default=10.0, validation_alias="timeout")
 
 
+class Credentials(Model):
+    """The login of a miner's control channel (its web UI, token API or session).
+
+    Left out, a family that needs one uses its factory default (and ``check`` says
+    which miners do). Sent only to a miner recognised as the family they are for.
+    """
+
+    user: str | None = None
+    """The user (``root`` on Antminer's web UI); None: the family's default."""
+    password: SecretStr | None = None
+    """The password (or ``password_file``); None: the family's factory default."""
+    pool_password: SecretStr | None = None
+    """Whatsminer and ePIC: the password to give every pool when the pool list is
+    rewritten (their replies never carry it; without it, pool changes are refused)."""
+
+
 class MinerConfig(Model):
     """One miner to poll, after ranges are expanded."""
 
@@ -216,6 +234,11 @@ class MinerConfig(Model):
     expected_hashrate_hs: Hashrate | None = Field(
         default=None, validation_alias="expected_hashrate"
     )
+    firmware: str = "auto"
+    """The firmware family (``auto``: recognised from the miner's replies)."""
+    control_port: Port | None = None
+    """The control channel's port where it is not the API port; None: the family's."""
+    credentials: Credentials | None = None
 
 
 class MinerEntry(Model):
@@ -234,6 +257,9 @@ class MinerEntry(Model):
     port: Port = DEFAULT_PORT
     labels: OwnLabels = Field(default_factory=dict)
     expected_hashrate: Hashrate | None = None
+    firmware: Annotated[str, Field(min_length=1)] = "auto"
+    control_port: Port | None = None
+    credentials: Credentials | None = None
 
     @model_validator(mode="after")
     def _shape(self) -> Self:
@@ -262,10 +288,18 @@ class MinerEntry(Model):
 # ---------------------------------------------------------------- rules
 
 
+ActionName = Literal[
+    "restart", "reboot", "switchpool", "disable", "enable", "sleep", "wake", "exec"
+]
+"""What a step does, not how: each firmware family maps it to its own control channel
+(``restart`` the mining process, ``reboot`` the machine, ``disable``/``enable`` a board,
+``sleep``/``wake`` the whole miner); ``exec`` runs a program of the operator's."""
+
+
 class RuleAction(Model):
     """One step of a rule's remediation ladder, tried in order until verified."""
 
-    do: Literal["restart", "switchpool", "disable", "enable", "exec"]
+    do: ActionName
     after_s: Duration = Field(default=0.0, validation_alias="after")
     verify_within_s: PositiveDuration | None = Field(default=None, validation_alias="verify_within")
     argv: Annotated[tuple[Template, ...], Field(min_length=1)] | None = None
@@ -299,6 +333,19 @@ class RuleBase(Model):
     match: Labels = Field(default_factory=dict)
     match_re: dict[LabelName, Regex] = Field(default_factory=dict)
     actions: tuple[RuleAction, ...] = ()
+
+    @field_validator("actions")
+    @classmethod
+    def _wakes_after_sleep(cls, steps: tuple[RuleAction, ...]) -> tuple[RuleAction, ...]:
+        # Sleep persists across restarts on some firmware (LuxOS curtail): a ladder that
+        # puts a miner to sleep must also wake it.
+        for index, step in enumerate(steps):
+            if step.do == "sleep" and not any(s.do == "wake" for s in steps[index + 1 :]):
+                raise ValueError(
+                    f"step {index + 1} puts the miner to sleep and no later step wakes it "
+                    "(add a do: wake step after it)"
+                )
+        return steps
 
     def selects(self, labels: Mapping[str, str]) -> bool:
         """Whether a miner with these labels is covered by ``match``/``match_re``."""
@@ -626,8 +673,13 @@ class Config(Model):
         return self
 
     def model_post_init(self, context: Any, /) -> None:
-        # Only these sections hold secrets; walking 10,000 miners for none would be waste.
-        self._redactor = Redactor(secret_values(self.receivers, self.heartbeat))
+        self._redactor = Redactor(secret_values(self.receivers, self.heartbeat, self.credentials()))
+
+    def credentials(self) -> list[Credentials]:
+        """The miners' distinct credentials (a host range shares one object)."""
+        # By identity: walking 10,000 miners' models for the same few would be waste.
+        unique = {id(m.credentials): m.credentials for m in self.miners if m.credentials}
+        return list(unique.values())
 
     def redact(self, text: str) -> str:
         """``text`` with every secret of this configuration replaced by ``<redacted>``."""

@@ -1,9 +1,9 @@
-"""Remediation with safeguards: a pure planner decides, a small executor does.
+"""The remediation planner: decides what to do about firing alerts, with safeguards; pure.
 
 ::
 
     FIRING alerts ──ActionPlanner.plan──> [PlannedAction] ──ActionExecutor.execute──> ActionOutcome
-    + poll results    ladders, safeguards      (pure)          miner API / exec (I/O)       │
+    + poll results    ladders, safeguards      (pure)       family channel / exec (I/O)     │
           │                                                                               │
           └──ActionPlanner.verify (following cycles) <── started() / finished() <─────────┘
 
@@ -17,12 +17,20 @@ Ladders
     ``RemediationFailed`` signal (critical) and no more actions on that miner until the
     alert resolves or :meth:`ActionPlanner.clear` is called. Nothing loops.
 
-Verification, per step
-    ``restart``: the miner's ``Elapsed`` went down (or it came back with an Elapsed no
-    longer than the time since the restart) *and* the condition cleared (the alert
-    resolved, or its rule was judged this cycle without the condition being true; alerts
-    of a restarted miner hold their state during ``restart_grace``, so "cleared" cannot
-    wait for the resolve). ``exec``: the condition cleared. ``switchpool``: the active
+Steps name what they do, not how (the miner's firmware family maps them to its control
+channel, ``cgwatchdog/firmware/``). A step the family cannot do is a clear "not
+supported by <family>: <why>" decision in the plan, and the ladder moves on; so is a
+``switchpool`` that would move a miner off an Alive pool that is accepting shares: a
+dead higher-priority pool while a healthy backup mines is a notice, not a repair.
+
+Verification, per step (never trusting a reply: many firmwares drop the connection)
+    ``restart`` and ``reboot``: the miner's ``Elapsed`` went down (or it came back with an
+    Elapsed no longer than the time since the step) *and* the condition cleared (the
+    alert resolved, or its rule was judged this cycle without the condition being true;
+    alerts of a restarted miner hold their state during ``restart_grace``, so "cleared"
+    cannot wait for the resolve), within the larger of ``verify_within`` and the family's
+    restart or reboot window. ``sleep``: the hashrate fell to almost nothing. ``wake``:
+    the miner hashes again. ``exec``: the condition cleared. ``switchpool``: the active
     pool changed and is Alive. ``disable``: the device reports disabled. ``enable``: the
     device reports enabled (and, right after a ``disable`` step, the condition cleared:
     the pair re-initialises the board). A verified ``disable`` followed by an ``enable``
@@ -47,11 +55,14 @@ Dry run
     cooldown and hourly cap of other dry-run steps only, never in flight, and a ladder
     exhausted without one real attempt raises no ``RemediationFailed``.
 
-Read-only APIs
-    An ``AccessDenied`` (Code 45) marks the miner: one ``RemediationDenied`` signal, no
-    action on it until a config reload (:meth:`ActionPlanner.configure`) or until its API
-    accepts a privileged command again, which is checked with the harmless ``privileged``
-    command at most every ``READ_ONLY_PROBE_INTERVAL_S`` while a step waits for it.
+Refused control
+    A miner that refuses its control channel (Code 45 on the cgminer API, wrong
+    credentials, a write API switched off) is marked: one ``RemediationDenied`` signal
+    saying what to fix, no action on it until a config reload
+    (:meth:`ActionPlanner.configure`) or until the channel takes a command again, which
+    is checked with a harmless probe at most every ``READ_ONLY_PROBE_INTERVAL_S`` while a
+    step waits for it: never a retry storm. A control session another tool holds
+    (LuxOS) makes the step wait and try again, ``MAX_BUSY_RETRIES`` times.
 
 Each cycle, in this order (``Watchdog.evaluate`` and ``Watchdog.act`` do it; ``now`` is
 the same value throughout)::
@@ -74,19 +85,13 @@ the same value throughout)::
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import enum
 import functools
 import hashlib
 import json
 import logging
-import os
 import re
 import shlex
-import signal
-import socket
-import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple, TypeAlias
@@ -94,23 +99,20 @@ from typing import Any, Final, NamedTuple, TypeAlias
 from jinja2 import StrictUndefined
 
 from cgwatchdog.alerts import Alert, AlertState, Evaluation, Signal
-from cgwatchdog.client import AsyncCgminerAPI
 from cgwatchdog.config import ActionsConfig, MinerConfig, RuleAction, RuleBase
-from cgwatchdog.errors import (
-    AccessDenied,
-    ActionError,
-    CgwatchdogError,
-    MinerUnreachable,
-)
 from cgwatchdog.jsonstate import opt_float, opt_str
 from cgwatchdog.sandbox import BoundedSandbox
-from cgwatchdog.snapshot import PollResult, Snapshot
+from cgwatchdog.snapshot import PollResult, Pool, Snapshot
 from cgwatchdog.statemachine import Transitions
-from cgwatchdog.units import format_duration
+from cgwatchdog.units import format_duration, format_hashrate
 
 __all__ = [
+    "ACCEPTING_WITHIN_S",
+    "ANY_CAPABILITIES",
     "DEFAULT_VERIFY_WITHIN_S",
+    "MAX_BUSY_RETRIES",
     "ORIGINAL_ALERTNAME_LABEL",
+    "PROBE",
     "READ_ONLY_PROBE_INTERVAL_S",
     "REMEDIATION_DENIED",
     "REMEDIATION_FAILED",
@@ -119,10 +121,12 @@ __all__ = [
     "TRANSITIONS",
     "ActionEvent",
     "ActionEventKind",
-    "ActionExecutor",
     "ActionOutcome",
     "ActionPlanner",
+    "Busy",
     "Candidate",
+    "Capabilities",
+    "Exhausted",
     "Hold",
     "LadderEvent",
     "LadderState",
@@ -149,11 +153,22 @@ HOUR_S: Final = 3600.0
 # hashrate_drop rule waits out a 10 min startup_grace), short for commands that act at once.
 DEFAULT_VERIFY_WITHIN_S: Final[Mapping[str, float]] = {
     "restart": 900.0,
+    "reboot": 1200.0,
     "exec": 900.0,
     "switchpool": 120.0,
     "disable": 120.0,
     "enable": 120.0,
+    "sleep": 300.0,
+    "wake": 900.0,
 }
+# A sleeping miner hashes at most this share of what it did before the sleep step.
+SLEEP_HASHRATE_SHARE: Final = 0.1
+# A control session held by another tool (LuxOS): the step waits and is tried again at
+# most this many times before it counts as failed.
+MAX_BUSY_RETRIES: Final = 5
+# A switchpool never moves a miner off an Alive pool whose last accepted share is this
+# recent: it is accepting shares.
+ACCEPTING_WITHIN_S: Final = 600.0
 # A miner that came back with an Elapsed up to this much longer than the time since our
 # restart still counts as restarted by it (poll timestamps and whole-second Elapsed).
 RESTART_ELAPSED_SLACK_S: Final = 10.0
@@ -174,20 +189,13 @@ SIGNAL_ALERTNAMES: Final = (REMEDIATION_FAILED, REMEDIATION_DENIED)
 ORIGINAL_ALERTNAME_LABEL: Final = "original_alertname"
 
 PROBE: Final = "probe"
-_PROBE_COMMAND: Final = "privileged"
-_CONDITION_STEPS: Final = frozenset({"restart", "exec"})
-_REBOOT_STEPS: Final = frozenset({"restart", "exec"})  # their miner's alerts hold state after
-# cgminer's device commands by the device's kind; boards that only STATS describes
-# (bmminer chains, Avalon MM boards: kind BOARD) and CPUs have none.
-_DEVICE_COMMANDS: Final[Mapping[str, str]] = {"ASC": "asc", "PGA": "pga", "GPU": "gpu"}
+_CONDITION_STEPS: Final = frozenset({"restart", "reboot", "exec"})
+# Steps that restart the miner: its alerts hold their state after them.
+_REBOOT_STEPS: Final = frozenset({"restart", "reboot", "exec"})
+_RESTART_STEPS: Final = frozenset({"restart", "reboot"})
 _DEVICE_LABEL = re.compile(r"([A-Za-z]+)(\d+)")
 _STATE_VERSION: Final = 1
 
-# exec: the environment is this PATH plus the action's CGWATCHDOG_* variables, nothing
-# inherited from the daemon (which may hold secrets in its environment).
-SAFE_PATH: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-KILL_GRACE_S: Final = 2.0  # SIGTERM to SIGKILL for a program past its timeout
-_OUTPUT_TAIL_BYTES: Final = 2048
 _DETAIL_CHARS: Final = 400
 
 
@@ -213,7 +221,8 @@ class LadderEvent(enum.Enum):
     PLANNED = "planned"  # the due step passed every safeguard
     SENT = "sent"  # the executor reports success (or "sent, reply lost")
     NO_OUTCOME = "no_outcome"  # no outcome came back in time: let verification judge
-    DENIED = "denied"  # the miner refused: read-only API (the step waits)
+    DENIED = "denied"  # the miner refused control: read-only API, credentials (waits)
+    BUSY = "busy"  # another tool holds the control session: the step waits, tries again
     STEP_FAILED = "step_failed"  # failed, skipped, not verified in time, or came back
     NO_MORE_STEPS = "no_more_steps"  # escalating past the last step
     CONFIRMED = "confirmed"  # verification saw the effect
@@ -238,6 +247,7 @@ TRANSITIONS: Final = Transitions[LadderState, LadderEvent](
             _E.SENT: _S.VERIFYING,
             _E.NO_OUTCOME: _S.VERIFYING,
             _E.DENIED: _S.WAITING,
+            _E.BUSY: _S.WAITING,
             _E.STEP_FAILED: _S.ESCALATING,
             _E.RESOLVED: _S.IDLE,
         },
@@ -275,9 +285,12 @@ del _S, _E
 class PlannedAction:
     """One step the planner decided to take; the executor carries it out as given.
 
-    ``command``/``parameter`` for miner API steps (``restart``, ``switchpool``/``1``,
-    ``ascdisable``/``0``, ``privileged`` for a probe); ``argv`` (rendered) and ``env``
-    (``CGWATCHDOG_*``) for ``exec``. ``reason`` says why, for the log.
+    ``do`` says what (``restart``, ``reboot``, ``switchpool`` to ``pool``, ``disable``
+    or ``enable`` ``device``, ``sleep``, ``wake``, ``probe`` for a write-access check):
+    the miner's family channel says how. ``argv`` (rendered) and ``env``
+    (``CGWATCHDOG_*``) for ``exec``. ``pools`` is the miner's pool list as polled, for
+    channels that rewrite the whole list. ``window_s`` is the family's restart or
+    reboot window (verification waits at least that long). ``reason`` says why.
     """
 
     miner: str
@@ -285,21 +298,25 @@ class PlannedAction:
     alertname: str
     step: int
     do: str
-    command: str | None
-    parameter: str | None
+    pool: int | None
+    device: str | None
     argv: tuple[str, ...] | None
     env: Mapping[str, str] = field(hash=False)
     timeout_s: float
     dry_run: bool
     reason: str
+    window_s: float = 0.0
+    pools: tuple[Pool, ...] = field(default=(), compare=False, hash=False)
 
     def describe(self) -> str:
-        """What is sent, in one line: ``restart``, ``ascdisable|1``, ``exec /bin/x 'a b'``."""
+        """What is done, in one line: ``restart``, ``disable ASC1``, ``exec /bin/x 'a b'``."""
         if self.argv is not None:
             return "exec " + shlex.join(self.argv)
-        if self.command is None:
-            return self.do
-        return self.command if self.parameter is None else f"{self.command}|{self.parameter}"
+        if self.pool is not None:
+            return f"{self.do} {self.pool}"
+        if self.device is not None:
+            return f"{self.do} {self.device}"
+        return self.do
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form (for the planner's saved state)."""
@@ -309,32 +326,43 @@ class PlannedAction:
             "alertname": self.alertname,
             "step": self.step,
             "do": self.do,
-            "command": self.command,
-            "parameter": self.parameter,
+            "pool": self.pool,
+            "device": self.device,
             "argv": None if self.argv is None else list(self.argv),
             "env": dict(self.env),
             "timeout_s": self.timeout_s,
             "dry_run": self.dry_run,
             "reason": self.reason,
+            "window_s": self.window_s,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PlannedAction:
         """Inverse of :meth:`to_dict`; KeyError/TypeError/ValueError when malformed."""
         argv = data.get("argv")
+        do = str(data["do"])
+        pool = data.get("pool")
+        device = opt_str(data.get("device"))
+        # State saved before families: the cgminer command and its parameter.
+        command, parameter = opt_str(data.get("command")), opt_str(data.get("parameter"))
+        if parameter is not None and do == "switchpool" and pool is None:
+            pool = int(parameter)
+        if parameter is not None and do in ("disable", "enable") and device is None and command:
+            device = f"{command[: -len(do)].upper()}{int(parameter)}"
         return cls(
             miner=str(data["miner"]),
             alert_fingerprint=str(data["alert_fingerprint"]),
             alertname=str(data["alertname"]),
             step=int(data["step"]),
-            do=str(data["do"]),
-            command=opt_str(data.get("command")),
-            parameter=opt_str(data.get("parameter")),
+            do=do,
+            pool=None if pool is None else int(pool),
+            device=device,
             argv=None if argv is None else tuple(str(a) for a in argv),
             env={str(k): str(v) for k, v in dict(data.get("env") or {}).items()},
             timeout_s=float(data["timeout_s"]),
             dry_run=bool(data["dry_run"]),
             reason=str(data.get("reason", "")),
+            window_s=float(data.get("window_s", 0.0)),
         )
 
 
@@ -342,9 +370,11 @@ class PlannedAction:
 class ActionOutcome:
     """What happened when the executor carried out one action.
 
-    ``access_denied``: the miner refused a privileged command (Code 45). ``unconfirmed``:
-    the command reached the miner but no reply came (a restart whose connection dropped):
-    it may have been carried out, so the planner lets verification judge it.
+    ``access_denied``: the miner refused its control channel (Code 45, credentials, a
+    write API switched off). ``unconfirmed``: the request reached the miner but no reply
+    came (a reboot whose connection dropped): it may have been carried out, so the
+    planner lets verification judge it. ``retry``: nothing was done and trying again
+    later may work (another tool holds the control session).
     """
 
     action: PlannedAction
@@ -354,6 +384,7 @@ class ActionOutcome:
     finished_at: float
     access_denied: bool = False
     unconfirmed: bool = False
+    retry: bool = False
 
 
 class ActionEventKind(enum.Enum):
@@ -465,6 +496,33 @@ class Exhausted(NamedTuple):
     real: bool  # whether a real (not dry-run) step was tried
 
 
+def _can_anything(do: str, device: str | None) -> str | None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a miner's control channel can do, as its firmware family says (the wiring
+    looks the family up; the planner only reads this)."""
+
+    family: str = "cgminer"
+    why_not: Callable[[str, str | None], str | None] = _can_anything
+    """``(do, device) -> why not`` (None: it can)."""
+    restart_window_s: float = 0.0
+    reboot_window_s: float = 0.0
+
+    def window_s(self, do: str) -> float:
+        """How long a restart or reboot of this family takes to show (0 for the rest)."""
+        if do == "restart":
+            return self.restart_window_s
+        if do == "reboot":
+            return self.reboot_window_s
+        return 0.0
+
+
+ANY_CAPABILITIES: Final = Capabilities()
+
+
 @dataclass(slots=True)
 class PlanContext:
     """What the safeguards look at in one ``plan`` call; planning updates it as it goes.
@@ -484,6 +542,7 @@ class PlanContext:
     history: Mapping[str, Sequence[tuple[float, bool]]] = field(default_factory=dict)
     restarted_at: Mapping[str, float] = field(default_factory=dict)
     in_flight: int = 0
+    capabilities: Callable[[str], Capabilities] = lambda miner: ANY_CAPABILITIES
 
 
 def hold_exhausted(c: Candidate, ctx: PlanContext) -> Hold | None:
@@ -672,26 +731,34 @@ def exec_env(
     return env
 
 
-def _device_command(do: str, device: str | None) -> tuple[str, str] | _Skip:
+def _device_of(do: str, device: str | None) -> str | _Skip:
     if not device:
         return _Skip(f"{do} needs an alert about one device (label device), this one has none")
-    match = _DEVICE_LABEL.fullmatch(device)
-    if match is None:
-        return _Skip(f"device {device!r} is not KIND<number> (ASC0, PGA1, ...)")
-    kind = match.group(1).upper()
-    prefix = _DEVICE_COMMANDS.get(kind)
-    if prefix is None:
-        if kind == "BOARD":
-            return _Skip(
-                f"{device} is a board only STATS describes (bmminer chain, Avalon MM): "
-                f"boards cannot be {do}d through the API"
-            )
-        return _Skip(f"{kind} devices cannot be {do}d through the API (only ASC, PGA and GPU)")
-    return f"{prefix}{do}", str(int(match.group(2)))
+    if _DEVICE_LABEL.fullmatch(device) is None:
+        return _Skip(f"device {device!r} is not KIND<number> (ASC0, PGA1, BOARD6, ...)")
+    return device
 
 
-def _target_pool(step: RuleAction, snapshot: Snapshot | None) -> int | Hold | _Skip:
+def _accepting(pool: Pool) -> bool:
+    age = pool.last_share_age_s
+    return pool.status == "Alive" and age is not None and age <= ACCEPTING_WITHIN_S
+
+
+def _target_pool(
+    step: RuleAction, snapshot: Snapshot | None, alert: Alert
+) -> int | Hold | _Skip:
     active = snapshot.active_pool if snapshot is not None else None
+    if active is not None and _accepting(active):
+        # Never move a miner off a pool that works: a dead pool it already failed over
+        # from (the alert's pool is not the active one) is a notice, not a repair.
+        about = alert.labels.get("pool")
+        why = (
+            f"the miner already mines on pool {active.id}, Alive and accepting shares; "
+            f"pool {about} being down is a notice, not a repair"
+            if about not in (None, str(active.id))
+            else f"the active pool {active.id} is Alive and accepting shares"
+        )
+        return Hold("pool_healthy", why)
     if step.pool is not None:
         if active is not None and active.id == step.pool and active.status == "Alive":
             return _Skip(f"pool {step.pool} is already the active pool and Alive")
@@ -715,12 +782,14 @@ class _Ladder:
     __slots__ = (
         "action",
         "alertname",
+        "busy_retries",
         "deadline",
         "elapsed_before",
         "failures",
         "fingerprint",
         "finished_at",
         "fired_at",
+        "hashrate_before",
         "hold_kind",
         "labels",
         "miner",
@@ -762,7 +831,9 @@ class _Ladder:
         self.finished_at: float | None = None
         self.deadline: float | None = None
         self.elapsed_before: float | None = None
+        self.hashrate_before: float | None = None
         self.pool_before: int | None = None
+        self.busy_retries = 0
         self.restart_seen = False
         self.verified_at: float | None = None
         self.real_attempts = 0
@@ -798,6 +869,8 @@ class _Ladder:
             "finished_at": self.finished_at,
             "deadline": self.deadline,
             "elapsed_before": self.elapsed_before,
+            "hashrate_before": self.hashrate_before,
+            "busy_retries": self.busy_retries,
             "pool_before": self.pool_before,
             "restart_seen": self.restart_seen,
             "verified_at": self.verified_at,
@@ -829,6 +902,8 @@ class _Ladder:
         ladder.finished_at = opt_float(data.get("finished_at"))
         ladder.deadline = opt_float(data.get("deadline"))
         ladder.elapsed_before = opt_float(data.get("elapsed_before"))
+        ladder.hashrate_before = opt_float(data.get("hashrate_before"))
+        ladder.busy_retries = int(data.get("busy_retries", 0))
         pool_before = data.get("pool_before")
         ladder.pool_before = None if pool_before is None else int(pool_before)
         ladder.restart_seen = bool(data.get("restart_seen", False))
@@ -942,19 +1017,23 @@ class ActionPlanner:
         fleet_incidents: Collection[str],
         miners: Mapping[str, MinerConfig],
         now: float,
+        capabilities: Callable[[str], Capabilities] | None = None,
     ) -> list[PlannedAction]:
         """The actions to take now, oldest alert first (deterministic).
 
         ``alerts``: every alert the engine holds (only FIRING ones whose rule has actions
         matter); ``results``: this cycle's poll results by miner name; ``fleet_incidents``:
         alertnames firing on a large share of the fleet (``alerts.fleet_incidents``);
-        ``miners``: the configured miners by name.
+        ``miners``: the configured miners by name; ``capabilities``: what each miner's
+        control channel can do (by name; default: anything).
         """
         self._prune(now)
         self._expire_running(now)
         firing = self._firing(alerts)
         self._sync(firing, miners, now)
         ctx = self._context(alerts, results, fleet_incidents, miners, now)
+        if capabilities is not None:
+            ctx.capabilities = capabilities
         planned: list[PlannedAction] = []
         for ladder in sorted(self._ladders.values(), key=_Ladder.sort_key):
             if ladder.state is LadderState.WAITING or ladder.state is LadderState.ESCALATING:
@@ -1136,23 +1215,26 @@ class ActionPlanner:
     ) -> PlannedAction | Hold | _Skip:
         result = ctx.results.get(ladder.miner)
         snapshot = result if isinstance(result, Snapshot) else None
-        command: str | None = None
-        parameter: str | None = None
+        pool: int | None = None
+        device: str | None = None
         argv: tuple[str, ...] | None = None
         env: dict[str, str] = {}
-        if step.do == "restart":
-            command = "restart"
-        elif step.do == "switchpool":
-            target = _target_pool(step, snapshot)
+        capabilities = ctx.capabilities(ladder.miner)
+        if step.do == "switchpool":
+            target = _target_pool(step, snapshot, alert)
             if not isinstance(target, int):
                 return target
-            command, parameter = "switchpool", str(target)
+            pool = target
         elif step.do in ("disable", "enable"):
-            device = _device_command(step.do, alert.labels.get("device"))
-            if isinstance(device, _Skip):
-                return device
-            command, parameter = device
-        else:  # exec
+            found = _device_of(step.do, alert.labels.get("device"))
+            if isinstance(found, _Skip):
+                return found
+            device = found
+        if step.do != "exec":
+            why = capabilities.why_not(step.do, device)
+            if why is not None:
+                return _Skip(f"not supported by {capabilities.family}: {why}")
+        else:
             assert step.argv is not None  # config.py: exec always has argv
             context = {
                 "labels": dict(alert.labels),
@@ -1183,19 +1265,22 @@ class ActionPlanner:
         ladder.elapsed_before = snapshot.elapsed_s if snapshot is not None else None
         active = snapshot.active_pool if snapshot is not None else None
         ladder.pool_before = active.id if active is not None else None
+        ladder.hashrate_before = snapshot.hashrate_hs if snapshot is not None else None
         return PlannedAction(
             miner=ladder.miner,
             alert_fingerprint=ladder.fingerprint,
             alertname=ladder.alertname,
             step=ladder.step,
             do=step.do,
-            command=command,
-            parameter=parameter,
+            pool=pool,
+            device=device,
             argv=argv,
             env=env,
             timeout_s=step.timeout_s,
             dry_run=c.dry_run,
             reason=f"{reason} {step.do}",
+            window_s=capabilities.window_s(step.do),
+            pools=snapshot.pools if snapshot is not None else (),
         )
 
     def _commit(self, ladder: _Ladder, action: PlannedAction, ctx: PlanContext) -> None:
@@ -1234,13 +1319,13 @@ class ActionPlanner:
             alertname=ladder.alertname,
             step=ladder.step,
             do=PROBE,
-            command=_PROBE_COMMAND,
-            parameter=None,
+            pool=None,
+            device=None,
             argv=None,
             env={},
             timeout_s=step.timeout_s,
             dry_run=False,
-            reason="does the miner's API accept privileged commands again?",
+            reason="does the miner's control channel take commands again?",
         )
         ctx.busy[ladder.miner] = Busy("a write-access check", False)
         self._emit(ActionEventKind.PLANNED, ctx.now, ladder, probe.reason, action=probe)
@@ -1285,14 +1370,20 @@ class ActionPlanner:
         else:
             kind = ActionEventKind.FAILED
         self._events.append(_event(kind, now, action, outcome.detail))
-        if outcome.ok and not action.dry_run and action.command is not None:
-            self._read_only.pop(action.miner, None)  # the API took a privileged command
-        if action.do == "restart" and not outcome.ok and not outcome.unconfirmed:
+        if outcome.ok and not action.dry_run and action.argv is None:
+            self._read_only.pop(action.miner, None)  # the channel took a command
+        if action.do in _RESTART_STEPS and not outcome.ok and not outcome.unconfirmed:
             self._unhold(action, since if since is not None else outcome.started_at - 1.0)
         elif action.do in _REBOOT_STEPS and not action.dry_run:
             self._restarted_at.setdefault(action.miner, outcome.started_at)
         if ladder is None:
             return
+        if outcome.retry:
+            ladder.busy_retries += 1
+            if ladder.busy_retries <= MAX_BUSY_RETRIES:
+                ladder.move(LadderEvent.BUSY, now)
+                ladder.hold_kind = None
+                return
         if not action.dry_run:
             ladder.real_attempts += 1
         if outcome.ok or outcome.unconfirmed:
@@ -1336,6 +1427,7 @@ class ActionPlanner:
             within = steps[ladder.step].verify_within_s
         if within is None:
             within = DEFAULT_VERIFY_WITHIN_S.get(ladder.action.do, 300.0)
+        within = max(within, ladder.action.window_s)  # the family's restart/reboot window
         ladder.move(event, now)
         ladder.finished_at = now
         ladder.deadline = now + within
@@ -1428,7 +1520,7 @@ class ActionPlanner:
         snapshot = result if isinstance(result, Snapshot) else None
         do = action.do
         missing: str | None
-        if do == "restart":
+        if do in _RESTART_STEPS:
             if snapshot is not None and self._restarted(ladder, snapshot):
                 ladder.restart_seen = True
             if not ladder.restart_seen:
@@ -1439,6 +1531,18 @@ class ActionPlanner:
                 missing = "the condition persisted"
             else:
                 missing = None
+        elif do == "sleep":
+            before = ladder.hashrate_before or 0.0
+            rate = None if snapshot is None else snapshot.hashrate_hs
+            if snapshot is None:
+                missing = "the miner did not answer"
+            elif rate and rate > SLEEP_HASHRATE_SHARE * before:
+                missing = f"it still hashes ({format_hashrate(rate)})"
+            else:
+                missing = None
+        elif do == "wake":
+            rate = None if snapshot is None else snapshot.hashrate_hs
+            missing = None if rate else "it does not hash yet"
         elif do == "exec" or self._condition_checked(ladder):
             cleared = self._cleared(ladder, alert, result, evaluated, now)
             missing = None if cleared else "the condition persisted"
@@ -1764,10 +1868,10 @@ def _device_missing(do: str, action: PlannedAction, snapshot: Snapshot | None) -
     """None when the device shows the effect of ``do``; else what is missing."""
     if snapshot is None:
         return "the miner did not answer"
-    if action.command is None or action.parameter is None:
+    found = _DEVICE_LABEL.fullmatch(action.device or "")
+    if found is None:
         return "no device"
-    kind = action.command[: -len(do)].upper()
-    number = int(action.parameter)
+    kind, number = found.group(1).upper(), int(found.group(2))
     for device in snapshot.devices:
         if device.kind == kind and device.id == number:
             disabled = not device.enabled or device.status == "Disabled"
@@ -1780,169 +1884,11 @@ def _device_missing(do: str, action: PlannedAction, snapshot: Snapshot | None) -
 def _verified_detail(do: str) -> str:
     return {
         "restart": "the miner restarted (Elapsed went down) and the condition cleared",
+        "reboot": "the miner rebooted (went away, came back with Elapsed reset) and the condition cleared",
+        "sleep": "the miner stopped hashing",
+        "wake": "the miner hashes again",
         "exec": "the condition cleared",
         "switchpool": "the active pool changed and is Alive",
         "disable": "the device reports disabled",
         "enable": "the device reports enabled",
     }.get(do, "done")
-
-
-# --- the executor ---------------------------------------------------------------------
-
-# MinerUnreachable reasons that mean the request never reached the miner (client.py).
-_NOT_SENT_PREFIXES: Final = ("connection refused", "no connection within", "cannot resolve host")
-
-
-def _local_address(host: str, port: int) -> str | None:
-    """This host's address as the miner sees it (a UDP connect sends no packet)."""
-    try:
-        with socket.socket(
-            socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM
-        ) as s:
-            s.connect((host, port))
-            address: str = s.getsockname()[0]
-            return address
-    except OSError:
-        return None
-
-
-class ActionExecutor:
-    """Carries out planned actions: miner API commands (each alone: they are privileged)
-    and ``exec`` programs (no shell, minimal environment, killed at their timeout).
-
-    Never raises for what the miner or the program does: every failure becomes an
-    :class:`ActionOutcome` with ``ok`` False and a one-line ``detail``.
-    """
-
-    def __init__(
-        self,
-        *,
-        timeout_s: float = 10.0,
-        connect_timeout_s: float = 1.0,
-        clock: Callable[[], float] = time.time,
-        kill_grace_s: float = KILL_GRACE_S,
-    ) -> None:
-        self.timeout_s = timeout_s
-        self.connect_timeout_s = connect_timeout_s
-        self.clock = clock
-        self.kill_grace_s = kill_grace_s
-
-    async def execute(self, action: PlannedAction, miner: MinerConfig) -> ActionOutcome:
-        """Carry out ``action`` on ``miner``; a dry run only logs it."""
-        extra = {"MINER": action.miner, "ALERTNAME": action.alertname}
-        started = self.clock()
-        if action.dry_run:
-            detail = f"dry run: would {action.describe()} ({action.reason})"
-            log.info("%s: %s", action.miner, detail, extra=extra)
-            return ActionOutcome(action, True, detail, started, started)
-        log.info("%s: %s (%s)", action.miner, action.describe(), action.reason, extra=extra)
-        denied = unconfirmed = False
-        try:
-            if action.argv is not None:
-                detail = await self._exec(action)
-            elif action.command is not None:
-                detail = await self._command(action, miner)
-            else:
-                raise ActionError(f"nothing to carry out for do: {action.do}")
-            ok = True
-        except AccessDenied as exc:
-            ok, denied = False, True
-            here = _local_address(miner.host, miner.port)
-            fix = f"; add W:{here} to its --api-allow" if here else ""
-            detail = f"{exc}{fix}"
-        except MinerUnreachable as exc:
-            ok = False
-            detail = str(exc)
-            # Sent, but the reply got lost (a restart drops the connection on some
-            # firmware): it may have happened, and verification will tell.
-            unconfirmed = action.do != PROBE and not exc.reason.startswith(_NOT_SENT_PREFIXES)
-        except CgwatchdogError as exc:
-            ok, detail = False, str(exc)
-        finished = self.clock()
-        level = logging.INFO if ok else logging.WARNING
-        log.log(level, "%s: %s %s: %s", action.miner, action.describe(),
-                "done" if ok else "failed", detail, extra=extra)  # fmt: skip
-        return ActionOutcome(action, ok, detail, started, finished, denied, unconfirmed)
-
-    async def _command(self, action: PlannedAction, miner: MinerConfig) -> str:
-        api = AsyncCgminerAPI(
-            miner.host,
-            miner.port,
-            timeout=min(self.timeout_s, action.timeout_s),
-            connect_timeout=self.connect_timeout_s,
-        )
-        assert action.command is not None
-        reply = await api.command(action.command, action.parameter)
-        return _reply_summary(reply)
-
-    async def _exec(self, action: PlannedAction) -> str:
-        assert action.argv is not None
-        env = {"PATH": SAFE_PATH, **action.env}
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *action.argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                env=env,
-                start_new_session=True,  # its own process group, killed as a whole
-                close_fds=True,
-            )
-        except (OSError, ValueError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise ActionError(f"cannot run {action.argv[0]}: {reason}") from None
-        tail = bytearray()
-        try:
-            async with asyncio.timeout(action.timeout_s):
-                assert proc.stdout is not None
-                while chunk := await proc.stdout.read(65536):
-                    tail += chunk
-                    del tail[:-_OUTPUT_TAIL_BYTES]
-                status = await proc.wait()
-        except TimeoutError:
-            await self._kill(proc)
-            output = _output(tail)
-            raise ActionError(
-                f"{action.argv[0]} timed out after {format_duration(action.timeout_s)}; killed its "
-                f"process group{': ' + output if output else ''}"
-            ) from None
-        except asyncio.CancelledError:
-            await asyncio.shield(self._kill(proc))
-            raise
-        output = _output(tail)
-        if status == 0:
-            return output or "exit status 0"
-        if status < 0:
-            name = (
-                signal.Signals(-status).name if -status in signal.valid_signals() else str(-status)
-            )
-            why = f"killed by {name}"
-        else:
-            why = f"exit status {status}"
-        raise ActionError(f"{action.argv[0]}: {why}{': ' + output if output else ''}")
-
-    async def _kill(self, proc: asyncio.subprocess.Process) -> None:
-        """SIGTERM the program's process group, SIGKILL it after the grace, reap it."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.kill_grace_s):
-                await proc.wait()
-        # Even when the leader obeyed, children it started may not have: KILL the group.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        await proc.wait()
-
-
-def _output(tail: bytes | bytearray) -> str:
-    text = bytes(tail).decode("utf-8", "replace").strip()
-    text = " | ".join(line.strip() for line in text.splitlines() if line.strip())
-    return text[-_DETAIL_CHARS:]
-
-
-def _reply_summary(reply: Mapping[str, Any]) -> str:
-    status = reply.get("STATUS")
-    if isinstance(status, list) and status and isinstance(status[0], Mapping):
-        entry = status[0]
-        return f"STATUS {entry.get('STATUS', '?')}, Code {entry.get('Code', '?')}: {entry.get('Msg', '')}"
-    return f"STATUS {status}"
