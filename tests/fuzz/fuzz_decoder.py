@@ -123,7 +123,7 @@ def simulator_replies() -> list[bytes]:
 
 def miner_commands(miner: SimulatedMiner) -> Iterator[str]:
     """The commands a simulated miner's firmware knows (its API table)."""
-    from cgwatchdog.simulator import _command_table  # the simulator's own table
+    from cgwatchdog.simulator.core import _command_table  # the simulator's own table
 
     yield from _command_table(miner.flavour)
 

@@ -23,6 +23,7 @@ poll cycle in well under the watchdog's own time.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import functools
@@ -49,6 +50,8 @@ __all__ = [
     "DEFAULT_PORT",
     "FLAVOURS",
     "SCENARIOS",
+    "ControlServer",
+    "ExtraCommand",
     "FakeClock",
     "Flavour",
     "Fleet",
@@ -56,6 +59,7 @@ __all__ = [
     "ScaledClock",
     "Scenario",
     "SimulatedMiner",
+    "add_flavour",
     "ensure_file_limit",
     "make_scenario",
     "run_simulator",
@@ -117,9 +121,27 @@ class ScaledClock:
 # -- flavours ---------------------------------------------------------------------------
 
 
+ApiHook: TypeAlias = "Callable[[SimulatedMiner, FleetMember | None, bytes, float], bytes | None]"
+"""A flavour's own handling of raw API requests (Whatsminer's encrypted commands), tried
+before the cgminer protocol: the reply bytes, or None to answer as cgminer."""
+ControlFactory: TypeAlias = "Callable[[FleetMember, Fleet], ControlServer]"
+
+
+@dataclass(frozen=True, slots=True)
+class ExtraCommand:
+    """An API command a flavour adds to cgminer's (LuxOS ``logon``, Avalon ``ascset``)."""
+
+    name: str
+    handler: Callable[[SimulatedMiner, str | None, float], Reply]
+    privileged: bool = False
+    joinable: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class Flavour:
-    """What one firmware family answers: identity, devices, quirks and timings."""
+    """What one firmware family answers: identity, devices, quirks and timings, and
+    where a family has one, its control channel (``control``: a server per miner on its
+    own port) and its own API handling (``api_hook``, ``commands``)."""
 
     name: str
     family: Literal["cgminer", "bmminer", "bfgminer"]
@@ -141,6 +163,13 @@ class Flavour:
     """False for bmminer: ``devs`` answers "No ASCs"; its boards appear only in STATS."""
     invalid_command_description: bool = True
     stats_brace_quirk: bool = False
+    firmware: str = "cgminer"
+    """The cgwatchdog firmware family this flavour should be recognised as."""
+    reboot_downtime_s: float = 60.0
+    """How long a reboot keeps the API (and the control channel) away."""
+    commands: tuple[ExtraCommand, ...] = ()
+    api_hook: ApiHook | None = None
+    control: ControlFactory | None = None
 
 
 _CGMINER = Flavour(
@@ -188,7 +217,7 @@ _BMMINER = Flavour(
     lists_devices=False,
     stats_brace_quirk=True,
 )
-FLAVOURS: Final[Mapping[str, Flavour]] = {
+FLAVOURS: Final[dict[str, Flavour]] = {
     "cgminer": _CGMINER,
     "bmminer": _BMMINER,
     # Antminer firmware with an old API answers "summary+devs+pools" with Code 14.
@@ -213,7 +242,16 @@ FLAVOURS: Final[Mapping[str, Flavour]] = {
 }
 """Every flavour by name: cgminer 4.11.1 (ASC, "MHS 5s", API 3.7), bmminer (Antminer S9,
 "GHS 5s" as a string, boards in STATS), bmminer-nomulti (the same without multi-command)
-and bfgminer 5.5 (PGA, "MHS 20s", API 3.1)."""
+and bfgminer 5.5 (PGA, "MHS 20s", API 3.1); the firmware families' flavours
+(``cgwatchdog/simulator/families/``) add theirs with :func:`add_flavour`."""
+
+
+def add_flavour(flavour: Flavour) -> Flavour:
+    """Make ``flavour`` available by name (to ``Fleet.build`` and ``simulate``)."""
+    if flavour.name in FLAVOURS:
+        raise ValueError(f"flavour {flavour.name!r} is already defined")
+    FLAVOURS[flavour.name] = flavour
+    return flavour
 
 DEFAULT_FLAVOURS: Final = ("cgminer", "bmminer", "bfgminer")
 
@@ -729,14 +767,17 @@ class SimulatedMiner:
         "_garbage_seq",
         "_n_devices",
         "_n_pools",
+        "_pool_config",
         "_pool_order",
         "_pools",
         "_repaired_at",
         "_running",
+        "_sleeping",
         "_started_at",
         "_view",
         "flavour",
         "name",
+        "reboots",
         "restart_downtime_s",
         "restarts",
         "scenario",
@@ -769,6 +810,8 @@ class SimulatedMiner:
             self.flavour.restart_downtime_s if restart_downtime_s is None else restart_downtime_s
         )
         self.restarts = 0
+        self.reboots = 0
+        self._sleeping = False
         self._commands = _command_table(self.flavour)
         self._n_devices = devices
         self._n_pools = pools
@@ -781,6 +824,13 @@ class SimulatedMiner:
         if uptime_s is None:
             uptime_s = 3600.0 * (2 + (seed * 7919) % 46) + (seed * 131) % 3600
         self._devices: list[_Device] = []
+        self._pool_config: list[tuple[str, str]] = [
+            (
+                _POOL_URLS[i] if i < len(_POOL_URLS) else f"stratum+tcp://pool{i}.example.org:3333",
+                f"farm.{name}",
+            )
+            for i in range(pools)
+        ]
         self._pools: list[_Pool] = []
         self._pool_order: list[int] = []
         self._running = True
@@ -801,16 +851,8 @@ class SimulatedMiner:
             _Device(i, fl.device_hs * (1.0 + 0.03 * _jitter(self.seed, 1000 + i)))
             for i in range(self._n_devices)
         ]
-        user = f"farm.{self.name}"
-        self._pools = [
-            _Pool(
-                i,
-                _POOL_URLS[i] if i < len(_POOL_URLS) else f"stratum+tcp://pool{i}.example.org:3333",
-                user,
-            )
-            for i in range(self._n_pools)
-        ]
-        self._pool_order = list(range(self._n_pools))
+        self._pools = [_Pool(i, url, user) for i, (url, user) in enumerate(self._pool_config)]
+        self._pool_order = list(range(len(self._pools)))
         self._started_at = at
         self._accounted_at = at
         self._running = True
@@ -820,6 +862,74 @@ class SimulatedMiner:
         if not self._running:
             self._boot(now)
             self._api_down_until = now + self.restart_downtime_s
+
+    # -- control: what a family's channel does to the miner ------------------------------
+
+    def restart(self, now: float) -> None:
+        """Restart the mining process: the API is away for ``restart_downtime_s``, then
+        ``Elapsed`` counts from now and every counter from zero."""
+        self._repair(now)
+        self.restarts += 1
+        self._boot(now)
+        self._view = None
+        self._api_down_until = now + self.restart_downtime_s
+
+    def reboot(self, now: float, downtime_s: float | None = None) -> None:
+        """Reboot the machine: away (API and control channel) for the flavour's
+        ``reboot_downtime_s``, then back with ``Elapsed`` counting from its return."""
+        down = self.flavour.reboot_downtime_s if downtime_s is None else downtime_s
+        self._repair(now)
+        self.reboots += 1
+        self._boot(now + down)
+        self._view = None
+        self._api_down_until = now + down
+
+    def pool_list(self) -> list[tuple[str, str]]:
+        """The configured pools, (url, user), highest priority first."""
+        return [(self._pools[i].url, self._pools[i].user) for i in self._pool_order]
+
+    def set_pools(self, pools: Sequence[tuple[str, str]], now: float) -> None:
+        """Save a new pool list (url, user; first is highest priority) and restart the
+        mining process with it, as a firmware's "save and apply" does."""
+        if not pools:
+            raise ValueError("a miner needs at least one pool")
+        self._pool_config = list(pools)
+        self.restart(now)
+
+    def switch_pool(self, index: int) -> None:
+        """Mine on pool ``index`` now (cgminer's ``switchpool``: not saved)."""
+        self._pools[index].enabled = True
+        self._pool_order.remove(index)
+        self._pool_order.insert(0, index)
+
+    def set_device_enabled(self, index: int, enabled: bool, now: float) -> bool:
+        """Enable or disable device ``index``; False if there is none such."""
+        if not 0 <= index < len(self._devices):
+            return False
+        self._advance(now)
+        self._devices[index].enabled = enabled
+        self._view = None
+        sc = self.scenario
+        if enabled and sc.name in _DEVICE_SCENARIOS and index == sc.device % len(self._devices):
+            self._repair(now)  # re-enabling the board re-initialises it
+        return True
+
+    @property
+    def sleeping(self) -> bool:
+        """Whether the miner was told to sleep (hashing stopped, control board up)."""
+        return self._sleeping
+
+    def sleep(self, now: float) -> None:
+        """Stop hashing, keep answering (LuxOS curtail, Antminer sleep mode)."""
+        self._advance(now)
+        self._sleeping = True
+        self._view = None
+
+    def wake(self, now: float) -> None:
+        """Hash again after :meth:`sleep`."""
+        self._advance(now)
+        self._sleeping = False
+        self._view = None
 
     def elapsed_s(self, now: float) -> int:
         """``Elapsed`` as the miner reports it: whole seconds since its process started."""
@@ -878,7 +988,7 @@ class SimulatedMiner:
 
     def _device_state(self, dev: _Device, t: float) -> tuple[str, float]:
         """(Status, hashes per second) of one device at ``t``."""
-        rate = dev.nominal_hs if dev.enabled else 0.0
+        rate = dev.nominal_hs if dev.enabled and not self._sleeping else 0.0
         sc = self.scenario
         name = sc.name
         if name == "healthy" or not self._fault_active(t):
@@ -994,10 +1104,18 @@ class SimulatedMiner:
 
     # -- requests -----------------------------------------------------------------------
 
-    def handle_bytes(self, data: bytes, now: float) -> bytes | None:
-        """Answer raw request bytes, including cgminer's replies to malformed requests."""
+    def handle_bytes(
+        self, data: bytes, now: float, member: FleetMember | None = None
+    ) -> bytes | None:
+        """Answer raw request bytes, including cgminer's replies to malformed requests
+        (and first, where the flavour has one, its own API handling)."""
         if not self.available(now):
             return None
+        hook = self.flavour.api_hook
+        if hook is not None:
+            reply = hook(self, member, data, now)
+            if reply is not None:
+                return reply
         try:
             request = decode_request(data)
         except ProtocolError:
@@ -1474,10 +1592,7 @@ class SimulatedMiner:
         if dev.enabled == enable:
             code, msg = texts["already_enabled" if enable else "already_disabled"]
             return self._message("I", code, msg.format(id=index), now)
-        dev.enabled = enable
-        sc = self.scenario
-        if enable and sc.name in _DEVICE_SCENARIOS and index == sc.device % len(self._devices):
-            self._repair(now)  # re-enabling the board re-initialises it
+        self.set_device_enabled(index, enable, now)
         code, msg = texts["enable" if enable else "disable"]
         return self._message("I", code, msg.format(id=index), now)
 
@@ -1504,11 +1619,8 @@ class SimulatedMiner:
         index = self._pool_index(param, now)
         if isinstance(index, dict):
             return index
-        pool = self._pools[index]
-        pool.enabled = True
-        self._pool_order.remove(index)
-        self._pool_order.insert(0, index)
-        return self._message("S", 27, f"Switching to pool {index}:'{pool.url}'", now)
+        self.switch_pool(index)
+        return self._message("S", 27, f"Switching to pool {index}:'{self._pools[index].url}'", now)
 
     def _cmd_enablepool(self, param: str | None, now: float) -> Reply:
         index = self._pool_index(param, now)
@@ -1549,13 +1661,9 @@ class SimulatedMiner:
     # process commands
 
     def _cmd_restart(self, _param: str | None, now: float) -> Reply:
-        self._repair(now)
-        self.restarts += 1
         # The process keeps its PID; its API comes back after the downtime, with Elapsed
         # counting from the restart and every counter from zero.
-        self._boot(now)
-        self._view = None
-        self._api_down_until = now + self.restart_downtime_s
+        self.restart(now)
         if self.flavour.family == "bfgminer":
             return self._message("S", 257, "RESTART", now)
         return {"STATUS": "RESTART", "id": 1}
@@ -1641,6 +1749,8 @@ def _command_table(flavour: Flavour) -> Mapping[str, _Command]:
         "restart": _Command(m._cmd_restart, True, False),
         "quit": _Command(m._cmd_quit, True, False),
     }
+    for extra in flavour.commands:
+        table[extra.name] = _Command(extra.handler, extra.privileged, extra.joinable)
     if flavour.family == "bfgminer":
         # bfgminer keeps its GPU commands; without GPUs they answer Code 6.
         table["gpu"] = _Command(m._cmd_no_gpus, False, False)
@@ -1652,14 +1762,47 @@ def _command_table(flavour: Flavour) -> Mapping[str, _Command]:
 # -- the fleet and its servers ----------------------------------------------------------
 
 
+class ControlServer(abc.ABC):
+    """One miner's control channel as its flavour serves it (a web UI, a token API, a
+    gRPC service), on a port of its own beside the API. The fleet opens and closes it
+    with the API: a reboot takes both away."""
+
+    def __init__(self, member: FleetMember, fleet: Fleet) -> None:
+        self.member = member
+        self.fleet = fleet
+
+    @property
+    def miner(self) -> SimulatedMiner:
+        """The miner this channel controls."""
+        return self.member.miner
+
+    def now(self) -> float:
+        """The fleet's clock."""
+        return self.fleet.clock()
+
+    def changed(self) -> None:
+        """Call after a command that may take the miner away (restart, reboot)."""
+        self.fleet._after_request(self.member, self.now())
+
+    @abc.abstractmethod
+    async def start(self, host: str, port: int) -> int:
+        """Listen on ``host:port`` (0: any free port); the port bound."""
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Stop listening and drop open connections."""
+
+
 class FleetMember:
     """One miner of a fleet: its name, address, listening state and request counters."""
 
     __slots__ = (
+        "_control",
         "_next_event",
         "_server",
         "commands",
         "connections",
+        "control_port",
         "host",
         "index",
         "miner",
@@ -1681,6 +1824,9 @@ class FleetMember:
         self.commands: dict[str, int] = {}
         self._server: asyncio.AbstractServer | None = None
         self._next_event = math.inf
+        self.control_port = 0
+        """Where the flavour's control channel listens (0: none, or not started yet)."""
+        self._control: ControlServer | None = None
 
     def __repr__(self) -> str:
         return f"FleetMember({self.name!r}, {self.host}:{self.port}, {self.mode})"
@@ -1696,9 +1842,12 @@ class FleetMember:
         return self._server is not None
 
     def describe(self) -> str:
-        """``name host:port flavour scenario``, the line ``simulate`` prints."""
+        """``name host:port flavour scenario [control port]``, the line ``simulate`` prints."""
         m = self.miner
-        return f"{self.name} {self.host}:{self.port} {m.flavour.name} {m.scenario.name}"
+        line = f"{self.name} {self.host}:{self.port} {m.flavour.name} {m.scenario.name}"
+        if self.control_port:
+            line += f" control {self.host}:{self.control_port}"
+        return line
 
 
 ScenarioChoice: TypeAlias = (
@@ -1843,6 +1992,9 @@ class Fleet:
             self._watcher = None
         for member in self.members:
             self._close_server(member)
+            if member._control is not None:
+                control, member._control = member._control, None
+                await control.stop()
         for connection in list(self._live):
             connection.abort()
         self._events.clear()
@@ -1916,12 +2068,22 @@ class Fleet:
             self._kick.set()
 
     async def _reconcile(self, member: FleetMember, now: float) -> None:
-        """Open or close the member's listening socket to match its state at ``now``."""
+        """Open or close the member's listening sockets (the API, and the control channel
+        where its flavour has one) to match its state at ``now``."""
         want = member.mode != "down" and member.miner.available(now)
         if want and member._server is None:
             member._server = await self._listen(member)
         elif not want and member._server is not None:
             self._close_server(member)
+        factory = member.miner.flavour.control
+        if factory is not None:
+            if want and member._control is None:
+                control = factory(member, self)
+                member.control_port = await control.start(member.host, member.control_port)
+                member._control = control
+            elif not want and member._control is not None:
+                control, member._control = member._control, None
+                await control.stop()
         self._schedule(member, now)
 
     def _schedule(self, member: FleetMember, now: float) -> None:
@@ -1931,10 +2093,15 @@ class Fleet:
             heapq.heappush(self._events, (when, member.index))
 
     def _after_request(self, member: FleetMember, now: float) -> None:
-        """A command may have taken the API down (restart, quit): close the socket now."""
+        """A command may have taken the API down (restart, reboot, quit): close the API
+        socket now, and the control channel's at the watcher's next turn."""
         if member._server is not None and not member.miner.available(now):
             self._close_server(member)
             self._schedule(member, now)
+        if member._control is not None and not member.miner.available(now):
+            member._next_event = now
+            heapq.heappush(self._events, (now, member.index))
+            self._wake()
 
     def _close_server(self, member: FleetMember) -> None:
         if member._server is not None:
@@ -2024,6 +2191,9 @@ class _MinerConnection(asyncio.Protocol):
     def _respond(self, *, eof: bool) -> None:
         fleet, member, miner = self._fleet, self._member, self._member.miner
         data = self._buffer
+        if miner.flavour.api_hook is not None:
+            self._respond_hooked(eof=eof)
+            return
         try:
             request = _decode_cached(data)
         except ProtocolError:
@@ -2052,6 +2222,23 @@ class _MinerConnection(asyncio.Protocol):
             self._timer = asyncio.get_running_loop().call_later(delay, self._send, reply)
         else:
             self._send(reply)
+
+    def _respond_hooked(self, *, eof: bool) -> None:
+        """A flavour with its own API handling: whole JSON requests, raw to the miner."""
+        fleet, member, data = self._fleet, self._member, self._buffer
+        if not eof and data.lstrip().startswith(b"{") and len(data) < 65536:
+            try:
+                json.loads(data.split(b"\0", 1)[0])
+            except ValueError:
+                return  # wait for the rest of the request
+        self._answered = True
+        member.requests += 1
+        if member.mode == "hang":
+            return
+        now = fleet.clock()
+        reply = member.miner.handle_bytes(data, now, member)
+        fleet._after_request(member, now)
+        self._send(reply)
 
     def _send(self, reply: bytes | None) -> None:
         self._timer = None
