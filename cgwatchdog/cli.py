@@ -128,12 +128,23 @@ def poll_document(watchdog: Watchdog, report: CycleReport) -> dict[str, Any]:
                 "since": iso_seconds(alert.active_since),
             }
         )
+    from cgwatchdog.firmware import ACTIONS
+
     configured = {miner.name: miner for miner in watchdog.config.miners}
     miners = []
     for result in report.results:
         entry = result.to_json()
         miner = configured.get(result.name)
         entry["labels"] = dict(miner.labels) if miner is not None else {}
+        capabilities = watchdog.capabilities(result.name)
+        known = watchdog.poller.family_of(result.name) is not None
+        unsupported = {
+            action: why
+            for action in ACTIONS
+            if (why := capabilities.why_not(action, None)) is not None
+        }
+        entry["capabilities"] = [a for a in ACTIONS if a not in unsupported] if known else []
+        entry["unsupported"] = unsupported
         entry["alerts"] = by_miner.get(result.name, [])
         miners.append(entry)
     return {

@@ -158,6 +158,8 @@ def test_poll_json_reports_every_field_capture(
         expect, also = capture.expect, capture.expect.get("also", {})
         assert miner["up"] is True and miner["error"] is None, miner["error"]
         assert miner["error_kind"] is None
+        assert miner["family"] == capture.expect.get("family", miner["family"])
+        assert set(miner["capabilities"]).isdisjoint(miner["unsupported"])
         assert miner["port"] == port and miner["labels"] == {"site": "lab"}
         rates = [expect["hashrate_hs"], *also.get("hashrate_hs", [])]
         assert any(abs(miner["hashrate_hs"] - r) <= 0.02 * r for r in rates), capture.name
@@ -176,6 +178,7 @@ def test_poll_json_names_why_a_miner_is_down(
     (miner,) = json.loads(capsys.readouterr().out)["miners"]
     assert miner["up"] is False and miner["error_kind"] == "refused"
     assert "connection refused" in miner["error"]
+    assert miner["family"] is None and miner["capabilities"] == []  # never answered
 
 
 def test_poll_table_shows_down_miners_and_signals(

@@ -176,3 +176,24 @@ async def test_read_only_miner_gives_one_clear_notification(farm: Any) -> None:
     assert len(denied) == 1
     text = " ".join(denied[0].annotations.values()) + denied[0].value
     assert "--api-allow" in text and "W:" in text
+
+
+async def test_a_healthy_backup_pool_is_never_switched_away_from(farm: Any) -> None:
+    """The demo case: pool 0 goes Dead, cgminer fails over to pool 1 (Alive, accepting
+    shares). PoolStale fires on pool 0 as a warning, and its switchpool step waits: the
+    miner is never moved off the working backup (the old planner sent switchpool|2)."""
+    rules = Path(__file__).resolve().parent.parent / "rules" / "default.yaml"
+    f = await farm(1, "pool_dead_failover", f"rule_files: [{rules}]\n", pool=0)
+    miner = f.fleet.members[0].miner
+    await f.cycles(50)  # 25 minutes: 10 for the share to age, the rule's 5m `for`, and more
+    assert miner.active_pool(f.clock()) == 1
+    assert f.sent("switchpool") == 0 and f.sent("restart") == 0
+    (stale,) = [a for a in f.watchdog.alerts.alerts() if a.alertname == "PoolStale"]
+    assert stale.state.name == "FIRING"
+    assert stale.labels["pool"] == "0" and stale.labels["severity"] == "warning"
+    held = [
+        e.detail for r in f.reports for e in r.action_events if e.kind.value == "held-back"
+    ]
+    assert held == [
+        "the miner already mines on pool 1 (Alive); pool 0 being down is a notice, not a repair"
+    ]

@@ -744,21 +744,23 @@ def _accepting(pool: Pool) -> bool:
     return pool.status == "Alive" and age is not None and age <= ACCEPTING_WITHIN_S
 
 
-def _target_pool(
-    step: RuleAction, snapshot: Snapshot | None, alert: Alert
-) -> int | Hold | _Skip:
+def _target_pool(step: RuleAction, snapshot: Snapshot | None, alert: Alert) -> int | Hold | _Skip:
     active = snapshot.active_pool if snapshot is not None else None
-    if active is not None and _accepting(active):
-        # Never move a miner off a pool that works: a dead pool it already failed over
-        # from (the alert's pool is not the active one) is a notice, not a repair.
-        about = alert.labels.get("pool")
-        why = (
-            f"the miner already mines on pool {active.id}, Alive and accepting shares; "
-            f"pool {about} being down is a notice, not a repair"
-            if about not in (None, str(active.id))
-            else f"the active pool {active.id} is Alive and accepting shares"
+    about = alert.labels.get("pool")
+    if (
+        active is not None
+        and active.status == "Alive"
+        and about not in (None, "none", str(active.id))
+    ):
+        # The miner already failed over from the alert's pool to a working one.
+        return Hold(
+            "pool_healthy",
+            f"the miner already mines on pool {active.id} (Alive); pool {about} being down "
+            "is a notice, not a repair",
         )
-        return Hold("pool_healthy", why)
+    if active is not None and _accepting(active):
+        # Never move a miner off a pool that works.
+        return Hold("pool_healthy", f"the active pool {active.id} is Alive and accepting shares")
     if step.pool is not None:
         if active is not None and active.id == step.pool and active.status == "Alive":
             return _Skip(f"pool {step.pool} is already the active pool and Alive")
@@ -1844,8 +1846,6 @@ class ActionPlanner:
 
 def _fired_at(alert: Alert) -> float:
     return alert.fired_at if alert.fired_at is not None else alert.active_since
-
-
 
 
 def _miner_labels(alert_labels: Mapping[str, str]) -> dict[str, str]:

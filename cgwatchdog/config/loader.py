@@ -59,6 +59,7 @@ from cgwatchdog.config.models import (
 )
 from cgwatchdog.config.secrets import Redactor, secret_values
 from cgwatchdog.errors import ConfigError, ConfigProblem
+from cgwatchdog.firmware import FAMILIES
 from cgwatchdog.notify import RECEIVER_KINDS, receiver_model
 from cgwatchdog.rules import RULE_TYPES, rule_union
 from cgwatchdog.units import value_kind
@@ -88,9 +89,6 @@ def default_rules_path() -> Path:
             )
         ]
     )
-
-
-
 
 
 @dataclass(slots=True)
@@ -637,6 +635,16 @@ class _Loader:
         for index, entry in entries:
             loc: Loc = ("miners", index)
             line, _, _ = doc.locate(loc)
+            if entry.firmware != "auto" and entry.firmware not in FAMILIES:
+                known = ("auto", *FAMILIES.names())
+                close = difflib.get_close_matches(entry.firmware, known, n=1)
+                hint = (
+                    f" (did you mean {close[0]!r}?)" if close else f"; one of: {', '.join(known)}"
+                )
+                self.problem_at(
+                    doc, (*loc, "firmware"), f"unknown firmware {entry.firmware!r}{hint}"
+                )
+                continue
             hosts: list[str] = []
             if entry.host is not None:
                 hosts = [entry.host]
@@ -811,7 +819,30 @@ class _Loader:
         cfg._warnings = tuple(self.warnings)
         return cfg
 
+    def factory_passwords(self, cfg: Config) -> None:
+        """Warn about miners whose control channel logs in with its family's factory
+        default (no password configured): an operator wants to know; no secret shown."""
+        counts: dict[str, list[str]] = {}
+        for miner in cfg.miners:
+            family = FAMILIES.get(miner.firmware)
+            if family is None or family.default_password is None:
+                continue
+            credentials = miner.credentials
+            given = credentials.password if credentials is not None else None
+            if given is None or given.get_secret_value() == family.default_password:
+                counts.setdefault(family.name, []).append(miner.name)
+        for name, miners in counts.items():
+            shown = ", ".join(miners[:3]) + (
+                f" and {len(miners) - 3:,} more" if len(miners) > 3 else ""
+            )
+            self.warnings.append(
+                f"{len(miners):,} {name} miner{'s' if len(miners) != 1 else ''} ({shown}) "
+                f"log in to {FAMILIES[name].channel_title or 'the control channel'} with the "
+                "factory-default password: set credentials.password_file"
+            )
+
     def add_warnings(self, cfg: Config, path: Path, rules: Sequence[_RuleEntry]) -> None:
+        self.factory_passwords(cfg)
         inline = [
             secret
             for secret in secret_values(cfg.receivers, cfg.heartbeat)
@@ -889,9 +920,7 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -
     return _Loader(environ).config(Path(path))
 
 
-def load_rule_file(
-    path: str | Path, *, environ: Mapping[str, str] | None = None
-) -> list[RuleBase]:
+def load_rule_file(path: str | Path, *, environ: Mapping[str, str] | None = None) -> list[RuleBase]:
     """Read and validate one rule file (``rules: [...]``). Raises ConfigError."""
     loader = _Loader(environ)
     entries = loader.rule_file(Path(path))

@@ -199,12 +199,17 @@ def make_signal(
     host: str,
     value: str,
     part: tuple[str, str] | None = None,
+    *,
+    severity: str | None = None,
 ) -> Signal:
     """The signal of a true condition: labels (the miner's, the rule's, ``miner`` and the
-    ``part`` such as ``("device", "ASC0")``), annotations rendered, ``value`` as given."""
+    ``part`` such as ``("device", "ASC0")``), annotations rendered, ``value`` as given;
+    ``severity`` overrides the rule's for this signal."""
     labels = {**miner.labels, **rule.labels, "miner": miner.name}
     if part is not None:
         labels[part[0]] = part[1]
+    if severity is not None:
+        labels["severity"] = severity
     annotations: dict[str, str] = {}
     if rule.annotations:
         context: dict[str, object] | None = None

@@ -165,11 +165,17 @@ class Flavour:
     stats_brace_quirk: bool = False
     firmware: str = "cgminer"
     """The cgwatchdog firmware family this flavour should be recognised as."""
+    api_write_access: bool = True
+    """False where the firmware's API refuses every privileged command (stock Antminer
+    ships ``api-allow: A:0/0,W:*``: Code 45 for everything)."""
     reboot_downtime_s: float = 60.0
     """How long a reboot keeps the API (and the control channel) away."""
     commands: tuple[ExtraCommand, ...] = ()
     api_hook: ApiHook | None = None
     control: ControlFactory | None = None
+    api_server: ControlFactory | None = None
+    """A server that takes the API port instead of the cgminer protocol (ePIC serves
+    HTTP on 4028); it is also the control channel."""
 
 
 _CGMINER = Flavour(
@@ -805,7 +811,9 @@ class SimulatedMiner:
         self.flavour = _flavour(flavour)
         self.scenario = make_scenario(scenario)
         self.seed = seed
-        self.write_access = write_access and self.scenario.name != "read_only"
+        self.write_access = (
+            write_access and self.flavour.api_write_access and self.scenario.name != "read_only"
+        )
         self.restart_downtime_s = (
             self.flavour.restart_downtime_s if restart_downtime_s is None else restart_downtime_s
         )
@@ -1797,6 +1805,7 @@ class FleetMember:
     """One miner of a fleet: its name, address, listening state and request counters."""
 
     __slots__ = (
+        "_api",
         "_control",
         "_next_event",
         "_server",
@@ -1827,6 +1836,7 @@ class FleetMember:
         self.control_port = 0
         """Where the flavour's control channel listens (0: none, or not started yet)."""
         self._control: ControlServer | None = None
+        self._api: ControlServer | None = None
 
     def __repr__(self) -> str:
         return f"FleetMember({self.name!r}, {self.host}:{self.port}, {self.mode})"
@@ -1839,7 +1849,7 @@ class FleetMember:
     @property
     def listening(self) -> bool:
         """Whether the member's API socket is open right now."""
-        return self._server is not None
+        return self._server is not None or self._api is not None
 
     def describe(self) -> str:
         """``name host:port flavour scenario [control port]``, the line ``simulate`` prints."""
@@ -1995,6 +2005,9 @@ class Fleet:
             if member._control is not None:
                 control, member._control = member._control, None
                 await control.stop()
+            if member._api is not None:
+                api, member._api = member._api, None
+                await api.stop()
         for connection in list(self._live):
             connection.abort()
         self._events.clear()
@@ -2071,7 +2084,16 @@ class Fleet:
         """Open or close the member's listening sockets (the API, and the control channel
         where its flavour has one) to match its state at ``now``."""
         want = member.mode != "down" and member.miner.available(now)
-        if want and member._server is None:
+        own_api = member.miner.flavour.api_server
+        if own_api is not None:
+            if want and member._api is None:
+                api = own_api(member, self)
+                member.port = await api.start(member.host, member.port)
+                member._api = api
+            elif not want and member._api is not None:
+                api, member._api = member._api, None
+                await api.stop()
+        elif want and member._server is None:
             member._server = await self._listen(member)
         elif not want and member._server is not None:
             self._close_server(member)
@@ -2098,7 +2120,7 @@ class Fleet:
         if member._server is not None and not member.miner.available(now):
             self._close_server(member)
             self._schedule(member, now)
-        if member._control is not None and not member.miner.available(now):
+        if (member._control or member._api) is not None and not member.miner.available(now):
             member._next_event = now
             heapq.heappush(self._events, (now, member.index))
             self._wake()

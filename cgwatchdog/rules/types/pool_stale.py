@@ -3,8 +3,9 @@
 Judged on the active pool: no accepted share for ``no_accepted_share_for``, too many
 stale shares, or not Alive; no pool Alive at all (``pool="none"``); no pool configured
 (``pool="none"``); mining on a backup because a higher-priority pool is down (signalled
-on that pool). One signal per pool, its reasons joined in ``value``. Not judged without
-a pools reply.
+on that pool, as a ``warning`` while the backup works: the miner is fine, and the
+planner never switches it off a pool that accepts shares). One signal per pool, its
+reasons joined in ``value``. Not judged without a pools reply.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from cgwatchdog.rules.base import CompiledRule, make_signal, rule_type
 from cgwatchdog.snapshot import Snapshot
 from cgwatchdog.units import format_duration, format_percent
 
-__all__ = ["PoolStaleRule", "eval_pool_stale"]
+__all__ = ["FAILOVER_SEVERITY", "PoolStaleRule", "eval_pool_stale"]
 
 # cgminer API codes (api.c): MSG_NOPOOL "No pools".
 _NO_POOLS_CODE: Final = 8
 _NO_POOL_LABEL: Final = "none"
+# The severity of "a higher-priority pool is down, the backup it failed over to works".
+FAILOVER_SEVERITY: Final = "warning"
 
 
 class PoolStaleRule(RuleBase):
@@ -90,7 +93,8 @@ def eval_pool_stale(
         value = f"pool {active.id} {active.url}: " + "; ".join(reasons)
         signals.append(make_signal(rule, miner, host, value, ("pool", str(active.id))))
 
-    # Failover: mining on a backup because a better pool is down.
+    # Failover: mining on a backup because a better pool is down. While the backup works
+    # (nothing wrong with the active pool) that is a notice, not a page: a warning.
     primary = active
     for pool in pools:
         if pool.status != "Disabled" and (pool.priority, pool.id) < (primary.priority, primary.id):
@@ -100,7 +104,10 @@ def eval_pool_stale(
             f"pool {primary.id} {primary.url} is {primary.status}: mining on backup "
             f"pool {active.id} {active.url}"
         )
-        signals.append(make_signal(rule, miner, host, value, ("pool", str(primary.id))))
+        severity = None if reasons else FAILOVER_SEVERITY
+        signals.append(
+            make_signal(rule, miner, host, value, ("pool", str(primary.id)), severity=severity)
+        )
     return signals
 
 
