@@ -100,8 +100,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         count = len(exc.problems)
         print(f"cgwatchdog: {count} problem{'s' if count != 1 else ''} found", file=sys.stderr)
         return EXIT_USAGE
+    for note in cfg.notes:
+        print(f"note: {note}", file=sys.stderr)
     for warning in cfg.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    print(cfg.actions_summary())
     print(
         f"ok: {args.config}: {len(cfg.miners)} miners, {len(cfg.rules)} rules, "
         f"{len(cfg.receivers)} receivers"

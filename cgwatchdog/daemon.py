@@ -366,8 +366,11 @@ class Daemon:
             config.poll.interval_s,
             self.notifier.backend,
         )
+        for note in config.notes:
+            log.info("%s", note)
         for warning in config.warnings:
             log.warning("%s", warning)
+        log.warning("%s", config.actions_summary())
         _warn_watchdog_budget(config, self.notifier.watchdog_interval_s)
 
     # -- signals ------------------------------------------------------------------------
@@ -759,6 +762,8 @@ class Daemon:
         )
         for warning in config.warnings:
             log.warning("%s", warning)
+        if config.actions_summary() != old.actions_summary():
+            log.warning("%s", config.actions_summary())
         _warn_watchdog_budget(config, self.notifier.watchdog_interval_s)
 
     @staticmethod

@@ -110,7 +110,7 @@ def _write_config(directory: Path, fleet: Fleet, sink_port: int, clock: ScaledCl
         f"receivers: [{{name: sink, webhook: {{url: 'http://127.0.0.1:{sink_port}/hook'}}}}]\n"
         "route: {receiver: sink, group_by: [alertname, miner], group_wait: 30s,"
         " group_interval: 2m, repeat_interval: 4h}\n"
-        "actions: {cooldown: 10m, max_per_miner_per_hour: 3, max_in_flight: 5,"
+        "actions: {dry_run: false, cooldown: 10m, max_per_miner_per_hour: 3, max_in_flight: 5,"
         " restart_grace: 5m}\n"
     )
     return config

@@ -79,6 +79,7 @@ HOUR = 3600.0
 
 def actions_config(**values: Any) -> ActionsConfig:
     base: dict[str, Any] = {
+        "dry_run": False,
         "cooldown": "15m",
         "max_per_miner_per_hour": 3,
         "max_in_flight": 5,

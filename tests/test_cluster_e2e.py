@@ -156,6 +156,7 @@ route:
   group_interval: 1s
   repeat_interval: 1h
 actions:
+  dry_run: false
   cooldown: 1h
   max_per_miner_per_hour: 1
   max_in_flight: 5

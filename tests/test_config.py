@@ -667,7 +667,9 @@ def test_cluster_and_heartbeat(tmp_path: Path) -> None:
     assert cfg.heartbeat is not None
     assert cfg.heartbeat.url.get_secret_value() == "https://hc-ping.example.com/4d0c-secret-uuid"
     assert cfg.heartbeat.interval_s == 60
-    assert cfg.warnings == ("no rules are configured: nothing will alert (add rule_files:)",)
+    # No rules given: the packaged ones are used, and the loader says so.
+    assert [r.name for r in cfg.rules][:2] == ["HashrateDrop", "DeviceDead"]
+    assert len(cfg.notes) == 1 and "the packaged rules are used" in cfg.notes[0]
 
 
 # ---------------------------------------------------------------------- bad files
@@ -1265,4 +1267,110 @@ def test_odd_but_valid_yaml(tmp_path: Path) -> None:
     recursive = write(tmp_path / "r.yaml", "miners: &m [*m]\n")
     assert only_problem(recursive) == (
         f"{recursive}:1: miners[0]: an alias refers to a node that contains it"
+    )
+
+
+# --- what check catches before it silently never works ------------------------------------
+
+
+def test_a_connect_timeout_default_follows_a_short_timeout(tmp_path: Path) -> None:
+    config = write(tmp_path / "c.yaml", "poll: {interval: 10s, timeout: 900ms}\nrule_files: []\n")
+    cfg = load_config(config)
+    assert (cfg.poll.timeout_s, cfg.poll.connect_timeout_s) == (0.9, 0.9)
+    longer = write(tmp_path / "d.yaml", "poll: {timeout: 3s}\nrule_files: []\n")
+    assert load_config(longer).poll.connect_timeout_s == 1.0
+    too_long = write(tmp_path / "e.yaml", "poll: {timeout: 1s, connect_timeout: 2s}\n")
+    assert "connect_timeout must not exceed timeout" in only_problem(too_long)
+
+
+def test_the_packaged_rules_apply_unless_the_config_says_otherwise(tmp_path: Path) -> None:
+    bare = write(tmp_path / "a.yaml", "miners: [{host: 127.0.0.1}]\n")
+    cfg = load_config(bare)
+    assert {r.name for r in cfg.rules} >= {"DeviceDead", "MinerUnreachable", "PoolStale"}
+    assert cfg.rule_files == (default_rules_path(),)
+    assert "packaged rules are used" in cfg.notes[0] and "rule_files: []" in cfg.notes[0]
+    opted_out = write(tmp_path / "b.yaml", "miners: [{host: 127.0.0.1}]\nrule_files: []\n")
+    assert load_config(opted_out).rules == () and load_config(opted_out).notes == ()
+    inline = write(
+        tmp_path / "c.yaml",
+        "miners: [{host: 127.0.0.1}]\nrules: [{name: Down, type: unreachable}]\n",
+    )
+    assert [r.name for r in load_config(inline).rules] == ["Down"]
+
+
+def test_actions_are_a_dry_run_until_the_operator_says_otherwise(tmp_path: Path) -> None:
+    bare = write(tmp_path / "a.yaml", "miners: [{host: 127.0.0.1}]\n")
+    cfg = load_config(bare)
+    assert cfg.actions.dry_run is True
+    assert cfg.actions_summary().startswith("actions: DRY RUN:")
+    live = write(tmp_path / "b.yaml", "miners: [{host: 127.0.0.1}]\nactions: {dry_run: false}\n")
+    assert load_config(live).actions_summary().startswith("actions: LIVE: 3 rule(s)")
+    none = write(tmp_path / "c.yaml", "rules: [{name: Down, type: unreachable}]\n")
+    assert load_config(none).actions_summary() == "actions: no rule has repair steps"
+
+
+def test_an_unknown_threshold_field_is_an_error_with_a_suggestion(tmp_path: Path) -> None:
+    config = write(
+        tmp_path / "c.yaml",
+        "rules:\n  - {name: TooHot, type: threshold, field: temprature.max, above: 85}\n",
+    )
+    assert only_problem(config) == (
+        f"{config}:2: rules[0].field: unknown field 'temprature.max' (did you mean "
+        "'temperature.max'?); the fields are listed in docs/RULES.md"
+    )
+
+
+def test_a_rule_matching_a_label_no_miner_has_is_an_error(tmp_path: Path) -> None:
+    config = write(
+        tmp_path / "c.yaml",
+        """\
+        miners: [{host: 127.0.0.1, labels: {site: north}}]
+        rules:
+          - name: Down
+            type: unreachable
+            match: {sitte: north}
+        """,
+    )
+    assert only_problem(config) == (
+        f"{config}:5: rules[0].match.sitte: no miner has a label 'sitte' (did you mean "
+        "'site'?): the rule would select none"
+    )
+
+
+def test_a_severity_no_route_knows_is_caught(tmp_path: Path) -> None:
+    text = """\
+        miners: [{host: 127.0.0.1}]
+        rules: [{name: Down, type: unreachable, severity: critcal}]
+        receivers: [{name: a, webhook: {url: "http://127.0.0.1:9/a"}},
+                    {name: b, webhook: {url: "http://127.0.0.1:9/b"}}]
+        route: {receiver: a, routes: [{match: {severity: critical}, receiver: b}]}
+        """
+    warned = load_config(write(tmp_path / "c.yaml", text))
+    assert any(
+        "severity 'critcal', which no route matches" in w and "did you mean 'critical'" in w
+        for w in warned.warnings
+    )
+    declared = write(tmp_path / "d.yaml", text + "severities: [critical, warning]\n")
+    assert "severity 'critcal' is not among severities: critical, warning (did you mean " in (
+        only_problem(declared)
+    )
+    fine = write(tmp_path / "e.yaml", text.replace("critcal", "warning"))
+    assert not any("severity" in w for w in load_config(fine).warnings)
+
+
+def test_no_receivers_and_a_route_on_an_unknown_label_are_warned_about(tmp_path: Path) -> None:
+    alone = write(tmp_path / "a.yaml", "miners: [{host: 127.0.0.1}]\n")
+    assert any("no receivers are configured" in w for w in load_config(alone).warnings)
+    typo = write(
+        tmp_path / "b.yaml",
+        """\
+        miners: [{host: 127.0.0.1, labels: {site: north}}]
+        receivers: [{name: a, webhook: {url: "http://127.0.0.1:9/a"}},
+                    {name: b, webhook: {url: "http://127.0.0.1:9/b"}}]
+        route: {receiver: a, routes: [{match: {sitee: north}, receiver: b}]}
+        """,
+    )
+    assert any(
+        "no alert carries a label 'sitee' (did you mean 'site'?)" in w
+        for w in load_config(typo).warnings
     )

@@ -114,7 +114,7 @@ async def harness(
             " group_interval: 500ms, repeat_interval: 1h}\n"
             # One notification per miner and change: a fleet incident (30% of the fleet
             # down) would fold them into one grouped notice, sent again as it grows.
-            "actions: {fleet_incident_share: 100%}\n"
+            "actions: {dry_run: false, fleet_incident_share: 100%}\n"
         )
         try:
             yield h

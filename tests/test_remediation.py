@@ -74,7 +74,7 @@ async def farm(tmp_path: Path) -> AsyncIterator[Any]:
             "receivers: [{name: ops, webhook: {url: 'http://127.0.0.1:9/hook'}}]\n"
             "route: {receiver: ops, group_by: [alertname], group_wait: 30s,"
             " group_interval: 5m, repeat_interval: 4h}\n"
-            "actions: {cooldown: 15m, max_per_miner_per_hour: 3, max_in_flight: 5,"
+            "actions: {dry_run: false, cooldown: 15m, max_per_miner_per_hour: 3, max_in_flight: 5,"
             " restart_grace: 2m}\n" + rules
         )
         cfg = load_config(config)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from cgwatchdog.alerts import AlertEngine, AlertState, Evaluation, Signal, fingerprint
 from cgwatchdog.config import MinerConfig, RuleBase
@@ -146,7 +147,9 @@ def snap(at: float, name: str = NAME, host: str = HOST, **fields: Any) -> Snapsh
 
 
 def down(at: float, name: str = NAME, error: str = "connection refused") -> Unreachable:
-    return Unreachable(name=name, host=HOST, port=4028, at=at, error=error, kind=FailureKind.REFUSED)
+    return Unreachable(
+        name=name, host=HOST, port=4028, at=at, error=error, kind=FailureKind.REFUSED
+    )
 
 
 def signals_of(evaluation: Evaluation, alertname: str) -> list[Signal]:
@@ -557,14 +560,12 @@ def test_threshold_above_and_below() -> None:
     ]
 
 
-def test_threshold_unknown_field_or_value() -> None:
-    engine = engine_for(rule(**{**HOT, "field": "temperature.maxx"}), rule(**DOWN))
-    assert engine.problems == (
-        "rule 'TooHot': unknown field 'temperature.maxx'; did you mean 'temperature.max'? "
-        "(the rule is not evaluated)",
-    )
-    evaluation = engine.observe([snap(T0, devices=[asc(0, temperature=99.0)])], T0)
-    assert ("TooHot", NAME) not in evaluation.evaluated and evaluation.signals == []
+def test_threshold_unknown_field_is_refused_and_a_missing_value_not_judged() -> None:
+    with pytest.raises(
+        ValidationError,
+        match=r"unknown field 'temperature.maxx' \(did you mean 'temperature.max'\?\)",
+    ):
+        rule(**{**HOT, "field": "temperature.maxx"})
     cool = engine_for(rule(**HOT))
     no_sensor = cool.observe([snap(T0, devices=[asc(0, temperature=0.0)])], T0)
     assert ("TooHot", NAME) not in no_sensor.evaluated  # 0 means "no sensor" on cgminer

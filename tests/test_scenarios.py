@@ -104,7 +104,7 @@ async def run_factory(tmp_path: Path) -> AsyncIterator[Any]:
             f"state_dir: {tmp_path}\n"
             f"miners:\n  - {{name: {member.name}, host: {member.address[0]}, "
             f"labels: {{site: lab}}}}\n"
-            f"actions: {{restart_grace: 2m}}\n" + RULES
+            f"actions: {{dry_run: false, restart_grace: 2m}}\n" + RULES
         )
         return Run(fleet, Watchdog(load_config(config), clock=clock), clock)
 

@@ -430,7 +430,7 @@ def farm_config(path: Path, fleet: Fleet, rules: str) -> Config:
     path.write_text(
         "poll: {interval: 30s, timeout: 2s, connect_timeout: 0.5s}\n"
         f"state_dir: {path.parent}\nminers:\n{miners}"
-        "actions: {cooldown: 15m, max_per_miner_per_hour: 3, max_in_flight: 5, restart_grace: 2m,"
+        "actions: {dry_run: false, cooldown: 15m, max_per_miner_per_hour: 3, max_in_flight: 5, restart_grace: 2m,"
         " fleet_incident_share: 50%}\n" + rules
     )
     return load_config(path)

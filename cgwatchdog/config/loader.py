@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, TypeAdapter, ValidationError
 
-from cgwatchdog.config.fields import check_path_text, listify, usable_path
+from cgwatchdog.config.fields import ENGINE_LABELS, Severity, check_path_text, listify, usable_path
 from cgwatchdog.config.hosts import default_miner_name, expand_hosts
 from cgwatchdog.config.models import (
     ActionsConfig,
@@ -422,6 +422,11 @@ def _list_sections() -> dict[str, Any]:
 
 
 _LIST_KEYS = ("miners", "rules", "receivers", "silences")
+# Labels the engine sets besides ENGINE_LABELS, which routes may match on.
+_ALERT_LABELS = ("severity", "fleet_incident", "original_alertname", "action")
+# Severities every route tree understands; another word, unless a route matches it, is
+# probably a typo ("critcal" silently misses the critical route).
+_USUAL_SEVERITIES = ("critical", "error", "warning", "info", "none")
 _SECTIONS: dict[str, Any] = {
     "poll": PollConfig,
     "state_dir": Annotated[Path, AfterValidator(usable_path)],
@@ -431,6 +436,7 @@ _SECTIONS: dict[str, Any] = {
     "actions": ActionsConfig,
     "cluster": ClusterConfig,
     "heartbeat": HeartbeatConfig,
+    "severities": Annotated[tuple[Severity, ...], BeforeValidator(listify)],
 }
 _TOP_LEVEL = tuple(_SECTIONS) + _LIST_KEYS
 _ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
@@ -455,6 +461,7 @@ class _Loader:
         self.warnings: list[str] = []
         self.derived: set[str] = set()  # strings that came from ${ENV} or a *_file
         self.secret_files: list[tuple[Path, str, str]] = []  # (file, where named, key)
+        self.notes: list[str] = []
         self.reader_locs: set[tuple[str, Loc]] = set()
         self.file_order: dict[str, int] = {}
 
@@ -758,10 +765,21 @@ class _Loader:
         rules: list[_RuleEntry] = [
             (rule, doc, ("rules", i)) for i, rule in self.items(doc, "rules")
         ]
-        files = self.rule_files(doc, parts.get("rule_files") or (), base_dir, path)
+        patterns = parts.get("rule_files") or ()
+        if "rule_files" not in doc.data and "rules" not in doc.data:
+            packaged = default_rules_path()
+            patterns = (str(packaged),)
+            self.notes.append(
+                f"rules: none configured, so the packaged rules are used ({packaged}); "
+                "write rule_files: [] to have none"
+            )
+        files = self.rule_files(doc, patterns, base_dir, path)
         for file in files:
             rules += self.rule_file(file)
         self.check_rule_names(rules)
+        self.check_rule_labels(rules, miners)
+        self.check_severities(doc, rules, parts.get("severities"), parts.get("route"))
+        self.check_route_labels(doc, parts.get("route"), rules, miners)
         receivers = [model for _, model in self.items(doc, "receivers")]
         silences = [model for _, model in self.items(doc, "silences")]
 
@@ -817,7 +835,104 @@ class _Loader:
             raise self.error() from None
         self.add_warnings(cfg, path, rules)
         cfg._warnings = tuple(self.warnings)
+        cfg._notes = tuple(self.notes)
         return cfg
+
+    def check_rule_labels(
+        self, entries: Sequence[_RuleEntry], miners: Sequence[MinerConfig]
+    ) -> None:
+        """A rule's ``match`` on a label no miner has selects nothing, silently: an error,
+        with "did you mean" (only when there are miners to compare with)."""
+        if not miners:
+            return
+        known = {"miner"}
+        for labels in {id(m.labels): m.labels for m in miners}.values():
+            known.update(labels)
+        for rule, doc, loc in entries:
+            for key in ("match", "match_re"):
+                for name in getattr(rule, key):
+                    if name not in known:
+                        close = difflib.get_close_matches(name, sorted(known), n=1)
+                        hint = f" (did you mean {close[0]!r}?)" if close else ""
+                        self.problem_at(
+                            doc, (*loc, key, name),
+                            f"no miner has a label {name!r}{hint}: the rule would select none",
+                        )  # fmt: skip
+
+    def check_route_labels(
+        self,
+        doc: _Doc,
+        route: RouteSpec | None,
+        entries: Sequence[_RuleEntry],
+        miners: Sequence[MinerConfig],
+    ) -> None:
+        """A route matching on a label no alert carries never matches: a warning, with
+        "did you mean" (alerts carry the miners' labels, the rules' and the engine's)."""
+        if route is None or not entries or not miners:
+            return
+        known = set(ENGINE_LABELS) | set(_ALERT_LABELS)
+        for labels in {id(m.labels): m.labels for m in miners}.values():
+            known.update(labels)
+        for rule, _, _ in entries:
+            known.update(rule.labels)
+        pending: list[tuple[RouteSpec, Loc]] = [(route, ("route",))]
+        while pending:
+            node, loc = pending.pop()
+            for key in ("match", "match_re"):
+                for name in getattr(node, key):
+                    if name not in known:
+                        close = difflib.get_close_matches(name, sorted(known), n=1)
+                        hint = f" (did you mean {close[0]!r}?)" if close else ""
+                        line, path, _ = doc.locate((*loc, key, name))
+                        where = doc.file if line is None else f"{doc.file}:{line}"
+                        self.warnings.append(
+                            f"{where}: {dotted(path)}: no alert carries a label {name!r}{hint}: "
+                            "this route never matches"
+                        )
+            pending.extend((child, (*loc, "routes", i)) for i, child in enumerate(node.routes))
+
+    def check_severities(
+        self,
+        doc: _Doc,
+        entries: Sequence[_RuleEntry],
+        declared: Sequence[str] | None,
+        route: RouteSpec | None,
+    ) -> None:
+        """A rule's severity must be one the config declares (``severities:``), else one
+        some route matches on, when the routes match on severity at all (``critcal``
+        would silently miss the ``severity: critical`` route)."""
+        if declared is not None:
+            for rule, rule_doc, loc in entries:
+                if rule.severity not in declared:
+                    close = difflib.get_close_matches(rule.severity, declared, n=1)
+                    hint = f" (did you mean {close[0]!r}?)" if close else ""
+                    self.problem_at(
+                        rule_doc, (*loc, "severity"),
+                        f"severity {rule.severity!r} is not among severities: "
+                        f"{', '.join(declared)}{hint}",
+                    )  # fmt: skip
+            return
+        routed: set[str] = set()
+        pending = [route] if route is not None else []
+        while pending:
+            node = pending.pop()
+            if "severity" in node.match:
+                routed.add(node.match["severity"])
+            pending.extend(node.routes)
+        known = routed | set(_USUAL_SEVERITIES)
+        for rule, rule_doc, loc in entries:
+            severity = rule.severity
+            if severity in known:
+                continue
+            close = difflib.get_close_matches(severity, sorted(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            line, _, _ = rule_doc.locate((*loc, "severity"))
+            where = rule_doc.file if line is None else f"{rule_doc.file}:{line}"
+            self.warnings.append(
+                f"{where}: rule {rule.name!r} has severity {severity!r}, which no route "
+                f"matches and is not a usual severity{hint} (declare severities: to make "
+                "this an error)"
+            )
 
     def factory_passwords(self, cfg: Config) -> None:
         """Warn about miners whose control channel logs in with its family's factory
@@ -873,6 +988,11 @@ class _Loader:
                 self.warnings.append(f"receiver {receiver.name!r} is not used by any route")
         if not rules:
             self.warnings.append("no rules are configured: nothing will alert (add rule_files:)")
+        if not cfg.receivers:
+            self.warnings.append(
+                "no receivers are configured: alerts are only logged and shown by "
+                "/api/alerts and cgwatchdog status (add receivers: and a route:)"
+            )
 
 
 def _text_line(exc: UnicodeDecodeError) -> int:

@@ -53,6 +53,10 @@ from cgwatchdog.config.fields import (
 from cgwatchdog.config.hosts import split_host_port
 from cgwatchdog.config.secrets import Redactor, secret_values
 from cgwatchdog.protocol import DEFAULT_PORT
+from cgwatchdog.units import parse_duration
+
+# A LAN connect takes milliseconds: a dead address should cost about a second.
+DEFAULT_CONNECT_TIMEOUT_S = 1.0
 
 __all__ = [
     "DEFAULT_GROUP_INTERVAL_S",
@@ -134,11 +138,34 @@ class PollConfig(Model):
     """How the fleet is polled (``poll:``)."""
 
     interval_s: PositiveDuration = Field(default=30.0, validation_alias="interval")
+    """How often every miner is polled."""
     timeout_s: PositiveDuration = Field(default=5.0, validation_alias="timeout")
-    connect_timeout_s: PositiveDuration = Field(default=1.0, validation_alias="connect_timeout")
+    """How long one miner's answer may take (connect included)."""
+    connect_timeout_s: PositiveDuration = Field(
+        default=DEFAULT_CONNECT_TIMEOUT_S, validation_alias="connect_timeout"
+    )
+    """How long the connect may take (default 1s, or ``timeout`` if that is shorter): a
+    dead address costs little, a slow miner still answers."""
     concurrency: Annotated[int, Field(ge=1, le=65_536)] = 512
+    """How many miners are polled at once."""
     jitter: Ratio = 0.1
+    """Each cycle starts up to this share of the interval early or late."""
     max_reply_bytes: Annotated[int, Field(ge=4096)] = 4 * 1024 * 1024
+    """A reply larger than this is cut off and reported."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _connect_follows_timeout(cls, data: Any) -> Any:
+        # A default must follow what the operator set: `timeout: 900ms` alone must not
+        # fail because the default connect timeout (1 s) exceeds it.
+        if isinstance(data, dict) and "connect_timeout" not in data and "timeout" in data:
+            try:
+                timeout = parse_duration(data["timeout"])
+            except ValueError:
+                return data  # the timeout field reports it
+            if timeout < DEFAULT_CONNECT_TIMEOUT_S:
+                return {**data, "connect_timeout": timeout}
+        return data
 
     @model_validator(mode="after")
     def _deadlines(self) -> Self:
@@ -172,12 +199,19 @@ class HttpConfig(Model):
 class ActionsConfig(Model):
     """Safeguards around every remediation (``actions:``)."""
 
-    dry_run: bool = False
+    dry_run: bool = True
+    """On by default: repairs are planned and logged, nothing is sent to a miner, until
+    the operator sets ``dry_run: false`` (a fresh config never acts on real miners)."""
     cooldown_s: Duration = Field(default=900.0, validation_alias="cooldown")
+    """Per miner, between two actions."""
     max_per_miner_per_hour: Annotated[int, Field(ge=0)] = 3
+    """Per miner, in any sliding hour (escalations count too)."""
     max_in_flight: Annotated[int, Field(ge=1)] = 5
+    """Fleet-wide, actions planned or sent and not yet finished or verified."""
     fleet_incident_share: Annotated[Ratio, Field(gt=0)] = 0.3
+    """The same alert on this share of the fleet is a fleet incident: notify once, act never."""
     restart_grace_s: Duration = Field(default=300.0, validation_alias="restart_grace")
+    """After a restart (anyone's) a miner's alerts hold their state this long."""
 
 
 def _shard(value: object) -> object:
@@ -648,8 +682,11 @@ class Config(Model):
     silences: tuple[SilenceConfig, ...] = ()
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     heartbeat: HeartbeatConfig | None = None
+    severities: tuple[Severity, ...] | None = None
+    """The severities rules may use (``check`` refuses any other); None: any word."""
 
     _warnings: tuple[str, ...] = PrivateAttr(default=())
+    _notes: tuple[str, ...] = PrivateAttr(default=())
     _redactor: Redactor = PrivateAttr(default_factory=Redactor)
 
     @model_validator(mode="after")
@@ -689,6 +726,29 @@ class Config(Model):
     def warnings(self) -> tuple[str, ...]:
         """Things that work but deserve a look (loose file modes, unused receivers)."""
         return self._warnings
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """What the loader chose for the operator (e.g. the packaged rules)."""
+        return self._notes
+
+    def actions_summary(self) -> str:
+        """One line saying whether repairs reach the miners, for ``check`` and ``run``."""
+        with_steps = [rule.name for rule in self.rules if rule.actions]
+        if not with_steps:
+            return "actions: no rule has repair steps"
+        if self.actions.dry_run:
+            return (
+                f"actions: DRY RUN: {len(with_steps)} rule(s) plan repairs, which are logged "
+                "and never sent to a miner (set actions.dry_run: false to act)"
+            )
+        live = [
+            rule.name for rule in self.rules if any(step.dry_run is not True for step in rule.actions)
+        ]
+        return (
+            f"actions: LIVE: {len(live)} rule(s) repair miners for real "
+            f"({', '.join(live[:5])}{', ...' if len(live) > 5 else ''})"
+        )
 
     def receiver(self, name: str) -> ReceiverConfig:
         """The receiver called ``name``; KeyError if there is none."""

@@ -2,8 +2,9 @@
 
 ``field`` is one of :data:`~cgwatchdog.snapshot.FIELD_PATHS` (``temperature.max``,
 ``fans.min``, ``pools.active.last_share_age``, ...); the bounds are in the field's
-unit, written as a number, a percentage, a hashrate or a duration. Not judged when the
-field is unknown (the rule's problem, shown by ``check`` and ``poll``) or has no value.
+unit, written as a number, a percentage, a hashrate or a duration. An unknown field is
+a configuration error (with "did you mean"); a field with no value (the miner does not
+report it) is not judged.
 """
 
 from __future__ import annotations
@@ -65,6 +66,12 @@ class ThresholdRule(RuleBase):
     def _field_path(cls, value: str) -> str:
         if not _FIELD_PATH.fullmatch(value):
             raise ValueError(f"{value!r} is not a field path such as temperature.max")
+        if value not in FIELD_PATHS:
+            close = difflib.get_close_matches(value, sorted(FIELD_PATHS), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(
+                f"unknown field {value!r}{hint}; the fields are listed in docs/RULES.md"
+            )
         return value
 
     @model_validator(mode="after")
@@ -119,17 +126,7 @@ def _format_bound(value: float, formatter: Callable[[float], str]) -> str:
     return formatter(value)
 
 
-def _problems(config: ThresholdRule) -> list[str]:
-    if config.field in FIELD_PATHS:
-        return []
-    close = difflib.get_close_matches(config.field, sorted(FIELD_PATHS), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return [
-        f"rule {config.name!r}: unknown field {config.field!r}{hint} (the rule is not evaluated)"
-    ]
-
-
-@rule_type(ThresholdRule, problems=_problems)
+@rule_type(ThresholdRule)
 def eval_threshold(
     rule: CompiledRule[ThresholdRule],
     miner: MinerConfig,
@@ -150,5 +147,3 @@ def eval_threshold(
     else:
         return []
     return [make_signal(rule, miner, snapshot.host, text)]
-
-
