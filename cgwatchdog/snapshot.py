@@ -60,6 +60,7 @@ from typing import Any, NamedTuple, TypeGuard
 from cgwatchdog.errors import FailureKind
 
 __all__ = [
+    "FIELD_DOCS",
     "FIELD_PATHS",
     "Device",
     "Learned",
@@ -498,6 +499,39 @@ _FIELD_GETTERS: dict[str, Callable[[Snapshot], float | None]] = {
 
 FIELD_PATHS: frozenset[str] = frozenset(_FIELD_GETTERS)
 """Every path :meth:`Snapshot.field` knows, for validating ``threshold`` rules."""
+
+FIELD_DOCS: Mapping[str, str] = {
+    "hashrate": "the miner's hashrate, H/s (write 12 TH/s)",
+    "hashrate_hs": "the same as hashrate",
+    "temperature.max": "the hottest plausible reading anywhere on the miner, °C",
+    "temperature_max_c": "the same as temperature.max",
+    "fans.min": "the slowest turning fan, RPM",
+    "fans.max": "the fastest fan, RPM",
+    "fans.count": "fans turning",
+    "fans.missing": "fans the firmware drives that do not turn",
+    "elapsed": "seconds since the mining process started (write 10m)",
+    "elapsed_s": "the same as elapsed",
+    "hardware_errors": "hardware errors since the start (a counter)",
+    "hardware_error_ratio": "hardware errors among work done since the start (write 1%)",
+    "diff1_work": "work done since the start, in difficulty-1 shares (a counter)",
+    "accepted": "shares accepted since the start",
+    "rejected": "shares rejected since the start",
+    "stale": "stale shares since the start",
+    "devices.count": "devices (ASC/PGA/GPU, or boards)",
+    "devices.alive": "devices whose status is Alive",
+    "devices.not_alive": "enabled devices whose status is not Alive",
+    "devices.disabled": "disabled devices",
+    "devices.hashrate.min": "the slowest device's hashrate, H/s",
+    "devices.temperature.max": "the hottest device, °C",
+    "pools.count": "configured pools",
+    "pools.alive": "pools whose status is Alive",
+    "pools.active.last_share_age": "seconds since the active pool accepted a share",
+    "pools.active.stale_ratio": "the active pool's stale shares among those submitted",
+    "pools.active.alive": "1 if the active pool is Alive, else 0",
+    "pools.active.accepted": "shares the active pool accepted",
+    "pools.active.rejected": "shares the active pool rejected",
+}
+"""What each field holds, in its unit (docs/RULES.md shows them)."""
 
 
 # --------------------------------------------------------------------------- value helpers

@@ -29,3 +29,17 @@ def test_a_stale_section_is_caught(tmp_path: Path) -> None:
     fresh = generate.render(text, "modules", "new")
     assert fresh == "intro\n<!-- generated: modules -->\nnew\n<!-- end: modules -->\nrest\n"
     assert generate.render(fresh, "modules", "new") == fresh
+
+
+def test_every_threshold_field_is_described() -> None:
+    from cgwatchdog.snapshot import FIELD_DOCS, FIELD_PATHS
+
+    assert set(FIELD_DOCS) == FIELD_PATHS
+
+
+def test_every_config_key_is_described() -> None:
+    """The configuration reference explains every key: no empty description cells."""
+    for name in ("CONFIGURATION.md", "RULES.md"):
+        for line in (DOCS / name).read_text().splitlines():
+            if line.startswith("| `"):
+                assert not line.rstrip().endswith("|  |"), f"{name}: {line}"

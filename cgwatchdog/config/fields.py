@@ -205,7 +205,9 @@ UtcDatetime = Annotated[datetime, BeforeValidator(_date_to_datetime), AfterValid
 class Model(BaseModel):
     """Base of every config model: frozen, unknown keys refused, aliases accepted."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", populate_by_name=True, use_attribute_docstrings=True
+    )
 
 
 def only_one(model: BaseModel, names: Sequence[str], what: str) -> None:

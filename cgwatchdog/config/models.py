@@ -180,6 +180,7 @@ class HttpConfig(Model):
     """The local HTTP endpoint (``http:``): /metrics, /healthz, /api/alerts."""
 
     listen: str = "127.0.0.1:9841"
+    """host:port to serve on; loopback by default (put a reverse proxy in front to share it)."""
 
     @field_validator("listen")
     @classmethod
@@ -230,16 +231,25 @@ class ClusterConfig(Model):
     cluster: it labels the heartbeats, so shard 1/2 of one site never elects with
     shard 1/2 of another."""
     shard: Annotated[Shard, BeforeValidator(_shard)] = Shard(1, 1)
+    """``I/N``: this instance polls the miners whose name falls in shard I of N
+    (rendezvous hashing; ``--shard`` overrides it)."""
     replica: Name | None = None
+    """This instance's name among the replicas of its shard (``--replica``); the lowest
+    live name leads: only it acts and sends direct notifications."""
     alertmanager: str | None = None
+    """The name of an alertmanager receiver listing every peer of the cluster the
+    replicas coordinate through (required with ``replica``)."""
 
 
 class HeartbeatConfig(Model):
     """The dead man's switch ping after every good cycle (``heartbeat:``)."""
 
     url: SecretUrlText
+    """The push monitor's URL (a secret: it holds its token), GET after good cycles."""
     interval_s: PositiveDuration = Field(default=60.0, validation_alias="interval")
+    """At most one ping per interval."""
     timeout_s: PositiveDuration = Field(default=10.0, validation_alias="timeout")
+    """How long one ping may take."""
 
 
 class Credentials(Model):
@@ -279,7 +289,10 @@ class MinerEntry(Model):
     """One ``miners:`` item as written: a single host or a ``hosts:`` expansion."""
 
     name: MinerName | None = None
+    """The miner's name in alerts (default: its host); with ``hosts:`` a template using
+    ``{host}``, ``{port}`` or ``{index}`` (``rack1-{index:03d}``)."""
     host: Host | None = None
+    """One miner's host name or IP address."""
     hosts: (
         Annotated[
             tuple[Annotated[str, Field(min_length=1)], ...],
@@ -288,12 +301,23 @@ class MinerEntry(Model):
         ]
         | None
     ) = None
+    """Many miners: ranges (``10.0.1.1-254``, ``10.0.1.1-10.0.2.20``), networks
+    (``10.0.2.0/24``) or hosts; each item expands to at most 65,536 miners."""
     port: Port = DEFAULT_PORT
+    """The cgminer API port."""
     labels: OwnLabels = Field(default_factory=dict)
+    """Labels every alert of these miners carries (``site``, ``rack``, ``model``)."""
     expected_hashrate: Hashrate | None = None
+    """What the miner should do; hashrate_drop compares with it (else with the miner's own
+    median)."""
     firmware: Annotated[str, Field(min_length=1)] = "auto"
+    """The firmware family (``auto``: recognised from the miner's answers); see
+    docs/FIRMWARE.md for the names."""
     control_port: Port | None = None
+    """The control channel's port where it is not the API port (the web UI's 80, ...);
+    None: the family's default."""
     credentials: Credentials | None = None
+    """The control channel's login; None: the family's factory default."""
 
     @model_validator(mode="after")
     def _shape(self) -> Self:
@@ -334,12 +358,22 @@ class RuleAction(Model):
     """One step of a rule's remediation ladder, tried in order until verified."""
 
     do: ActionName
+    """What the step does (the miner's firmware family says how)."""
     after_s: Duration = Field(default=0.0, validation_alias="after")
+    """Due this long after the alert fired (an escalation is due when the step before
+    it failed)."""
     verify_within_s: PositiveDuration | None = Field(default=None, validation_alias="verify_within")
+    """How long its effect may take to show before the next step is tried (default per
+    action; at least the family's restart or reboot time)."""
     argv: Annotated[tuple[Template, ...], Field(min_length=1)] | None = None
+    """``exec`` only: the program and its arguments, no shell; each item may use
+    ``{{ labels.miner }}``, ``{{ host }}``, ``{{ port }}``."""
     timeout_s: PositiveDuration = Field(default=30.0, validation_alias="timeout")
-    pool: Annotated[int, Field(ge=0)] | None = None  # switchpool target; None: next Alive pool
-    dry_run: bool | None = None  # None: the global actions.dry_run
+    """How long the step may run."""
+    pool: Annotated[int, Field(ge=0)] | None = None
+    """``switchpool`` only: the pool to switch to; None: the best other Alive pool."""
+    dry_run: bool | None = None
+    """``true``: plan and log this step, never send it; None: ``actions.dry_run``."""
 
     @model_validator(mode="after")
     def _fits(self) -> Self:
@@ -358,15 +392,26 @@ class RuleBase(Model):
     with ``type: Literal["<its name>"]`` and its own keys."""
 
     type: str
+    """The rule type (docs/RULES.md)."""
     name: Name
+    """The alert's ``alertname``; unique among the rules."""
     for_s: Duration = Field(default=0.0, validation_alias="for")
+    """How long the condition must hold before the alert fires (pending until then)."""
     keep_firing_for_s: Duration = Field(default=0.0, validation_alias="keep_firing_for")
+    """How long a firing alert stays firing after the condition clears (damps flapping)."""
     severity: Severity = "warning"
+    """The ``severity`` label, for routes (``critical``, ``warning``, ``info``)."""
     labels: RuleLabels = Field(default_factory=dict)
+    """More labels for the rule's alerts."""
     annotations: dict[str, Template] = Field(default_factory=dict)
+    """``summary``, ``description``, ...: Jinja templates over ``labels``, ``value``,
+    ``miner``, ``host``."""
     match: Labels = Field(default_factory=dict)
+    """Only miners whose labels equal these (``miner`` is the miner's name)."""
     match_re: dict[LabelName, Regex] = Field(default_factory=dict)
+    """Only miners whose labels match these regular expressions (whole value)."""
     actions: tuple[RuleAction, ...] = ()
+    """The repair ladder: steps tried in order until one is verified."""
 
     @field_validator("actions")
     @classmethod
@@ -394,20 +439,25 @@ class BasicAuth(Model):
     """HTTP basic authentication."""
 
     user: str
+    """The user name."""
     password: SecretStr
+    """The password (or ``password_file``)."""
 
 
 class BearerAuth(Model):
     """HTTP bearer token."""
 
     token: SecretStr
+    """The token (or ``token_file``)."""
 
 
 class AuthConfig(Model):
     """``auth: {basic: {user, password}}`` or ``auth: {bearer: {token}}``."""
 
     basic: BasicAuth | None = None
+    """HTTP basic authentication."""
     bearer: BearerAuth | None = None
+    """An ``Authorization: Bearer`` token."""
 
     @model_validator(mode="after")
     def _one(self) -> Self:
@@ -425,7 +475,9 @@ class ReceiverConfig(Model):
     """
 
     name: Name
+    """The name routes use."""
     send_resolved: bool = True
+    """Also tell this receiver when alerts resolve."""
 
     state_kinds: ClassVar[frozenset[str]] = frozenset()
     """The kinds, among this model's keys, that get alert state pushed (Alertmanager)."""
@@ -509,14 +561,23 @@ class RouteSpec(Model):
     """A route node as written, before inheritance."""
 
     receiver: str | None = None
+    """The receiver of the alerts this node takes (inherited from the parent)."""
     group_by: GroupBy | None = None
+    """Labels alerts are grouped by into one notification (``...``: every label)."""
     group_wait: Duration | None = None
+    """How long a new group waits for more alerts before its first notification (30s)."""
     group_interval: PositiveDuration | None = None
+    """How long a group waits before notifying of changes (5m)."""
     repeat_interval: PositiveDuration | None = None
+    """How long before a firing group is notified again unchanged (4h)."""
     match: Labels = Field(default_factory=dict)
+    """Alerts whose labels equal these (not on the root route)."""
     match_re: dict[LabelName, Regex] = Field(default_factory=dict)
+    """Alerts whose labels match these regular expressions (whole value)."""
     continue_: bool = Field(default=False, validation_alias="continue")
+    """Go on to the next sibling route after this one matched."""
     routes: tuple[RouteSpec, ...] = ()
+    """Child routes, tried in order; the first that matches takes the alert."""
 
 
 _INHERITED = ("receiver", "group_by", "group_wait", "group_interval", "repeat_interval")
@@ -569,10 +630,15 @@ class SilenceConfig(Model):
     """Mute alerts whose labels match, from ``starts`` (default: always) ``until``."""
 
     match: Labels = Field(default_factory=dict)
+    """Alerts whose labels equal these."""
     match_re: dict[LabelName, Regex] = Field(default_factory=dict)
+    """Alerts whose labels match these regular expressions (whole value)."""
     starts: UtcDatetime | None = None
+    """From when (default: always)."""
     until: UtcDatetime
+    """Until when."""
     comment: str = ""
+    """Why, for the people reading the alerts."""
 
     @model_validator(mode="after")
     def _sane(self) -> Self:

@@ -69,10 +69,14 @@ class AlertmanagerConfig(Model):
     urls: Annotated[
         tuple[Annotated[UrlText, AfterValidator(check_plain_url)], ...], Field(min_length=1)
     ]
-    """Every peer of the Alertmanager cluster (alerts are not gossiped between peers)."""
+    """Every peer of the Alertmanager cluster (alerts are not gossiped between peers);
+    ``url:`` for one."""
     auth: AuthConfig | None = None
+    """HTTP authentication, if the peers ask for it."""
     verify_tls: bool = True
+    """Check the peers' certificates."""
     timeout_s: PositiveDuration = Field(default=10.0, validation_alias="timeout")
+    """How long one request may take."""
 
     @model_validator(mode="before")
     @classmethod

@@ -49,6 +49,7 @@ class AppriseConfig(Model):
         BeforeValidator(listify),
         Field(min_length=1),
     ]
+    """Apprise URLs (``pover://user@token``, ``gotify://host/token``): secrets."""
 
 
 

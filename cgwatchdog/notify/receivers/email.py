@@ -64,15 +64,25 @@ class EmailConfig(Model):
     """SMTP delivery with STARTTLS (default, port 587) or implicit TLS (port 465)."""
 
     smtp: str
+    """The server, ``host:port`` (the port defaults to 587, 465 with ``tls``, else 25)."""
     starttls: bool = True
+    """Upgrade the connection with STARTTLS (port 587)."""
     tls: bool = False
+    """Implicit TLS from the start (port 465); ``tls: true`` alone turns STARTTLS off."""
     username: str | None = None
+    """The SMTP login, with ``password``."""
     password: SecretStr | None = None
+    """The SMTP password (or ``password_file``)."""
     from_: EmailAddress = Field(validation_alias="from")
+    """The sender address."""
     to: Annotated[tuple[EmailAddress, ...], BeforeValidator(listify), Field(min_length=1)]
+    """The recipients."""
     subject: Template | None = None
+    """A Jinja template for the subject (default: the one-line summary)."""
     verify_tls: bool = True
+    """Check the server's certificate."""
     timeout_s: PositiveDuration = Field(default=10.0, validation_alias="timeout")
+    """How long one delivery may take."""
 
     @model_validator(mode="before")
     @classmethod

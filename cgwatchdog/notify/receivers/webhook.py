@@ -66,8 +66,11 @@ class WebhookConfig(Model):
     headers: dict[str, SecretStr] = Field(default_factory=dict)
     """Extra request headers (values are secrets)."""
     auth: AuthConfig | None = None
+    """HTTP authentication (or an Authorization header, not both)."""
     verify_tls: bool = True
+    """Check the service's certificate."""
     timeout_s: PositiveDuration = Field(default=10.0, validation_alias="timeout")
+    """How long one delivery may take."""
     chat_id: Annotated[str, BeforeValidator(text_or_number)] | None = None
     """The chat to post to, for ``format: telegram``."""
 

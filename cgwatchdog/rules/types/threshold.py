@@ -58,8 +58,11 @@ class ThresholdRule(RuleBase):
 
     type: Literal["threshold"]
     field: str
+    """The snapshot field (the table below), e.g. ``temperature.max``."""
     above: Annotated[float, BeforeValidator(_threshold_number)] | None = None
+    """Fires above this (in the field's unit: ``85``, ``90%``, ``12 TH/s``, ``10m``)."""
     below: Annotated[float, BeforeValidator(_threshold_number)] | None = None
+    """Fires below this."""
 
     @field_validator("field")
     @classmethod

@@ -26,6 +26,7 @@ class UnreachableRule(RuleBase):
 
     type: Literal["unreachable"]
     for_s: Duration = Field(default=180.0, validation_alias="for")
+    """How long the miner must stay silent (3m by default: one lost poll does not page)."""
 
 
 @rule_type(UnreachableRule, judges_unreachable=True)
