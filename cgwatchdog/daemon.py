@@ -334,10 +334,14 @@ class Daemon:
             return EXIT_USAGE
         self.pusher = _state_push(config, pushed)
         self.policy.state_receivers = frozenset(pushed)
-        self.outbox = Outbox(self.store, self._direct, clock=self.clock, policy=self.policy)
-        self.watchdog = Watchdog(
-            config, store=self.store, outbox=self.outbox, clock=self.clock
+        self.outbox = Outbox(
+            self.store,
+            self._direct,
+            clock=self.clock,
+            policy=self.policy,
+            round_s=config.poll.interval_s,
         )
+        self.watchdog = Watchdog(config, store=self.store, outbox=self.outbox, clock=self.clock)
         self._set_pinger(config)
         return EXIT_OK
 
@@ -357,7 +361,8 @@ class Daemon:
             "http://%s/metrics; poll every %g s; sd_notify: %s",
             __version__,
             len(config.miners),
-            "" if cluster.shard.count == 1 and cluster.replica is None
+            ""
+            if cluster.shard.count == 1 and cluster.replica is None
             else f" (shard {cluster.shard}, replica {cluster.replica or '-'})",
             len(config.rules),
             len(config.receivers),
@@ -522,8 +527,7 @@ class Daemon:
         if role is Role.LEADER:
             groups = watchdog.dispatcher.renotify(now) if watchdog.dispatcher is not None else 0
             log.warning(
-                "leading shard %s as replica %s: running actions and direct notifications"
-                "%s",
+                "leading shard %s as replica %s: running actions and direct notifications%s",
                 cluster.shard,
                 cluster.replica,
                 f"; the {groups} notified group(s) are sent again once" if groups else "",
@@ -585,6 +589,15 @@ class Daemon:
             log.error("STATE FILE FAILING in the outbox: %s", exc)
             problem = str(exc)
         else:
+            failing = await asyncio.to_thread(outbox.failing)
+            at = self.clock()
+            self.status.delivery_problems = (
+                *(p.describe(at) for p in failing),
+                *(
+                    f"Alertmanager receiver {n!r} failing: {e}"
+                    for n, e in self.pusher.failing().items()
+                ),
+            )
             self.status.outbox_depth = delivery.pending
             self.metrics.observe_outbox(delivery.pending, outbox.counters())
             pushing = self._push_task is not None and not self._push_task.done()
@@ -734,6 +747,7 @@ class Daemon:
         assert watchdog is not None and outbox is not None
         self.policy.state_receivers = frozenset(pushed)
         outbox.set_integrations(direct)
+        outbox.round_s = config.poll.interval_s
         watchdog.configure(config, reload=True)
         self._set_pinger(config)
         self._retired += [*self.pusher.receivers.values(), *self._direct.values()]
@@ -812,7 +826,11 @@ class Daemon:
         """Release everything that was opened (also after a failed start)."""
         if self.server is not None:
             self.server.close()
-        for integration in [*self._retired, *self.pusher.receivers.values(), *self._direct.values()]:
+        for integration in [
+            *self._retired,
+            *self.pusher.receivers.values(),
+            *self._direct.values(),
+        ]:
             with contextlib.suppress(Exception):
                 integration.close()
         self._retired = []

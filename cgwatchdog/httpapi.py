@@ -97,6 +97,7 @@ ROLES: Final = ("leader", "follower", "isolated")
 RECENT_ACTIONS: Final = 50
 """Remediation events kept for /api/alerts (the full log is in the store)."""
 
+
 @dataclass(slots=True)
 class DaemonStatus:
     """What the daemon's loop last did; the daemon updates it, the endpoint reads it."""
@@ -116,6 +117,7 @@ class DaemonStatus:
     cycle_error: str | None = None  # the last cycle failed with this (a bug: see the log)
     store_error: str | None = None  # the state file failed at the last attempt
     config_error: str | None = None  # the last reload was refused
+    delivery_problems: tuple[str, ...] = ()  # receivers failing, one line each
     stopping: bool = False
     recent_actions: deque[dict[str, Any]] = field(
         default_factory=lambda: deque(maxlen=RECENT_ACTIONS)
@@ -130,27 +132,30 @@ class DaemonStatus:
             )  # fmt: skip
 
     def health(self, now: float) -> Health:
-        """Healthy while a cycle completed within ``HEALTHY_WITHIN_INTERVALS`` intervals.
+        """Unhealthy (503) unless a cycle completed within ``HEALTHY_WITHIN_INTERVALS``
+        intervals; otherwise degraded while notifications are not getting through, the
+        state file fails or the last cycle failed; otherwise ok.
 
-        Store and reload problems do not make it unhealthy (alerting goes on from
-        memory, the old configuration keeps running); they are listed as warnings.
+        Degraded still answers 200: the daemon watches and alerts what it can, and a
+        restart would not mend a receiver or a disk. A refused reload is a warning: the
+        old configuration keeps running.
         """
-        warnings = tuple(
-            text
-            for text in (
-                None if self.cycle_error is None else f"last cycle failed: {self.cycle_error}",
-                None if self.store_error is None else f"state file: {self.store_error}",
-                None if self.config_error is None else f"config reload: {self.config_error}",
-            )
-            if text is not None
+        degraded = (
+            *self.delivery_problems,
+            *(() if self.store_error is None else (f"state file: {self.store_error}",)),
+            *(() if self.cycle_error is None else (f"last cycle failed: {self.cycle_error}",)),
         )
+        warnings = () if self.config_error is None else (f"config reload: {self.config_error}",)
         limit_s = HEALTHY_WITHIN_INTERVALS * self.interval_s
         if self.stopping:
-            return Health(False, "stopping", warnings)
+            return Health(False, "stopping", warnings, degraded)
         if self.last_cycle_at is None:
             waited = max(0.0, now - self.started_at)
             return Health(
-                False, f"no cycle has completed yet (started {waited:.0f} s ago)", warnings
+                False,
+                f"no cycle has completed yet (started {waited:.0f} s ago)",
+                warnings,
+                degraded,
             )
         age_s = now - self.last_cycle_at
         if age_s > limit_s:
@@ -159,8 +164,9 @@ class DaemonStatus:
                 f"the last cycle completed {age_s:.0f} s ago, more than "
                 f"{HEALTHY_WITHIN_INTERVALS} poll intervals ({limit_s:g} s)",
                 warnings,
+                degraded,
             )
-        return Health(True, None, warnings)
+        return Health(True, None, warnings, degraded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +176,24 @@ class Health:
     ok: bool
     reason: str | None
     warnings: tuple[str, ...] = ()
+    degraded: tuple[str, ...] = ()
+    """What works only in part (a receiver failing, the state file): one line each."""
+
+    @property
+    def state(self) -> str:
+        """``ok``, ``degraded`` or ``unhealthy``, as /api/alerts and ``status`` say it."""
+        if not self.ok:
+            return "unhealthy"
+        return "degraded" if self.degraded else "ok"
+
+    def lines(self) -> list[str]:
+        """The /healthz body: the verdict first, then each problem and warning."""
+        head = {"ok": "ok", "degraded": None, "unhealthy": f"unhealthy: {self.reason}"}[self.state]
+        return [
+            *(() if head is None else (head,)),
+            *(f"degraded: {text}" for text in self.degraded),
+            *(f"warning: {text}" for text in self.warnings),
+        ]
 
 
 # -- metrics -------------------------------------------------------------------------------
@@ -483,8 +507,9 @@ def alerts_document(status: DaemonStatus, alerts: Iterable[Alert], now: float) -
     return {
         "time": _iso_or_none(now),
         "version": __version__,
-        "health": "ok" if health.ok else "unhealthy",
-        "reason": health.reason,
+        "health": health.state,
+        "reason": health.reason if not health.ok else "; ".join(health.degraded) or None,
+        "degraded": list(health.degraded),
         "warnings": list(health.warnings),
         "last_cycle": {
             "finished_at": _iso_or_none(status.last_cycle_at),
@@ -509,8 +534,14 @@ def alerts_document(status: DaemonStatus, alerts: Iterable[Alert], now: float) -
 
 def status_lines(document: Mapping[str, Any]) -> list[str]:
     """What ``cgwatchdog status`` prints for an /api/alerts document."""
-    healthy = document.get("health") == "ok"
-    head = "ok" if healthy else f"UNHEALTHY: {document.get('reason') or 'unknown reason'}"
+    state = document.get("health")
+    degraded = list(document.get("degraded") or ())
+    if state == "ok":
+        head = "ok"
+    elif state == "degraded":
+        head = f"DEGRADED ({len(degraded)} problem{'s' if len(degraded) != 1 else ''})"
+    else:
+        head = f"UNHEALTHY: {document.get('reason') or 'unknown reason'}"
     lines = [
         f"cgwatchdog {head}",
         f"{document.get('miners', 0):,} miners, {document.get('up', 0):,} up, "
@@ -529,6 +560,7 @@ def status_lines(document: Mapping[str, Any]) -> list[str]:
         f"shard {document.get('shard', '1/1')}, replica {document.get('replica') or '-'}, "
         f"role {document.get('role', '-')}"
     )
+    lines += [f"degraded: {text}" for text in degraded]
     lines += [f"warning: {w}" for w in document.get("warnings") or ()]
     for alert in document.get("alerts") or ():
         if alert.get("state") != "firing":
@@ -691,7 +723,7 @@ class Response:
 _INDEX: Final = (
     "cgwatchdog\n"
     "  /metrics     Prometheus metrics\n"
-    "  /healthz     200 ok while cycles complete, else 503 and why\n"
+    "  /healthz     200 while cycles complete (ok, or degraded: why), else 503 and why\n"
     "  /api/alerts  firing and pending alerts, health, last cycle (JSON)\n"
 )
 
@@ -732,11 +764,8 @@ class HttpApi:
             return Response(HTTPStatus.OK, body, content_type)
         if path == "/healthz":
             health = self.status.health(self._clock())
-            if health.ok:
-                lines = ["ok", *(f"warning: {w}" for w in health.warnings)]
-                return Response.text(HTTPStatus.OK, "\n".join(lines))
-            lines = [f"unhealthy: {health.reason}", *(f"warning: {w}" for w in health.warnings)]
-            return Response.text(HTTPStatus.SERVICE_UNAVAILABLE, "\n".join(lines))
+            code = HTTPStatus.OK if health.ok else HTTPStatus.SERVICE_UNAVAILABLE
+            return Response.text(code, "\n".join(health.lines()))
         if path == "/api/alerts":
             document = alerts_document(self.status, self._alerts(), self._clock())
             body = json.dumps(document, separators=(",", ":"), allow_nan=False).encode()

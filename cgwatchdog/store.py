@@ -162,9 +162,7 @@ class Store:
 
     # -- outbox -------------------------------------------------------------------------
 
-    def enqueue(
-        self, receiver: str, group_key: str, payload: Mapping[str, Any], now: float
-    ) -> int:
+    def enqueue(self, receiver: str, group_key: str, payload: Mapping[str, Any], now: float) -> int:
         """Write a notification to the outbox before any attempt to send it."""
         text = json.dumps(payload, separators=(",", ":"), allow_nan=False)
         with self._errors("queue a notification"):
@@ -222,6 +220,14 @@ class Store:
         """Give up on a notification (expired, or refused for good)."""
         self.delivered(item_id)
 
+    def oldest_pending(self) -> dict[str, float]:
+        """Per receiver, when its oldest undelivered notification was queued."""
+        with self._errors("read the outbox"):
+            rows = self._db.execute(
+                "SELECT receiver, MIN(created_at) FROM outbox GROUP BY receiver"
+            ).fetchall()
+        return {str(receiver): float(at) for receiver, at in rows}
+
     def outbox_depth(self) -> int:
         """How many notifications wait for delivery."""
         with self._errors("read the outbox"):
@@ -242,9 +248,13 @@ class Store:
             )
         return int(cursor.lastrowid or 0)
 
-    def actions(self, *, since: float = 0.0, miner: str | None = None, limit: int = 1000) -> list[ActionRecord]:
+    def actions(
+        self, *, since: float = 0.0, miner: str | None = None, limit: int = 1000
+    ) -> list[ActionRecord]:
         """Logged actions, newest last."""
-        query = "SELECT id, at, miner, alertname, action, outcome, detail FROM actions WHERE at >= ?"
+        query = (
+            "SELECT id, at, miner, alertname, action, outcome, detail FROM actions WHERE at >= ?"
+        )
         params: list[Any] = [since]
         if miner is not None:
             query += " AND miner = ?"

@@ -475,6 +475,16 @@ async def test_kill_9_then_restart_loses_nothing_and_repeats_nothing(harness: Ha
         "a refused attempt",
         lambda: h.sink.firing("MinerUnreachable", "sim-002", refused=True) >= 1,
     )
+
+    async def degraded() -> bool:
+        return (await h.alerts())["health"] == "degraded"
+
+    # The refused receiver degrades health: `status` says who and why, and exits 1.
+    await h.wait("health degraded", degraded)
+    code, out = await cli("status", "--url", f"http://127.0.0.1:{h.http_port}")
+    assert code == 1, out
+    assert out.splitlines()[0] == "cgwatchdog DEGRADED (1 problem)"
+    assert "degraded: receiver 'hook' failing: " in out, out
     first.process.kill()
     assert await first.process.wait() == -signal.SIGKILL
 
@@ -511,12 +521,12 @@ async def test_a_locked_state_file_never_stops_the_loop(harness: Harness) -> Non
 
     async def poll_health() -> bool:
         code, body = await h.get("/healthz")
-        if code == 200 and b"warning: state file" in body:
+        if code == 200 and b"degraded: state file" in body:
             warned.append(body)
         return bool(warned)
 
     await h.wait("the warning", poll_health, 20)
-    assert warned[0].startswith(b"ok\n")
+    assert warned[0].startswith(b"degraded: state file")
     samples = await h.metrics()
     assert samples["cgwatchdog_store_healthy", ()] == 0
     assert samples["cgwatchdog_store_errors_total", ()] >= 1

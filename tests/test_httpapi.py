@@ -27,7 +27,7 @@ from cgwatchdog.httpapi import (
     parse_request_head,
     status_lines,
 )
-from cgwatchdog.notify.outbox import ReceiverCounters
+from cgwatchdog.notify.outbox import DeliveryProblem, ReceiverCounters
 from cgwatchdog.simulator import FakeClock
 from cgwatchdog.snapshot import Device, Pool, Snapshot, Unreachable
 
@@ -235,16 +235,46 @@ async def test_healthz_turns_503_when_the_last_cycle_is_too_old(endpoint: Endpoi
     assert (await get(endpoint.port, "/healthz"))[0] == 200
 
 
-async def test_a_failing_state_file_is_reported_but_healthy(endpoint: Endpoint) -> None:
+async def test_a_failing_state_file_is_degraded_not_unhealthy(endpoint: Endpoint) -> None:
     completed_cycle(endpoint)
     endpoint.status.store_error = "state file /x: cannot write: database or disk is full"
     code, _, body = await get(endpoint.port, "/healthz")
     assert code == 200
-    assert (
-        body == b"ok\nwarning: state file: state file /x: cannot write: database or disk is full\n"
-    )
+    assert body == b"degraded: state file: state file /x: cannot write: database or disk is full\n"
     document = json.loads((await get(endpoint.port, "/api/alerts"))[2])
-    assert document["health"] == "ok" and "disk is full" in document["warnings"][0]
+    assert document["health"] == "degraded" and "disk is full" in document["degraded"][0]
+    assert "disk is full" in document["reason"]
+
+
+async def test_failing_deliveries_are_degraded_with_receiver_error_and_age(
+    endpoint: Endpoint,
+) -> None:
+    completed_cycle(endpoint)
+    problem = DeliveryProblem("ops-slack", "connection refused", endpoint.clock() - 200)
+    endpoint.status.delivery_problems = (problem.describe(endpoint.clock()),)
+    endpoint.status.config_error = "rules.yaml:3: bad"
+    code, _, body = await get(endpoint.port, "/healthz")
+    assert code == 200
+    assert body.decode().splitlines() == [
+        "degraded: receiver 'ops-slack' failing: connection refused "
+        "(oldest undelivered notification queued 3m20s ago)",
+        "warning: config reload: rules.yaml:3: bad",
+    ]
+    document = json.loads((await get(endpoint.port, "/api/alerts"))[2])
+    assert document["health"] == "degraded"
+    assert document["degraded"] == [endpoint.status.delivery_problems[0]]
+    lines = status_lines(document)
+    assert lines[0] == "cgwatchdog DEGRADED (1 problem)"
+    assert endpoint.status.delivery_problems[0] in " ".join(lines)
+    # A stuck loop is still unhealthy, whatever else is degraded.
+    endpoint.clock.advance(HEALTHY_WITHIN_INTERVALS * INTERVAL_S + 1)
+    code, _, body = await get(endpoint.port, "/healthz")
+    assert code == 503 and body.startswith(b"unhealthy: the last cycle completed")
+    assert b"degraded: receiver 'ops-slack'" in body
+    endpoint.status.delivery_problems = ()
+    completed_cycle(endpoint)
+    code, _, body = await get(endpoint.port, "/healthz")
+    assert code == 200 and body == b"ok\nwarning: config reload: rules.yaml:3: bad\n"
 
 
 async def test_head_answers_without_a_body(endpoint: Endpoint) -> None:

@@ -207,6 +207,34 @@ def test_each_retry_waits_longer_on_average_and_records_the_error(
     box.close()
 
 
+def test_a_failing_receiver_is_listed_with_its_oldest_notification_until_it_delivers(
+    tmp_path: Path, sinks: tuple[Sink, Sink], caplog: pytest.LogCaptureFixture
+) -> None:
+    flaky, _ = sinks  # down: connection refused
+    store = Store(tmp_path / "state.sqlite")
+    clock = Clock(T0)
+    box = Outbox(store, {"a": hook(flaky.url)}, clock=clock, rng=random.Random(7), round_s=30.0)
+    assert box.failing() == []
+    box.enqueue([note("a", "g1", "g1#1")], clock.now - 90)
+    with caplog.at_level(logging.WARNING, logger="cgwatchdog.notify"):
+        box.deliver_due(clock.now)
+    (problem,) = box.failing()
+    assert (problem.receiver, problem.oldest_queued_at) == ("a", clock.now - 90)
+    assert "connection refused" in problem.error and TOKEN not in problem.error
+    assert problem.describe(clock.now + 30) == (
+        f"receiver 'a' failing: {problem.error} (oldest undelivered notification queued 2m ago)"
+    )
+    # The backoff is a few seconds, but deliveries come once per 30 s round: the log
+    # says when the next try really happens.
+    (line,) = [r.getMessage() for r in caplog.records if "failed at attempt 1" in r.getMessage()]
+    assert "next try at the next delivery round, in about 30s" in line
+    flaky.up()
+    clock.now = store.pending()[0].next_attempt_at
+    box.deliver_due(clock.now)
+    assert flaky.received == ["g1#1"] and box.failing() == []
+    box.close()
+
+
 def test_retry_after_pauses_the_receiver(tmp_path: Path, sinks: tuple[Sink, Sink]) -> None:
     limited, _ = sinks
     limited.status, limited.headers = 429, {"Retry-After": "120"}

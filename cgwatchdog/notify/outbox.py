@@ -53,6 +53,7 @@ receiver names, group keys and integration messages, which never hold a URL.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import random
 import threading
@@ -67,10 +68,12 @@ from cgwatchdog.errors import NotifyError, StoreError
 from cgwatchdog.notify.base import Integration
 from cgwatchdog.notify.policy import SendPolicy
 from cgwatchdog.store import OutboxItem, Store
+from cgwatchdog.units import format_duration
 
 __all__ = [
     "DEFAULT_MAX_AGE_S",
     "MIN_RETRY_S",
+    "DeliveryProblem",
     "DeliveryReport",
     "Outbox",
     "ReceiverCounters",
@@ -102,6 +105,23 @@ class DeliveryReport:
     dropped: int
     pending: int  # notifications left in the outbox
     busy: tuple[str, ...]  # receivers whose worker was still running when the call returned
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryProblem:
+    """A receiver whose notifications are not getting through."""
+
+    receiver: str
+    error: str  # the last attempt's, redacted
+    oldest_queued_at: float | None  # its oldest undelivered notification (None: unknown)
+
+    def describe(self, now: float) -> str:
+        """One line for an operator: who, why, and how long it has been waiting."""
+        text = f"receiver {self.receiver!r} failing: {self.error}"
+        if self.oldest_queued_at is not None:
+            age = format_duration(max(0.0, now - self.oldest_queued_at))
+            text += f" (oldest undelivered notification queued {age} ago)"
+        return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,8 +167,12 @@ class Outbox:
         budget_s: float = 20.0,
         max_workers: int = 8,
         policy: SendPolicy | None = None,
+        round_s: float = 0.0,
     ) -> None:
         self._store = store
+        self.round_s = round_s
+        """How often :meth:`deliver_due` is called (0: unknown), for honest log lines."""
+        self._failing: dict[str, str] = {}
         self.policy = policy if policy is not None else SendPolicy()
         self._integrations: dict[str, Integration] = dict(integrations)
         self._clock = clock
@@ -368,6 +392,7 @@ class Outbox:
                 if error is None:
                     counters.sent += 1
                     self._memory_failures.pop(receiver, None)
+                    self._failing.pop(receiver, None)
                     done.append(notification)
                     continue
                 counters.failed += 1
@@ -388,12 +413,12 @@ class Outbox:
                 pause = max(self.backoff_s(failures), error.retry_after_s or 0.0)
                 self._paused_until[receiver] = now + pause
                 held.add(receiver)
+                self._failing[receiver] = message
                 log.warning(
-                    "notification to receiver %r (group %s) not sent from memory, "
-                    "next try in %.0f s: %s",
+                    "notification to receiver %r (group %s) not sent from memory, next try %s: %s",
                     receiver,
                     notification.group_key,
-                    pause,
+                    self._when(pause),
                     message,
                 )
         return done
@@ -424,6 +449,7 @@ class Outbox:
             self._settle(item.id)
             counters.sent += 1
             tally["sent"] += 1
+            self._failing.pop(receiver, None)
             return
         message = self._redactor(receiver)(str(error))
         attempts = item.attempts + 1
@@ -454,14 +480,41 @@ class Outbox:
             self._note_failure(exc)
         else:
             self._unrecorded.pop(item.id, None)
+        self._failing[receiver] = message
         log.warning(
-            "notification to receiver %r (group %s) failed at attempt %d, next try in %.0f s: %s",
+            "notification to receiver %r (group %s) failed at attempt %d, next try %s: %s",
             receiver,
             item.group_key,
             attempts,
-            delay,
+            self._when(delay),
             message,
         )
+
+    def _when(self, delay_s: float) -> str:
+        """When the next try really happens: at the first delivery round after the
+        backoff (rounds come every ``round_s``, the daemon's poll interval)."""
+        if self.round_s <= 0 or delay_s <= 0:
+            return f"in {format_duration(delay_s)}"
+        rounds = max(1, math.ceil(delay_s / self.round_s))
+        real = rounds * self.round_s
+        if rounds == 1:
+            return f"at the next delivery round, in about {format_duration(real)}"
+        return f"in about {format_duration(real)} (backoff {format_duration(delay_s)})"
+
+    def failing(self) -> list[DeliveryProblem]:
+        """The receivers whose last attempt failed, with that error (redacted) and when
+        their oldest undelivered notification was queued; a receiver leaves the list at
+        its next delivery, or when it leaves the configuration. Blocking (reads the
+        state file; a failing state file leaves the ages out)."""
+        with self._lock:
+            failing = {r: e for r, e in self._failing.items() if r in self._integrations}
+            if not failing:
+                return []
+            try:
+                oldest = self._store.oldest_pending()
+            except StoreError:
+                oldest = {}
+        return [DeliveryProblem(r, failing[r], oldest.get(r)) for r in sorted(failing)]
 
     def _expire(self, item: OutboxItem) -> None:
         self._settle(item.id)

@@ -67,6 +67,7 @@ class StatePush:
         self.interval_s = interval_s
         self.lifetime_intervals = lifetime_intervals
         self._ok: dict[str, bool] = {}
+        self._errors: dict[str, str] = {}  # the failing receivers' last error
 
     @property
     def elects(self) -> bool:
@@ -121,6 +122,10 @@ class StatePush:
             elif error is None and not was_ok:
                 log.info("Alertmanager receiver %r: pushes work again", job.name)
             self._ok[job.name] = accepted[job.name] = error is None
+            if error is None:
+                self._errors.pop(job.name, None)
+            else:
+                self._errors[job.name] = error
             if job.name == self.cluster.alertmanager and self.cluster.replica is not None:
                 heartbeat = error is None
         return PushOutcome(accepted, heartbeat)
@@ -142,3 +147,9 @@ class StatePush:
         """Carry over which receivers were failing (after a reload), so a push failing
         before and after is not reported again."""
         self._ok = {name: ok for name, ok in previous._ok.items() if name in self.receivers}
+        self._errors = {n: e for n, e in previous._errors.items() if n in self.receivers}
+
+    def failing(self) -> dict[str, str]:
+        """The receivers whose last push failed, with its error (redacted)."""
+        errors, ok = dict(self._errors), dict(self._ok)  # the push thread may be writing
+        return {n: e for n, e in sorted(errors.items()) if not ok.get(n, True)}
