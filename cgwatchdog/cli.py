@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import sys
 import traceback
@@ -32,6 +33,10 @@ if TYPE_CHECKING:
     from cgwatchdog.overrides import Overrides
     from cgwatchdog.watchdog import CycleReport, Watchdog
 
+
+DEFAULT_CONFIG = "/etc/cgwatchdog/config.yaml"
+"""Where ``-c`` looks when not given (the service's config)."""
+DEFAULT_STATUS_URL = "http://127.0.0.1:9841"
 
 
 class UsageError(Exception):
@@ -188,8 +193,10 @@ def print_poll_table(document: Mapping[str, Any], out: TextIO) -> None:
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for index, row in enumerate(rows):
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip(),
-              file=out)
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip(),
+            file=out,
+        )
         if index == 0:
             continue
         miner = document["miners"][index - 1]
@@ -203,8 +210,11 @@ def print_poll_table(document: Mapping[str, Any], out: TextIO) -> None:
         print(f"problem: {problem}", file=out)
     up = sum(1 for m in document["miners"] if m["up"])
     signals = sum(len(m["alerts"]) for m in document["miners"])
-    print(f"{up}/{len(document['miners'])} miners up, {signals} signals, "
-          f"{document['duration_s']:.2f}s", file=out)
+    print(
+        f"{up}/{len(document['miners'])} miners up, {signals} signals, "
+        f"{document['duration_s']:.2f}s",
+        file=out,
+    )
 
 
 def cmd_poll(args: argparse.Namespace) -> int:
@@ -220,7 +230,14 @@ def cmd_poll(args: argparse.Namespace) -> int:
         print(json.dumps(document, indent=2, allow_nan=False))
     else:
         print_poll_table(document, sys.stdout)
-    return EXIT_OK
+    return poll_exit_status(document)
+
+
+def poll_exit_status(document: Mapping[str, Any]) -> int:
+    """0 when every miner answered and no rule signals, else 1 (for cron and monit)."""
+    miners = document["miners"]
+    quiet = all(m["up"] and not m["alerts"] for m in miners) and not document["problems"]
+    return EXIT_OK if quiet else EXIT_FAILURE
 
 
 # -- test-notify ------------------------------------------------------------------------
@@ -238,7 +255,9 @@ def cmd_test_notify(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     width = max(len(result.name) for result in results)
     for result in results:
-        print(f"{result.name.ljust(width)}  {'ok    ' if result.ok else 'FAILED'}  {result.message}")
+        print(
+            f"{result.name.ljust(width)}  {'ok    ' if result.ok else 'FAILED'}  {result.message}"
+        )
     return EXIT_OK if all(result.ok for result in results) else EXIT_FAILURE
 
 
@@ -287,16 +306,42 @@ def _overrides(args: argparse.Namespace) -> Overrides:
     )
 
 
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c",
+        "--config",
+        default=DEFAULT_CONFIG,
+        metavar="CONFIG",
+        help=f"the config file (default {DEFAULT_CONFIG})",
+    )
+
+
 def _add_instance_flags(parser: argparse.ArgumentParser, *, daemon: bool) -> None:
-    parser.add_argument("--shard", default=None, metavar="I/N",
-                        help="own shard I of N (1/4 or 1-of-4); overrides cluster.shard")
-    parser.add_argument("--replica", default=None, metavar="NAME",
-                        help="this replica's name; overrides cluster.replica")
+    parser.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="own shard I of N (1/4 or 1-of-4); overrides cluster.shard",
+    )
+    parser.add_argument(
+        "--replica",
+        default=None,
+        metavar="NAME",
+        help="this replica's name; overrides cluster.replica",
+    )
     if daemon:
-        parser.add_argument("--state-dir", default=None, metavar="DIR",
-                            help="where the state file lives; overrides state_dir")
-        parser.add_argument("--listen", default=None, metavar="HOST:PORT",
-                            help="the HTTP endpoint's address; overrides http.listen")
+        parser.add_argument(
+            "--state-dir",
+            default=None,
+            metavar="DIR",
+            help="where the state file lives; overrides state_dir",
+        )
+        parser.add_argument(
+            "--listen",
+            default=None,
+            metavar="HOST:PORT",
+            help="the HTTP endpoint's address; overrides http.listen",
+        )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -316,6 +361,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(run_daemon(args.config, log_level=level, overrides=_overrides(args)))
 
 
+def status_url(url: str | None, config: str | None) -> str:
+    """Where the daemon answers: ``--url``, else the ``http.listen`` of ``-c CONFIG`` (or of
+    the default config when it exists), else the default address.
+
+    Only ``http:`` is read from the config, so a config whose secrets only the service
+    can read still tells where its daemon listens.
+    """
+    if url is not None:
+        return url
+    from pathlib import Path
+
+    from cgwatchdog.config.loader import read_http_listen
+
+    path = Path(config if config is not None else DEFAULT_CONFIG)
+    if config is None and not path.exists():
+        return DEFAULT_STATUS_URL
+    host, port = read_http_listen(path)
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """Ask a running daemon for its health and firing alerts."""
     import urllib.error
@@ -323,25 +392,32 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     from cgwatchdog.httpapi import status_lines
 
-    url = args.url.rstrip("/") + "/api/alerts"
+    base = status_url(args.url, args.config)
+    url = base.rstrip("/") + "/api/alerts"
     if not url.startswith(("http://", "https://")):
-        raise UsageError(f"--url {args.url!r} is not an http:// URL")
+        raise UsageError(f"--url {base!r} is not an http:// URL")
     try:
         with urllib.request.urlopen(url, timeout=args.timeout) as answer:
             document = json.loads(answer.read(16 * 1024 * 1024))
     except urllib.error.HTTPError as exc:
-        print(f"cgwatchdog: {url} answered HTTP {exc.code}: is that a cgwatchdog daemon?",
-              file=sys.stderr)
+        print(
+            f"cgwatchdog: {url} answered HTTP {exc.code}: is that a cgwatchdog daemon?",
+            file=sys.stderr,
+        )
         return EXIT_FAILURE
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         reason = getattr(reason, "strerror", None) or reason
-        print(f"cgwatchdog: cannot reach the daemon at {args.url}: {reason} "
-              "(is cgwatchdog running? see --url)", file=sys.stderr)
+        print(
+            f"cgwatchdog: cannot reach the daemon at {base}: {reason} "
+            "(is cgwatchdog running? see --url and -c)",
+            file=sys.stderr,
+        )
         return EXIT_FAILURE
     except ValueError:
-        print(f"cgwatchdog: {url} did not answer JSON: is that a cgwatchdog daemon?",
-              file=sys.stderr)
+        print(
+            f"cgwatchdog: {url} did not answer JSON: is that a cgwatchdog daemon?", file=sys.stderr
+        )
         return EXIT_FAILURE
     if not isinstance(document, dict):
         print(f"cgwatchdog: {url} answered unexpected JSON", file=sys.stderr)
@@ -362,9 +438,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"cgwatchdog {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    # --debug after the subcommand too; SUPPRESS keeps one given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors"
+    )
     sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
+    add_parser = functools.partial(sub.add_parser, parents=[common])
 
-    demo = sub.add_parser(
+    demo = add_parser(
         "demo",
         help="watch a simulated farm with failures for a minute (no config needed)",
         description="Starts simulated miners with failures, a local webhook sink and the "
@@ -373,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
     demo.set_defaults(func=cmd_demo)
 
-    query = sub.add_parser(
+    query = add_parser(
         "query",
         help="one API call to one miner; prints the reply as JSON",
         description="Send one command (privileged ones too) and print the reply. "
@@ -389,36 +471,38 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--connect-timeout", type=float, default=None, help="connect deadline, s")
     query.set_defaults(func=cmd_query)
 
-    check = sub.add_parser(
+    check = add_parser(
         "check",
         help="validate a config and its rule files",
         description="Exit 0 when valid; else exit 2 listing every problem as file:line: message.",
     )
-    check.add_argument("-c", "--config", required=True, metavar="CONFIG")
+    _add_config(check)
     check.set_defaults(func=cmd_check)
 
-    poll = sub.add_parser(
+    poll = add_parser(
         "poll",
         help="poll every miner once and show what each rule sees",
         description="One poll and evaluation of every miner; a table, or JSON with --json. "
-        "Sends no notifications.",
+        "Sends no notifications and never acts. Exit 0 when every miner answered and no "
+        "rule signals, 1 when a miner is down or a rule signals, 2 on a usage or config "
+        "error (a script under `set -e` stops at 1).",
     )
-    poll.add_argument("-c", "--config", required=True, metavar="CONFIG")
+    _add_config(poll)
     poll.add_argument("--json", action="store_true", help="print one JSON object")
     _add_instance_flags(poll, daemon=False)
     poll.set_defaults(func=cmd_poll)
 
-    test_notify = sub.add_parser(
+    test_notify = add_parser(
         "test-notify",
         help="send a test alert through each receiver",
         description="Sends a test notification through every receiver (or --receiver) and "
         "prints ok or the exact error per receiver; exit 1 if any failed.",
     )
-    test_notify.add_argument("-c", "--config", required=True, metavar="CONFIG")
+    _add_config(test_notify)
     test_notify.add_argument("--receiver", default=None, metavar="NAME")
     test_notify.set_defaults(func=cmd_test_notify)
 
-    simulate = sub.add_parser(
+    simulate = add_parser(
         "simulate",
         help="run simulated miners on loopback until stopped",
         description="Fake miners speaking the real cgminer API, one per loopback address "
@@ -426,32 +510,48 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simulate.add_argument("--miners", type=int, default=3)
     simulate.add_argument("--scenario", default="healthy")
-    simulate.add_argument("--listen", default="127.0.0.1",
-                          help="address for --base-port mode (default 127.0.0.1)")
-    simulate.add_argument("--base-port", type=int, default=None,
-                          help="serve every miner on LISTEN with consecutive ports")
+    simulate.add_argument(
+        "--listen", default="127.0.0.1", help="address for --base-port mode (default 127.0.0.1)"
+    )
+    simulate.add_argument(
+        "--base-port",
+        type=int,
+        default=None,
+        help="serve every miner on LISTEN with consecutive ports",
+    )
     simulate.set_defaults(func=cmd_simulate)
 
-    run = sub.add_parser(
+    run = add_parser(
         "run",
         help="the daemon, in the foreground (what systemd runs)",
         description="Poll, evaluate, notify on schedule until SIGTERM; SIGHUP reloads the "
         "configuration. Serves /metrics, /healthz and /api/alerts on http.listen.",
     )
-    run.add_argument("-c", "--config", required=True, metavar="CONFIG")
-    run.add_argument("--log-level", default="info",
-                     choices=["debug", "info", "warning", "error"])
+    _add_config(run)
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     _add_instance_flags(run, daemon=True)
     run.set_defaults(func=cmd_run)
 
-    status = sub.add_parser(
+    status = add_parser(
         "status",
         help="ask a running daemon for its health and firing alerts",
         description="Prints health, the last cycle and the firing alerts of a running "
-        "daemon; exit 1 if it is unreachable or unhealthy.",
+        "daemon; exit 0 when it is ok, 1 when it is degraded, unhealthy or unreachable.",
     )
-    status.add_argument("--url", default="http://127.0.0.1:9841",
-                        help="the daemon's http.listen (default http://127.0.0.1:9841)")
+    status.add_argument(
+        "--url",
+        default=None,
+        help="the daemon's address, e.g. http://127.0.0.1:9841 (default: "
+        "the http.listen of -c CONFIG)",
+    )
+    status.add_argument(
+        "-c",
+        "--config",
+        default=None,
+        metavar="CONFIG",
+        help=f"read the daemon's address from this config's http.listen "
+        f"(default {DEFAULT_CONFIG} when it exists, else {DEFAULT_STATUS_URL})",
+    )
     status.add_argument("--timeout", type=float, default=5.0, help="seconds to wait")
     status.set_defaults(func=cmd_status)
     return parser

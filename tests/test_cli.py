@@ -9,11 +9,12 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
 
-from cgwatchdog.cli import main
+from cgwatchdog.cli import main, status_url
 from tests.conftest import Capture, require_fixtures
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,7 +120,9 @@ def replayed_captures() -> Iterator[list[tuple[Capture, int]]]:
         for capture in captures:
 
             async def handle(
-                reader: asyncio.StreamReader, writer: asyncio.StreamWriter, capture: Capture = capture
+                reader: asyncio.StreamReader,
+                writer: asyncio.StreamWriter,
+                capture: Capture = capture,
             ) -> None:
                 request = json.loads((await reader.read(65536)).split(b"\0")[0])
                 writer.write(capture.answer(request["command"]) + b"\0")
@@ -151,8 +154,11 @@ def test_poll_json_reports_every_field_capture(
         for c, port in replayed_captures
     )
     config.write_text(f"miners:\n{miners}rule_files: [{ROOT / 'rules' / 'default.yaml'}]\n")
-    assert main(["poll", "-c", str(config), "--json"]) == 0
+    code = main(["poll", "-c", str(config), "--json"])
     document = json.loads(capsys.readouterr().out)
+    # Every capture answers; some show a firmware's real trouble, which makes it 1.
+    signalled = [m["name"] for m in document["miners"] if m["alerts"]]
+    assert code == (1 if signalled else 0), signalled
     assert document["shard"] == "1/1" and document["time"].endswith("Z")
     by_name = {m["name"]: m for m in document["miners"]}
     for capture, port in replayed_captures:
@@ -192,7 +198,86 @@ def test_poll_table_shows_down_miners_and_signals(
         "rules: [{name: MinerUnreachable, type: unreachable, for: 0s}]\n"
     )
     started = time.monotonic()
-    assert main(["poll", "-c", str(config)]) == 0
+    assert main(["poll", "-c", str(config)]) == 1  # a miner down
     out = capsys.readouterr().out
     assert "DOWN" in out and "MinerUnreachable" in out and "firing" in out
     assert time.monotonic() - started < 10
+
+
+def test_poll_exit_status_says_what_it_found(simulated: list[str], tmp_path: Path) -> None:
+    healthy = tmp_path / "healthy.yaml"
+    healthy.write_text(
+        f"miners: [{{host: {LISTEN}}}]\nrule_files: [{ROOT / 'rules' / 'default.yaml'}]\n"
+    )
+    result = cgwatchdog("poll", "-c", str(healthy))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines()[-1].startswith("1/1 miners up, 0 signals")
+    one_down = tmp_path / "one-down.yaml"
+    one_down.write_text(
+        f"miners: [{{host: {LISTEN}}}, {{name: gone, host: 127.0.97.251}}]\n"
+        f"rule_files: [{ROOT / 'rules' / 'default.yaml'}]\n"
+    )
+    result = cgwatchdog("poll", "-c", str(one_down), "--json")
+    assert result.returncode == 1  # cron and monit see it
+    assert [m["up"] for m in json.loads(result.stdout)["miners"]] == [True, False]
+    assert cgwatchdog("poll", "-c", str(tmp_path / "missing.yaml")).returncode == 2
+
+
+def test_config_defaults_to_the_service_config_and_debug_goes_anywhere(tmp_path: Path) -> None:
+    result = cgwatchdog("check", "--help")
+    assert "default /etc/cgwatchdog/config.yaml" in " ".join(result.stdout.split())
+    missing = str(tmp_path / "missing.yaml")
+    after = cgwatchdog("poll", "-c", missing, "--debug")
+    before = cgwatchdog("--debug", "poll", "-c", missing)
+    plain = cgwatchdog("poll", "-c", missing)
+    assert after.returncode == before.returncode == plain.returncode == 2
+    assert "Traceback" in after.stderr and "Traceback" in before.stderr
+    assert "Traceback" not in plain.stderr and "cannot read config file" in plain.stderr
+
+
+class _Daemon(BaseHTTPRequestHandler):
+    """A stand-in daemon answering /api/alerts as a healthy one would."""
+
+    def do_GET(self) -> None:
+        body = json.dumps({"health": "ok", "miners": 2, "up": 2, "alerts": []}).encode()
+        self.send_response(200 if self.path == "/api/alerts" else 404)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_status_finds_the_daemon_from_the_config(tmp_path: Path) -> None:
+    server = HTTPServer(("127.0.97.9", 0), _Daemon)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        port = server.server_address[1]
+        config = tmp_path / "config.yaml"
+        # The receivers' secrets are the service's alone: status reads only http:.
+        config.write_text(
+            f"http: {{listen: '127.0.97.9:{port}'}}\nminers: [{{host: 127.0.0.1}}]\n"
+            "receivers: [{name: hook, webhook: {url: '${ONLY_THE_SERVICE_HAS_IT}'}}]\n"
+        )
+        result = cgwatchdog("status", "-c", str(config))
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines()[0] == "cgwatchdog ok"
+        bad = tmp_path / "bad.yaml"
+        bad.write_text("http: {listen: 'nowhere'}\n")
+        result = cgwatchdog("status", "-c", str(bad))
+        assert result.returncode == 2 and f"{bad}:1: http.listen" in result.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_status_url_from_a_wildcard_listen(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("http: {listen: '0.0.0.0:9900'}\n")
+    assert status_url(None, str(config)) == "http://127.0.0.1:9900"
+    config.write_text("http: {listen: '[::]:9900'}\n")
+    assert status_url(None, str(config)) == "http://[::1]:9900"
+    config.write_text("miners: []\n")
+    assert status_url(None, str(config)) == "http://127.0.0.1:9841"
+    assert status_url("http://127.0.0.5:1", str(config)) == "http://127.0.0.5:1"

@@ -64,7 +64,7 @@ from cgwatchdog.notify import RECEIVER_KINDS, receiver_model
 from cgwatchdog.rules import RULE_TYPES, rule_union
 from cgwatchdog.units import value_kind
 
-__all__ = ["default_rules_path", "load_config", "load_rule_file"]
+__all__ = ["default_rules_path", "load_config", "load_rule_file", "read_http_listen"]
 
 # An alias bomb ("billion laughs") expands past this; no real config comes near it.
 _MAX_YAML_NODES = 2_000_000
@@ -1038,6 +1038,26 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -
     listing every problem with its ``file:line``; warnings are on ``Config.warnings``.
     """
     return _Loader(environ).config(Path(path))
+
+
+def read_http_listen(
+    path: str | Path, *, environ: Mapping[str, str] | None = None
+) -> tuple[str, int]:
+    """The ``http.listen`` host and port of a config file, reading nothing else (what
+    ``cgwatchdog status`` needs, even where the service's secrets are unreadable).
+    Raises ConfigError when the file cannot be read or the value is invalid."""
+    loader = _Loader(environ)
+    doc = loader.read(Path(path), "config file")
+    section = doc.data.get("http") if doc is not None else None
+    # Only the reading and http: matter; an unset ${VAR} elsewhere does not.
+    loader.problems = [
+        p for p in loader.problems if doc is None or p.message.startswith(("http:", "http."))
+    ]
+    if doc is not None and not loader.problems:
+        http = loader.validate(doc, ("http",), HttpConfig, section if section is not None else {})
+        if http is not None:
+            return http.host, http.port
+    raise loader.error()
 
 
 def load_rule_file(path: str | Path, *, environ: Mapping[str, str] | None = None) -> list[RuleBase]:
