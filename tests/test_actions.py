@@ -8,6 +8,7 @@ against the simulator on loopback and against small helper programs in ``tmp_pat
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import random
 import sys
@@ -1011,6 +1012,32 @@ async def test_restart_revives_a_device_dead_miner_and_is_verified() -> None:
             {cfg.name: after}, [a], clock(), evaluated={("DeviceDead", cfg.name)}
         )
         assert kinds(events) == ["verified"]
+
+
+def test_switchpool_is_verified_by_url_where_the_firmware_renumbers_its_pools() -> None:
+    # Braiins OS and LuxOS rewrite the pool list with the target first: the new active
+    # pool is id 0 again, and only its URL shows the switch.
+    for still_on_old_pool in (False, True):
+        d = Driver(actions_config(), [POOL_STALE], fleet_of(10))
+        a = alert("m001", "PoolStale", pool="0")
+        before = snapshot("m001", T0)
+        (switch,) = d.cycle(T0, [a], [before])
+        assert (switch.do, switch.pool) == ("switchpool", 1)
+        run(d.planner, switch, T0)
+        now = T0 + MINUTE
+        old, target = before.pools
+        first = old if still_on_old_pool else target
+        second = target if still_on_old_pool else old
+        rewritten = (
+            dataclasses.replace(first, id=0, active=True),
+            dataclasses.replace(second, id=1, active=False),
+        )
+        after = dataclasses.replace(snapshot("m001", now), pools=rewritten)
+        d.cycle(now, [seen(a, now)], [after])
+        if still_on_old_pool:
+            assert "verified" not in kinds(d.planner.events())
+        else:
+            assert "verified" in kinds(d.planner.events())
 
 
 async def test_switchpool_changes_the_active_pool() -> None:

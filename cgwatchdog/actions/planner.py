@@ -797,6 +797,7 @@ class _Ladder:
         "miner",
         "planned_at",
         "pool_before",
+        "pool_url_before",
         "real_attempts",
         "restart_seen",
         "since",
@@ -835,6 +836,9 @@ class _Ladder:
         self.elapsed_before: float | None = None
         self.hashrate_before: float | None = None
         self.pool_before: int | None = None
+        # The active pool's "url user": a firmware that rewrites its pool list (Braiins
+        # OS, LuxOS) renumbers the pools, so the id alone may not show the switch.
+        self.pool_url_before: str | None = None
         self.busy_retries = 0
         self.restart_seen = False
         self.verified_at: float | None = None
@@ -874,6 +878,7 @@ class _Ladder:
             "hashrate_before": self.hashrate_before,
             "busy_retries": self.busy_retries,
             "pool_before": self.pool_before,
+            "pool_url_before": self.pool_url_before,
             "restart_seen": self.restart_seen,
             "verified_at": self.verified_at,
             "real_attempts": self.real_attempts,
@@ -908,6 +913,8 @@ class _Ladder:
         ladder.busy_retries = int(data.get("busy_retries", 0))
         pool_before = data.get("pool_before")
         ladder.pool_before = None if pool_before is None else int(pool_before)
+        pool_url_before = data.get("pool_url_before")
+        ladder.pool_url_before = None if pool_url_before is None else str(pool_url_before)
         ladder.restart_seen = bool(data.get("restart_seen", False))
         ladder.verified_at = opt_float(data.get("verified_at"))
         ladder.real_attempts = int(data.get("real_attempts", 0))
@@ -1267,6 +1274,7 @@ class ActionPlanner:
         ladder.elapsed_before = snapshot.elapsed_s if snapshot is not None else None
         active = snapshot.active_pool if snapshot is not None else None
         ladder.pool_before = active.id if active is not None else None
+        ladder.pool_url_before = _pool_key(active) if active is not None else None
         ladder.hashrate_before = snapshot.hashrate_hs if snapshot is not None else None
         return PlannedAction(
             miner=ladder.miner,
@@ -1554,7 +1562,7 @@ class ActionPlanner:
             active = snapshot.active_pool if snapshot is not None else None
             if active is None:
                 missing = "no active pool seen"
-            elif active.id == ladder.pool_before or active.status != "Alive":
+            elif _same_pool(active, ladder) or active.status != "Alive":
                 missing = f"active pool is {active.id} ({active.status})"
             else:
                 missing = None
@@ -1879,6 +1887,18 @@ def _device_missing(do: str, action: PlannedAction, snapshot: Snapshot | None) -
                 return None if disabled else f"{kind}{number} still enabled ({device.status})"
             return f"{kind}{number} still disabled" if disabled else None
     return f"{kind}{number} not among the miner's devices"
+
+
+def _pool_key(pool: Pool) -> str:
+    return f"{pool.url} {pool.user}"
+
+
+def _same_pool(active: Pool, ladder: _Ladder) -> bool:
+    """Whether the miner still mines on the pool it mined on before the switch: by URL and
+    user where known (a rewritten pool list renumbers), else by id."""
+    if ladder.pool_url_before is not None:
+        return _pool_key(active) == ladder.pool_url_before
+    return active.id == ladder.pool_before
 
 
 def _verified_detail(do: str) -> str:
