@@ -554,6 +554,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--timeout", type=float, default=5.0, help="seconds to wait")
     status.set_defaults(func=cmd_status)
+
+    from cgwatchdog import discover
+
+    discover_parser = discover.add_parser(sub)
+    discover_parser.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors"
+    )
     return parser
 
 

@@ -37,7 +37,7 @@ LOGIC = (
     "cgwatchdog.units",
 )
 # The wiring that may drive the poller (an I/O module): everything else works on results.
-POLLER_USERS = {"cgwatchdog.watchdog", "cgwatchdog.daemon", "cgwatchdog.cli"}
+POLLER_USERS = {"cgwatchdog.watchdog", "cgwatchdog.daemon", "cgwatchdog.cli", "cgwatchdog.discover"}
 # Packages whose __init__ imports every module in them (cgwatchdog.registry.import_all).
 DISCOVERED = ("cgwatchdog.rules.types", "cgwatchdog.notify.receivers", "cgwatchdog.notify.formats")
 
