@@ -11,8 +11,9 @@ both reads:
   of its own (Whatsminer API v3 on 4433) are probed with ``Reader.probe``;
 - a miner that answers like stock Antminer firmware (bmminer, an ``Antminer`` model) is
   shown to every family module that defines ``async web_fingerprint(host, port,
-  timeout_s) -> bool``; third-party firmware (VNish) answers the API exactly as stock
-  does, and the family whose fingerprint matches wins.
+  timeout_s) -> bool``; third-party firmware whose API answer hides its name (a VNish
+  build that does not say "Vnish" in its STATS Type) is told apart there, and the
+  family whose fingerprint matches wins.
 
 No credentials are ever sent: the probes carry none, and the poller only reads.
 
@@ -86,7 +87,7 @@ DEFAULT_CONNECT_TIMEOUT_S = 0.5
 second, not the poller's one."""
 DEFAULT_DEADLINE_S = 300.0
 PROGRESS_EVERY_S = 0.1
-# Third-party Antminer firmware (VNish) answers the API as the stock firmware does.
+# Third-party Antminer firmware may answer the API as the stock firmware does.
 _STOCK_ANTMINER_MARKS = ("bmminer", "antminer")
 _COMMENT_MAX = 120
 

@@ -307,7 +307,11 @@ class Watchdog:
             return family.why_not(do, miner, device)
 
         capabilities = Capabilities(
-            family.name, why_not, family.restart_window_s, family.reboot_window_s
+            family.name,
+            why_not,
+            family.restart_window_s,
+            family.reboot_window_s,
+            family.why_not_pool,
         )
         self._capabilities[name] = (family, capabilities)
         return capabilities

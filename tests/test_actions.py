@@ -249,7 +249,11 @@ class Driver:
         judged = None if evaluated is None else set(evaluated)
         self.planner.verify(by_name, alerts, now, evaluated=judged)
         return self.planner.plan(
-            alerts, by_name, fleet_incidents=set(incidents), miners=self.miners, now=now,
+            alerts,
+            by_name,
+            fleet_incidents=set(incidents),
+            miners=self.miners,
+            now=now,
             capabilities=self.capabilities,
         )
 
@@ -690,9 +694,7 @@ def test_reload_forgets_read_only_marks_and_keeps_counters() -> None:
 
 def cgminer_capabilities(name: str) -> Capabilities:
     family = FAMILIES["cgminer"]
-    return Capabilities(
-        "cgminer", lambda do, device: family.why_not(do, None, device), 120.0, 0.0
-    )
+    return Capabilities("cgminer", lambda do, device: family.why_not(do, None, device), 120.0, 0.0)
 
 
 @pytest.mark.parametrize(
@@ -1012,6 +1014,23 @@ async def test_restart_revives_a_device_dead_miner_and_is_verified() -> None:
             {cfg.name: after}, [a], clock(), evaluated={("DeviceDead", cfg.name)}
         )
         assert kinds(events) == ["verified"]
+
+
+def test_switchpool_never_picks_a_pool_the_family_excludes() -> None:
+    # VNish lists its dev-fee pool among the miner's pools: never a repair's target.
+    vnish = FAMILIES["vnish"]
+    d = Driver(actions_config(), [POOL_STALE], fleet_of(10))
+    d.capabilities = lambda name: Capabilities("vnish", why_not_pool=vnish.why_not_pool)
+    before = snapshot("m001", T0, pools=((0, "Alive", 0, True), (1, "Dead", 1, False)))
+    dev_fee = dataclasses.replace(before.pools[1], url="DevFee", user="DevFee", status="Alive")
+    a = alert("m001", "PoolStale", pool="0")
+    only_dev_fee = dataclasses.replace(before, pools=(before.pools[0], dev_fee))
+    assert d.cycle(T0, [a], [only_dev_fee]) == []
+    assert "no other Alive pool" in d.planner.events()[0].detail
+    # Without the family's word, the same pool would have been picked.
+    d = Driver(actions_config(), [POOL_STALE], fleet_of(10))
+    (switch,) = d.cycle(T0, [a], [only_dev_fee])
+    assert switch.pool == 1
 
 
 def test_switchpool_is_verified_by_url_where_the_firmware_renumbers_its_pools() -> None:

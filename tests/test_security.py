@@ -476,7 +476,10 @@ async def test_polling_sends_only_read_only_commands(farm: Any) -> None:
     assert received.get("summary", 0) >= 20 * (len(SCENARIOS) - 2)  # polled all along
     # version: asked at a first contact (and after a miner comes back), to recognise the
     # firmware family.
-    assert set(received) <= {"version", "summary", "devs", "pools", "stats", "fans", "temps"}
+    # The garbage-answering port is probed, now and then, for a family's own read path
+    # (ePIC's HTTP on the API port): a GET, a read like the rest.
+    api = {c for c in received if not c.startswith("GET /")}
+    assert api <= {"version", "summary", "devs", "pools", "stats", "fans", "temps"}
     assert not set(received) & PRIVILEGED_COMMANDS
     assert f.events == []
 
@@ -526,7 +529,7 @@ def test_cgwatchdog_poll_sends_only_read_only_commands(
     )  # fmt: skip
     config = tmp_path / "config.yaml"
     farm_config(config, fleet, POLL_RULES)  # actions are configured: poll must not use them
-    assert main(["poll", "-c", str(config), "--json"]) == 0
+    assert main(["poll", "-c", str(config), "--json"]) == 1  # the scenarios' failures
     document = json.loads(capsys.readouterr().out)
     assert len(document["miners"]) == len(scenarios)
     received: dict[str, int] = {}

@@ -500,6 +500,10 @@ def _can_anything(do: str, device: str | None) -> str | None:
     return None
 
 
+def _any_pool(pool: Pool) -> str | None:
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Capabilities:
     """What a miner's control channel can do, as its firmware family says (the wiring
@@ -510,6 +514,8 @@ class Capabilities:
     """``(do, device) -> why not`` (None: it can)."""
     restart_window_s: float = 0.0
     reboot_window_s: float = 0.0
+    why_not_pool: Callable[[Pool], str | None] = _any_pool
+    """Why a switchpool may not pick this pool (a firmware's dev-fee pool), or None."""
 
     def window_s(self, do: str) -> float:
         """How long a restart or reboot of this family takes to show (0 for the rest)."""
@@ -744,7 +750,9 @@ def _accepting(pool: Pool) -> bool:
     return pool.status == "Alive" and age is not None and age <= ACCEPTING_WITHIN_S
 
 
-def _target_pool(step: RuleAction, snapshot: Snapshot | None, alert: Alert) -> int | Hold | _Skip:
+def _target_pool(
+    step: RuleAction, snapshot: Snapshot | None, alert: Alert, capabilities: Capabilities
+) -> int | Hold | _Skip:
     active = snapshot.active_pool if snapshot is not None else None
     about = alert.labels.get("pool")
     if (
@@ -768,7 +776,11 @@ def _target_pool(step: RuleAction, snapshot: Snapshot | None, alert: Alert) -> i
     if snapshot is None:
         return Hold("no_data", "the miner did not answer this cycle: its pools are unknown")
     choices = [
-        p for p in snapshot.pools if p.status == "Alive" and (active is None or p.id != active.id)
+        p
+        for p in snapshot.pools
+        if p.status == "Alive"
+        and (active is None or p.id != active.id)
+        and capabilities.why_not_pool(p) is None
     ]
     if not choices:
         return _Skip("no other Alive pool to switch to")
@@ -1230,7 +1242,7 @@ class ActionPlanner:
         env: dict[str, str] = {}
         capabilities = ctx.capabilities(ladder.miner)
         if step.do == "switchpool":
-            target = _target_pool(step, snapshot, alert)
+            target = _target_pool(step, snapshot, alert, capabilities)
             if not isinstance(target, int):
                 return target
             pool = target

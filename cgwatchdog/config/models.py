@@ -120,7 +120,6 @@ def parse_shard(value: str) -> Shard:
     return Shard(index, count)
 
 
-
 # ----------------------------------------------------------------- poll, http, misc
 
 
@@ -130,8 +129,6 @@ _NAME_FIELDS = frozenset({"host", "port", "index"})
 def name_template_fields(template: str) -> set[str]:
     """The ``{fields}`` a miner name template uses."""
     return {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
-
-
 
 
 class PollConfig(Model):
@@ -264,8 +261,9 @@ class Credentials(Model):
     password: SecretStr | None = None
     """The password (or ``password_file``); None: the family's factory default."""
     pool_password: SecretStr | None = None
-    """Whatsminer and ePIC: the password to give every pool when the pool list is
-    rewritten (their replies never carry it; without it, pool changes are refused)."""
+    """The password to give every pool when a switchpool rewrites the pool list: needed by
+    Whatsminer and Braiins OS (their replies never carry it; without it, pool changes
+    are refused); ePIC uses the passwords its /summary lists unless this is set."""
 
 
 class MinerConfig(Model):
@@ -431,7 +429,6 @@ class RuleBase(Model):
         return labels_match(self.match, self.match_re, labels)
 
 
-
 # ---------------------------------------------------------------------- receivers
 
 
@@ -463,7 +460,6 @@ class AuthConfig(Model):
     def _one(self) -> Self:
         only_one(self, ("basic", "bearer"), "auth")
         return self
-
 
 
 class ReceiverConfig(Model):
@@ -809,7 +805,9 @@ class Config(Model):
                 "and never sent to a miner (set actions.dry_run: false to act)"
             )
         live = [
-            rule.name for rule in self.rules if any(step.dry_run is not True for step in rule.actions)
+            rule.name
+            for rule in self.rules
+            if any(step.dry_run is not True for step in rule.actions)
         ]
         return (
             f"actions: LIVE: {len(live)} rule(s) repair miners for real "
@@ -822,5 +820,3 @@ class Config(Model):
             if receiver.name == name:
                 return receiver
         raise KeyError(name)
-
-

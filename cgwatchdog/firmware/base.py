@@ -248,6 +248,11 @@ class Family:
         on ``miner`` (None: it can)."""
         return self.unsupported.get(do)
 
+    def why_not_pool(self, pool: Pool) -> str | None:
+        """Why a switchpool must never pick ``pool`` (a firmware's own dev-fee pool), or
+        None."""
+        return None
+
     def reader(self, target: ChannelTarget) -> Reader | None:
         """This family's own read path, where the cgminer API cannot read it."""
         return None
