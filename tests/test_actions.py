@@ -52,6 +52,7 @@ from cgwatchdog.actions import (
     hold_read_only,
     hold_restart_grace,
 )
+from cgwatchdog.actions.planner import BUSY_RETRY_S
 from cgwatchdog.alerts import (
     Alert,
     AlertEngine,
@@ -1014,6 +1015,28 @@ async def test_restart_revives_a_device_dead_miner_and_is_verified() -> None:
             {cfg.name: after}, [a], clock(), evaluated={("DeviceDead", cfg.name)}
         )
         assert kinds(events) == ["verified"]
+
+
+def test_a_busy_session_waits_doubling_and_uses_neither_cooldown_nor_cap() -> None:
+    # cooldown 15m, max 3 per hour: five busy tries within the hour would exhaust both
+    # if they counted; nothing was done by them, so they do not.
+    d = Driver(actions_config(), [DEVICE_DEAD], fleet_of(1))
+    a = alert("m000", fired_at=T0)
+    now, tries, held = T0, [], []
+    for _ in range(200):  # 100 minutes of 30 s cycles
+        planned = d.cycle(now, [seen(a, now)], [snapshot("m000", now)])
+        held += [e.detail for e in d.planner.events() if e.kind is ActionEventKind.HELD_BACK]
+        if planned:
+            (action,) = planned
+            tries.append(now - T0)
+            run(d.planner, action, now, ok=False, retry=len(tries) <= 3)
+            if len(tries) == 4:
+                break
+        now += 30
+    # Tried at once, then after 1, 2 and 4 minutes (BUSY_RETRY_S doubling): the fourth
+    # try is the restart itself, not held by a cooldown the busy tries never started.
+    assert tries == [0, BUSY_RETRY_S, 3 * BUSY_RETRY_S, 7 * BUSY_RETRY_S]
+    assert any("control session is busy" in h for h in held), held
 
 
 def test_switchpool_never_picks_a_pool_the_family_excludes() -> None:

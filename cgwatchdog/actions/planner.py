@@ -62,7 +62,10 @@ Refused control
     (:meth:`ActionPlanner.configure`) or until the channel takes a command again, which
     is checked with a harmless probe at most every ``READ_ONLY_PROBE_INTERVAL_S`` while a
     step waits for it: never a retry storm. A control session another tool holds
-    (LuxOS) makes the step wait and try again, ``MAX_BUSY_RETRIES`` times.
+    (LuxOS, Whatsminer's token quota, VNish's rate limit) makes the step wait and try
+    again, ``MAX_BUSY_RETRIES`` times, ``BUSY_RETRY_S`` doubling up to
+    ``BUSY_RETRY_MAX_S`` apart; nothing was done, so the attempt counts toward neither
+    the cooldown nor the hourly cap.
 
 Each cycle, in this order (``Watchdog.evaluate`` and ``Watchdog.act`` do it; ``now`` is
 the same value throughout)::
@@ -109,6 +112,8 @@ from cgwatchdog.units import format_duration, format_hashrate
 __all__ = [
     "ACCEPTING_WITHIN_S",
     "ANY_CAPABILITIES",
+    "BUSY_RETRY_MAX_S",
+    "BUSY_RETRY_S",
     "DEFAULT_VERIFY_WITHIN_S",
     "MAX_BUSY_RETRIES",
     "ORIGINAL_ALERTNAME_LABEL",
@@ -166,6 +171,8 @@ SLEEP_HASHRATE_SHARE: Final = 0.1
 # A control session held by another tool (LuxOS): the step waits and is tried again at
 # most this many times before it counts as failed.
 MAX_BUSY_RETRIES: Final = 5
+BUSY_RETRY_S: Final = 60.0
+BUSY_RETRY_MAX_S: Final = 600.0
 # A switchpool never moves a miner off an Alive pool whose last accepted share is this
 # recent: it is accepting shares.
 ACCEPTING_WITHIN_S: Final = 600.0
@@ -797,6 +804,7 @@ class _Ladder:
         "action",
         "alertname",
         "busy_retries",
+        "busy_until",
         "deadline",
         "elapsed_before",
         "failures",
@@ -852,6 +860,7 @@ class _Ladder:
         # OS, LuxOS) renumbers the pools, so the id alone may not show the switch.
         self.pool_url_before: str | None = None
         self.busy_retries = 0
+        self.busy_until: float | None = None  # a busy session: not tried again before
         self.restart_seen = False
         self.verified_at: float | None = None
         self.real_attempts = 0
@@ -889,6 +898,7 @@ class _Ladder:
             "elapsed_before": self.elapsed_before,
             "hashrate_before": self.hashrate_before,
             "busy_retries": self.busy_retries,
+            "busy_until": self.busy_until,
             "pool_before": self.pool_before,
             "pool_url_before": self.pool_url_before,
             "restart_seen": self.restart_seen,
@@ -923,6 +933,7 @@ class _Ladder:
         ladder.elapsed_before = opt_float(data.get("elapsed_before"))
         ladder.hashrate_before = opt_float(data.get("hashrate_before"))
         ladder.busy_retries = int(data.get("busy_retries", 0))
+        ladder.busy_until = opt_float(data.get("busy_until"))
         pool_before = data.get("pool_before")
         ladder.pool_before = None if pool_before is None else int(pool_before)
         pool_url_before = data.get("pool_url_before")
@@ -1174,6 +1185,11 @@ class ActionPlanner:
             step = steps[ladder.step]
             if now < ladder.fired_at + step.after_s:
                 return  # not due yet: waiting is not being held back
+            if ladder.busy_until is not None and now < ladder.busy_until:
+                wait = format_duration(ladder.busy_until - now)
+                busy = Hold("session_busy", f"the control session is busy; next try in {wait}")
+                self._held(ladder, step, busy, now)
+                return
             candidate = Candidate(
                 miner=ladder.miner,
                 alertname=ladder.alertname,
@@ -1402,9 +1418,12 @@ class ActionPlanner:
             return
         if outcome.retry:
             ladder.busy_retries += 1
+            self._forget_attempt(ladder, action)  # nothing was done: no cooldown or cap
             if ladder.busy_retries <= MAX_BUSY_RETRIES:
                 ladder.move(LadderEvent.BUSY, now)
                 ladder.hold_kind = None
+                pause = BUSY_RETRY_S * 2.0 ** (ladder.busy_retries - 1)
+                ladder.busy_until = now + min(BUSY_RETRY_MAX_S, pause)
                 return
         if not action.dry_run:
             ladder.real_attempts += 1
@@ -1412,6 +1431,14 @@ class ActionPlanner:
             self._to_verification(ladder, LadderEvent.SENT, now)
         else:
             self._fail_step(ladder, now, f"{action.describe()} failed: {outcome.detail}")
+
+    def _forget_attempt(self, ladder: _Ladder, action: PlannedAction) -> None:
+        entries = self._history.get(action.miner)
+        if entries is None or ladder.planned_at is None:
+            return
+        entry = (ladder.planned_at, action.dry_run)
+        if entry in entries:
+            entries.remove(entry)
 
     def _probed(self, outcome: ActionOutcome, now: float) -> None:
         action = outcome.action
