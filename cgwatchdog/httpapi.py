@@ -251,12 +251,25 @@ class _FleetCollector(Collector):
         pool_active = GaugeMetricFamily(
             "cgwatchdog_pool_active", "1 for the pool the miner mines on", labels=["miner", "pool"]
         )
+        info = GaugeMetricFamily(
+            "cgwatchdog_miner_info",
+            "1 per miner, its firmware as recognised (join on miner for family labels)",
+            labels=["miner", "family", "firmware_version", "model", "fork"],
+        )
         for result in view.results:
             name = result.name
             if not isinstance(result, Snapshot):
                 up.add_metric((name,), 0.0)
+                if result.family is not None:
+                    identity = (name, result.family, result.firmware_version or "", "", "")
+                    info.add_metric(identity, 1.0)
                 continue
             up.add_metric((name,), 1.0)
+            info.add_metric(
+                (name, result.family or "", result.firmware_version or "", result.model or "",
+                 result.fork or ""),
+                1.0,
+            )  # fmt: skip
             if result.hashrate_hs is not None:
                 hashrate.add_metric((name,), result.hashrate_hs)
             ratio = result.hardware_error_ratio
@@ -269,7 +282,7 @@ class _FleetCollector(Collector):
             for p in result.pools:
                 pool.add_metric((name, str(p.id), p.status), 1.0)
                 pool_active.add_metric((name, str(p.id)), 1.0 if p.active else 0.0)
-        yield from (up, hashrate, hw_ratio, temperature, device, pool, pool_active)
+        yield from (up, info, hashrate, hw_ratio, temperature, device, pool, pool_active)
 
         by_state = GaugeMetricFamily("cgwatchdog_alerts", "Alerts by state", labels=["state"])
         for state in _ALERT_STATES:

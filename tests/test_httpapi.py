@@ -58,6 +58,10 @@ def results(now: float) -> list[Snapshot | Unreachable]:
         hardware_errors=10,
         diff1_work=99_990,
         temperature_max_c=71.0,
+        family="antminer",
+        firmware_version="Thu May 25 12:00:00 CST 2023",
+        model="Antminer S19j Pro",
+        fork="bmminer 1.0.0",
         devices=(
             Device(0, "ASC", "BC5", "Alive", hashrate_hs=4.5e12),
             Device(1, "ASC", "BC5", "Dead", hashrate_hs=0.0),
@@ -67,7 +71,10 @@ def results(now: float) -> list[Snapshot | Unreachable]:
             Pool(1, "stratum+tcp://backup.example.org:3333", status="Dead"),
         ),
     )
-    m2 = Unreachable("m2", "127.0.0.2", 4028, now, "connection refused", FailureKind.REFUSED)
+    m2 = Unreachable(
+        "m2", "127.0.0.2", 4028, now, "connection refused", FailureKind.REFUSED,
+        family="whatsminer", firmware_version="20200917.22.REL",
+    )  # fmt: skip
     return [m1, m2]
 
 
@@ -150,6 +157,14 @@ async def test_metrics_show_miners_devices_pools_alerts_outbox(endpoint: Endpoin
     }
     assert samples["cgwatchdog_miner_up", (("miner", "m1"),)] == 1
     assert samples["cgwatchdog_miner_up", (("miner", "m2"),)] == 0
+    # The firmware, for joins (family labels); a miner that went away keeps its family.
+    info = {labels: v for (name, labels), v in samples.items() if name == "cgwatchdog_miner_info"}
+    assert info == {
+        (("family", "antminer"), ("firmware_version", "Thu May 25 12:00:00 CST 2023"),
+         ("fork", "bmminer 1.0.0"), ("miner", "m1"), ("model", "Antminer S19j Pro")): 1,
+        (("family", "whatsminer"), ("firmware_version", "20200917.22.REL"), ("fork", ""),
+         ("miner", "m2"), ("model", "")): 1,
+    }  # fmt: skip
     assert samples["cgwatchdog_miner_hashrate_hashes_per_second", (("miner", "m1"),)] == 1.35e13
     assert samples["cgwatchdog_miner_hardware_error_ratio", (("miner", "m1"),)] == pytest.approx(
         1e-4
