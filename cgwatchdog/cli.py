@@ -12,6 +12,8 @@ import contextlib
 import functools
 import json
 import sys
+import textwrap
+import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
@@ -279,16 +281,63 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     """Run simulated miners until interrupted."""
     from cgwatchdog import simulator
 
+    flavours: Sequence[str] = simulator.DEFAULT_FLAVOURS
+    if args.firmware:
+        flavours = simulator.flavours_named([n.strip() for n in args.firmware.split(",") if n])
+    miners = args.miners if args.miners is not None else max(3, len(flavours))
+    clock = simulator.ScaledClock(args.speed) if args.speed != 1.0 else time.time
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(
             simulator.run_simulator(
-                args.miners,
+                miners,
                 scenario=args.scenario,
                 listen=args.listen,
                 base_port=args.base_port,
+                flavours=flavours,
+                clock=clock,
+                scenario_options={"fail_after_s": args.fail_after},
             )
         )
     return EXIT_OK
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
+def _simulate_epilog() -> str:
+    from cgwatchdog import simulator
+
+    scenarios = "\n".join(
+        textwrap.fill(text, 88, initial_indent=f"  {name:<20} ", subsequent_indent=" " * 23)
+        for name, text in simulator.SCENARIOS.items()
+    )
+    families: dict[str, list[str]] = {}
+    for flavour in simulator.FLAVOURS.values():
+        families.setdefault(flavour.firmware, []).append(flavour.name)
+    firmware = "\n".join(f"  {fam:<20} {', '.join(names)}" for fam, names in families.items())
+    return (
+        f"scenarios (--scenario):\n{scenarios}\n\n"
+        f"firmware families and their flavours (--firmware):\n{firmware}\n\n"
+        "Each miner prints one line: name host:port flavour scenario [control host:port]."
+    )
 
 
 # -- run / status -----------------------------------------------------------------------
@@ -505,20 +554,61 @@ def build_parser() -> argparse.ArgumentParser:
     simulate = add_parser(
         "simulate",
         help="run simulated miners on loopback until stopped",
-        description="Fake miners speaking the real cgminer API, one per loopback address "
-        "(127.0.0.2, 127.0.0.3, ... port 4028) or on consecutive ports with --base-port.",
+        description=textwrap.fill(
+            "Fake miners speaking the real cgminer API (and each firmware family's control "
+            "channel), one per loopback address from --listen (127.0.0.1, 127.0.0.2, ... "
+            "port 4028), or on consecutive ports of --listen with --base-port. The "
+            "scenario's failure starts after --fail-after seconds of farm time.",
+            88,
+        ),
+        epilog=_simulate_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    simulate.add_argument("--miners", type=int, default=3)
-    simulate.add_argument("--scenario", default="healthy")
     simulate.add_argument(
-        "--listen", default="127.0.0.1", help="address for --base-port mode (default 127.0.0.1)"
-    )
-    simulate.add_argument(
-        "--base-port",
-        type=int,
+        "--miners",
+        type=_positive_int,
         default=None,
-        help="serve every miner on LISTEN with consecutive ports",
+        metavar="N",
+        help="how many miners (default 3, or one per --firmware entry if more)",
     )
+    simulate.add_argument(
+        "--scenario",
+        default="healthy",
+        metavar="NAME",
+        help="what goes wrong, for every miner (default healthy; the list is below)",
+    )
+    simulate.add_argument(
+        "--fail-after",
+        type=_non_negative,
+        default=60.0,
+        metavar="S",
+        help="seconds of farm time before the scenario's failure starts (default 60; 0: at once)",
+    )
+    simulate.add_argument(
+        "--speed",
+        type=_positive,
+        default=1.0,
+        metavar="X",
+        help="farm seconds per real second: uptime, share ages and --fail-after run X "
+        "times faster (default 1)",
+    )
+    simulate.add_argument(
+        "--firmware",
+        default=None,
+        metavar="LIST",
+        help="comma-separated firmware families or flavours, given to the miners in "
+        "turn, e.g. antminer,whatsminer,luxos (default cgminer,bmminer,bfgminer)",
+    )
+    simulate.add_argument(
+        "--listen",
+        default="127.0.0.1",
+        metavar="ADDRESS",
+        help="the first miner's address; the next ones count up from it (default 127.0.0.1)",
+    )
+    simulate.add_argument(
+        "--base-port", type=int, default=None, metavar="PORT",
+        help="serve every miner on --listen with consecutive ports from PORT instead",
+    )  # fmt: skip
     simulate.set_defaults(func=cmd_simulate)
 
     run = add_parser(

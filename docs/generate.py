@@ -191,7 +191,11 @@ def configuration_reference() -> str:
     sections: list[tuple[str, type[Any], str]] = [
         ("poll", models.PollConfig, ""),
         ("http", models.HttpConfig, ""),
-        ("miners (each item)", models.MinerEntry, "`miners:` is a list; each item is one miner or a range."),
+        (
+            "miners (each item)",
+            models.MinerEntry,
+            "`miners:` is a list; each item is one miner or a range.",
+        ),
         ("miners[].credentials", models.Credentials, ""),
         ("actions", models.ActionsConfig, ""),
         ("route (and each of its routes)", models.RouteSpec, ""),
@@ -237,7 +241,14 @@ def configuration_reference() -> str:
         "",
     ]
     for kind in RECEIVER_KINDS.values():
-        out += [f"#### `{kind.name}`", "", _model_doc(kind.config), "", model_table(kind.config), ""]
+        out += [
+            f"#### `{kind.name}`",
+            "",
+            _model_doc(kind.config),
+            "",
+            model_table(kind.config),
+            "",
+        ]
         if kind.name == "webhook":
             out += ["Formats (`format:`):", "", "| format | needs |", "|---|---|"]
             for fmt in WEBHOOK_FORMATS.values():
@@ -327,10 +338,69 @@ def _example(type_name: str) -> str:
     return ""
 
 
+# --------------------------------------------------------------------------- firmware
+
+
+def _cell(text: str) -> str:
+    return _md(" ".join(text.split())).replace("|", "\\|")
+
+
+def firmware_reference() -> str:
+    """Each firmware family: its channel, authentication, actions and sources, from the
+    family modules (the registry and their docstrings)."""
+    import copy
+    import sys as _sys
+
+    from cgwatchdog.firmware import ACTIONS, FAMILIES
+
+    families = [FAMILIES[name] for name in sorted(FAMILIES.names())]
+    out = [
+        "| family (`firmware:`) | firmware | control channel | authentication | default "
+        "control port | restart / reboot window |",
+        "|---|---|---|---|---|---|",
+    ]
+    for family in families:
+        port = "the API port" if family.control_port is None else str(family.control_port)
+        extra = f" (needs the `[{family.extra}]` extra)" if family.extra else ""
+        out.append(
+            f"| `{family.name}` | {_cell(family.title)} | {_cell(family.channel_title)}{extra} "
+            f"| {_cell(family.auth_title)} | {port} | "
+            f"{family.restart_window_s:g} s / {family.reboot_window_s:g} s |"
+        )
+    out += [
+        "",
+        "### Actions",
+        "",
+        "yes: the family's channel carries the action out; otherwise why not (the plan "
+        "says so and the ladder moves on). Some actions also depend on the miner's "
+        "configuration (a pool password, the alert's device): `poll --json` lists "
+        "`capabilities` and `unsupported` per miner.",
+        "",
+        "| family | " + " | ".join(ACTIONS) + " |",
+        "|---|" + "---|" * len(ACTIONS),
+    ]
+    for family in families:
+        judged = copy.copy(family)
+        judged.extra_missing = lambda: None  # type: ignore[method-assign]  # as documented
+        cells = []
+        for action in ACTIONS:
+            why = judged.why_not(action)
+            cells.append("yes" if why is None else f"no: {_cell(why)}")
+        out.append(f"| `{family.name}` | " + " | ".join(cells) + " |")
+    out += ["", "### How each repair is verified", "", "| family | verified by |", "|---|---|"]
+    for family in families:
+        out.append(f"| `{family.name}` | {_cell(family.verification)} |")
+    for family in families:
+        module = _sys.modules[type(family).__module__]
+        out += ["", f"## `{family.name}`: {_md(family.title)}", "", _module_text(module)]
+    return "\n".join(out).rstrip()
+
+
 SECTIONS: dict[str, tuple[str, Callable[[], str]]] = {
     "modules": ("ARCHITECTURE.md", modules_table),
     "configuration": ("CONFIGURATION.md", configuration_reference),
     "rules": ("RULES.md", rules_reference),
+    "firmware": ("FIRMWARE.md", firmware_reference),
 }
 
 

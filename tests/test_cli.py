@@ -281,3 +281,36 @@ def test_status_url_from_a_wildcard_listen(tmp_path: Path) -> None:
     config.write_text("miners: []\n")
     assert status_url(None, str(config)) == "http://127.0.0.1:9841"
     assert status_url("http://127.0.0.5:1", str(config)) == "http://127.0.0.5:1"
+
+
+def test_simulate_mixes_firmware_and_fails_when_told(tmp_path: Path) -> None:
+    listen = "127.0.97.40"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cgwatchdog", "simulate", "--firmware", "antminer,whatsminer",
+         "--scenario", "device_dead", "--fail-after", "0", "--listen", listen],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        lines = [proc.stdout.readline().split() for _ in range(3)]
+        assert [line[2] for line in lines] == ["antminer", "whatsminer", "antminer"]
+        assert lines[0][4] == "control"  # the stock Antminer's web UI
+        config = tmp_path / "c.yaml"
+        config.write_text(
+            f"miners: [{{host: {listen}}}]\n"
+            "rules: [{name: DeviceDead, type: device_status, for: 0s}]\n"
+        )
+        result = cgwatchdog("poll", "-c", str(config), "--json")
+        (miner,) = json.loads(result.stdout)["miners"]
+        assert miner["family"] == "antminer"
+        # --fail-after 0: the board is dead at the first poll, not after a hidden minute.
+        assert [a["alertname"] for a in miner["alerts"]] == ["DeviceDead"]
+        assert result.returncode == 1
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    bad = cgwatchdog("simulate", "--firmware", "goldshell")
+    assert bad.returncode == 2 and "unknown firmware 'goldshell'; choose from" in bad.stderr
+    assert cgwatchdog("simulate", "--speed", "0").returncode == 2
+    help_text = cgwatchdog("simulate", "--help").stdout
+    assert "pool_dead_failover" in help_text and "127.0.0.1, 127.0.0.2" in help_text

@@ -392,7 +392,7 @@ async def test_without_grpcio_every_action_says_to_install_the_extra(
     r = await rig()
     channel = r.channel()
     monkeypatch.setitem(sys.modules, "grpc", None)  # as if grpcio were not installed
-    assert isinstance(BRAIINS, Braiins) and BRAIINS.grpc_missing() == GRPC_MISSING
+    assert isinstance(BRAIINS, Braiins) and BRAIINS.extra_missing() == GRPC_MISSING
     install = "pip install 'cgwatchdog[braiins]'"
     for do in ACTIONS:
         why = BRAIINS.why_not(do, r.miner_config(pool_password="p"), "ASC0")

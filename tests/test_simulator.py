@@ -737,11 +737,12 @@ async def test_run_simulator_prints_one_line_per_miner_and_serves() -> None:
                 break
             await asyncio.sleep(0.01)
         lines = out.getvalue().splitlines()
-        assert lines == [
-            "sim-001 127.77.4.1:4028 cgminer pool_stale",
-            "sim-002 127.77.4.2:4028 bmminer pool_stale",
-            "sim-003 127.77.4.3:4028 bfgminer pool_stale",
-        ]
+        assert lines[0] == "sim-001 127.77.4.1:4028 cgminer pool_stale"
+        # A stock Antminer's web UI, where its repairs go, on a port of its own.
+        assert re.fullmatch(
+            r"sim-002 127\.77\.4\.2:4028 bmminer pool_stale control 127\.77\.4\.2:\d+", lines[1]
+        )
+        assert lines[2] == "sim-003 127.77.4.3:4028 bfgminer pool_stale"
         assert (await tcp("127.77.4.2", 4028, b'{"command":"pools"}')).endswith(b"\0")
     finally:
         task.cancel()
@@ -756,7 +757,7 @@ def test_file_limit_too_low_is_a_clear_error() -> None:
 
 def test_fleet_build_errors() -> None:
     with pytest.raises(ConfigError, match="unknown flavour"):
-        Fleet.build(2, flavours=("avalon",))
+        Fleet.build(2, flavours=("goldshell",))
     with pytest.raises(ConfigError, match="unknown scenario"):
         Fleet.build(2, "melting")
     with pytest.raises(ConfigError, match="3 scenario assignments for 2 miners"):

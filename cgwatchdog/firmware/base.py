@@ -218,6 +218,8 @@ class Family:
     """Actions this family cannot do, and why (for the plan and ``poll --json``)."""
     verification: ClassVar[str] = "uptime reset (Elapsed) and the condition cleared"
     """How a repair is verified, for the docs."""
+    extra: ClassVar[str | None] = None
+    """The pip extra its control channel needs (``braiins``: grpcio), if any."""
 
     def recognise(self, identity: Identity) -> int:
         """How surely ``identity`` is this family (0: not at all; the highest wins)."""
@@ -247,6 +249,11 @@ class Family:
         """Why this family cannot do ``do`` (to ``device``, for ``disable``/``enable``)
         on ``miner`` (None: it can)."""
         return self.unsupported.get(do)
+
+    def extra_missing(self) -> str | None:
+        """Why the channel cannot run on this host (its :attr:`extra` is not installed), or
+        None; :meth:`why_not` then gives this for every action."""
+        return None
 
     def why_not_pool(self, pool: Pool) -> str | None:
         """Why a switchpool must never pick ``pool`` (a firmware's own dev-fee pool), or

@@ -61,6 +61,7 @@ __all__ = [
     "SimulatedMiner",
     "add_flavour",
     "ensure_file_limit",
+    "flavours_named",
     "make_scenario",
     "run_simulator",
     "serve",
@@ -260,6 +261,25 @@ def add_flavour(flavour: Flavour) -> Flavour:
     return flavour
 
 DEFAULT_FLAVOURS: Final = ("cgminer", "bmminer", "bfgminer")
+
+
+def flavours_named(names: Sequence[str]) -> list[str]:
+    """Flavour names for ``simulate --firmware``: each name is a flavour, or a firmware
+    family standing for its first flavour (``whatsminer`` -> ``whatsminer``); ConfigError
+    naming the choices otherwise."""
+    chosen = []
+    for name in names:
+        if name in FLAVOURS:
+            chosen.append(name)
+            continue
+        of_family = [f.name for f in FLAVOURS.values() if f.firmware == name]
+        if not of_family:
+            known = sorted({*FLAVOURS, *(f.firmware for f in FLAVOURS.values())})
+            raise _config_error(
+                "--firmware", f"unknown firmware {name!r}; choose from {', '.join(known)}"
+            )
+        chosen.append(of_family[0])
+    return chosen
 
 
 def _flavour(name: str | Flavour) -> Flavour:

@@ -258,6 +258,7 @@ class Braiins(Family):
         "25.07); the token in the authorization metadata"
     )
     control_port = 50051
+    extra = "braiins"
     default_user = "root"
     default_password = "root"
     restart_window_s = 180.0
@@ -274,7 +275,7 @@ class Braiins(Family):
     def poll_commands(self, snapshot: Snapshot, without_stats: Snapshot | None) -> tuple[str, ...]:
         return (*BASE_COMMANDS, "fans", "temps")
 
-    def grpc_missing(self) -> str | None:
+    def extra_missing(self) -> str | None:
         """Why the channel cannot run on this host (grpcio absent), or None."""
         try:
             spec = importlib.util.find_spec("grpc")
@@ -285,7 +286,7 @@ class Braiins(Family):
     def why_not(
         self, do: str, miner: MinerConfig | None = None, device: str | None = None
     ) -> str | None:
-        missing = self.grpc_missing()
+        missing = self.extra_missing()
         if missing is not None and do in ACTIONS:
             return missing
         if do in ("disable", "enable") and device is not None:
@@ -357,7 +358,7 @@ class BraiinsChannel(Channel):
         return f"AuthenticationService/Login as {self.target.user or 'root'}: accepted"
 
     def _grpc(self) -> ModuleType:
-        missing = self.family.grpc_missing()
+        missing = self.family.extra_missing()
         if missing is None:
             try:
                 import grpc
