@@ -135,7 +135,13 @@ class _BaseAPI:
                 raise ConnectTimeout(
                     self.host, self.port, f"no connection within {self.connect_timeout:g}s"
                 ) from None
-            got = f" (got {decoder.size} bytes)" if decoder.size else ""
+            got = (
+                f" (got {decoder.size} bytes)"
+                if decoder.size
+                else " (nothing at all: a stuck miner, or not the cgminer API: a web server "
+                "such as the miner's web UI waits silently for an HTTP request; is this "
+                "the API port, 4028?)"
+            )
             raise ReadTimeout(
                 self.host, self.port, f"no complete reply within {self.timeout:g}s{got}"
             ) from None

@@ -314,6 +314,12 @@ def decode_reply(data: bytes, *, command: str | None = None) -> dict[str, Any]:
         return _decode_json(text)
     if text.startswith("STATUS="):
         return _decode_text(text, command)
+    if text.startswith("HTTP/"):
+        raise ProtocolError(
+            f"an HTTP server answered ({_preview(text)}), not the cgminer API: is this the "
+            "API port (4028), not the miner's web UI? (ePIC firmware serves HTTP on 4028: "
+            "set firmware: epic)"
+        )
     raise ProtocolError(f"not a cgminer API reply (starts with {_preview(text)})")
 
 

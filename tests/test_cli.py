@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -314,3 +315,32 @@ def test_simulate_mixes_firmware_and_fails_when_told(tmp_path: Path) -> None:
     assert cgwatchdog("simulate", "--speed", "0").returncode == 2
     help_text = cgwatchdog("simulate", "--help").stdout
     assert "pool_dead_failover" in help_text and "127.0.0.1, 127.0.0.2" in help_text
+
+
+def test_query_at_a_web_server_says_what_it_probably_is() -> None:
+    # A web UI answers the API's bytes with an HTTP error (nginx: 400 at once), or waits
+    # for the rest of an HTTP request (lighttpd, http.server) and answers nothing.
+    answering = socket.create_server(("127.0.97.50", 0))
+    silent = HTTPServer(("127.0.97.51", 0), BaseHTTPRequestHandler)
+
+    def answer_400() -> None:
+        conn, _ = answering.accept()
+        with conn:
+            conn.recv(1024)
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+    threading.Thread(target=answer_400, daemon=True).start()
+    threading.Thread(target=silent.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        result = cgwatchdog("query", f"127.0.97.50:{answering.getsockname()[1]}", "summary")
+        assert result.returncode == 1
+        assert "an HTTP server answered" in result.stderr
+        assert "is this the API port (4028), not the miner's web UI?" in result.stderr
+        port = silent.server_address[1]
+        result = cgwatchdog("query", f"127.0.97.51:{port}", "summary", "--timeout", "0.5")
+        assert result.returncode == 1
+        assert "nothing at all" in result.stderr and "is this the API port, 4028?" in result.stderr
+    finally:
+        silent.shutdown()
+        silent.server_close()
+        answering.close()

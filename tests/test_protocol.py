@@ -623,7 +623,7 @@ def test_empty_reply(wire: bytes) -> None:
 @pytest.mark.parametrize(
     ("wire", "match"),
     [
-        (b"HTTP/1.1 400 Bad Request\r\n\r\n", "not a cgminer API reply"),
+        (b"HTTP/1.1 400 Bad Request\r\n\r\n", "an HTTP server answered"),
         (b"[1,2,3]", "not an object"),
         (b'"STATUS"', "not a cgminer API reply"),
         (b'{"STATUS":[]} {"x":1}', "extra data"),
