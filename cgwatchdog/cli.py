@@ -11,11 +11,13 @@ import asyncio
 import contextlib
 import functools
 import json
+import os
 import sys
 import textwrap
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from cgwatchdog import __version__
@@ -97,10 +99,47 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate the config and its rule files; list every problem as file:line."""
+    if args.as_service:
+        from cgwatchdog.servicecheck import DEFAULT_UNIT, check_as_service
+
+        root = Path(args.root) if args.root else None
+
+        def rooted(path: str) -> Path:
+            return (
+                root / path.lstrip("/") if root is not None and path.startswith("/") else Path(path)
+            )
+
+        unit = rooted(args.unit or DEFAULT_UNIT)
+        config = rooted(args.config)
+
+        def warm_up() -> object:
+            from cgwatchdog.config.loader import load_config
+
+            return load_config(config, environ={})
+
+        return check_as_service(config, unit, report_config, root=root, warm_up=warm_up)
+    if args.unit or args.root:
+        raise UsageError("--unit and --root go with --as-service")
+    environ: dict[str, str] | None = None
+    if args.env_file:
+        from cgwatchdog.servicecheck import parse_environment_file
+
+        environ = dict(os.environ)
+        for name in args.env_file:
+            try:
+                environ.update(parse_environment_file(Path(name).read_text()))
+            except OSError as exc:
+                raise UsageError(f"--env-file {name}: {exc.strerror}") from None
+    return report_config(Path(args.config), environ)
+
+
+def report_config(path: Path, environ: Mapping[str, str] | None) -> int:
+    """What ``check`` prints for the config at ``path`` read with ``environ``; its exit
+    code (2 with every problem as file:line, else 0)."""
     from cgwatchdog.config.loader import load_config
 
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(path, environ=environ)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -113,7 +152,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     print(cfg.actions_summary())
     print(
-        f"ok: {args.config}: {len(cfg.miners)} miners, {len(cfg.rules)} rules, "
+        f"ok: {path}: {len(cfg.miners)} miners, {len(cfg.rules)} rules, "
         f"{len(cfg.receivers)} receivers"
     )
     return EXIT_OK
@@ -533,6 +572,34 @@ def build_parser() -> argparse.ArgumentParser:
         description="Exit 0 when valid; else exit 2 listing every problem as file:line: message.",
     )
     _add_config(check)
+    check.add_argument(
+        "--env-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="read ${VARS} from this KEY=VALUE file too, as the unit's EnvironmentFile= "
+        "gives them to the service (repeatable)",
+    )
+    check.add_argument(
+        "--as-service",
+        action="store_true",
+        help="check as the systemd service will run: the unit's Environment=, "
+        "EnvironmentFile= and LoadCredential= (staged as $CREDENTIALS_DIRECTORY), as an "
+        "unprivileged user; needs root",
+    )
+    check.add_argument(
+        "--unit",
+        default=None,
+        metavar="FILE",
+        help="the unit for --as-service (default /etc/systemd/system/cgwatchdog.service)",
+    )
+    check.add_argument(
+        "--root",
+        default=None,
+        metavar="DIR",
+        help="with --as-service: read every absolute path (config, unit, its files) under "
+        "DIR, for an install staged there",
+    )
     check.set_defaults(func=cmd_check)
 
     poll = add_parser(

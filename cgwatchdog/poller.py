@@ -164,6 +164,10 @@ class Poller:
         self.concurrency = fit_file_limit(max(1, concurrency))
         self.max_reply_bytes = max_reply_bytes
         self.clock = clock
+        self.keep_replies: Callable[[str], bool] | None = None
+        """Which miners' last raw replies to keep (the status page shows them for miners
+        that are down or alerting); None keeps none, so memory stays flat."""
+        self._replies: dict[str, tuple[float, dict[str, Any]]] = {}
         self._states: dict[str, _MinerState] = {}
         self.set_targets(targets)
 
@@ -185,6 +189,7 @@ class Poller:
             )
             states[target.name] = _MinerState(target, api)
         self._states = states
+        self._replies = {n: kept for n, kept in self._replies.items() if n in states}
 
     @property
     def targets(self) -> list[Target]:
@@ -232,6 +237,11 @@ class Poller:
             error, kind = str(exc), exc.kind
         else:
             state.misses = 0
+            keep = self.keep_replies
+            if keep is not None and keep(target.name):
+                self._replies[target.name] = (snapshot.at, replies)
+            else:
+                self._replies.pop(target.name, None)
             return snapshot
         state.misses += 1
         if not first_contact:
@@ -304,6 +314,11 @@ class Poller:
                 state.commands = None
                 return True
         return False
+
+    def last_replies(self, name: str) -> tuple[float, dict[str, Any]] | None:
+        """When, and what, a miner last answered, if :attr:`keep_replies` kept it (a miner
+        that went down keeps the replies it gave before)."""
+        return self._replies.get(name)
 
     def family_of(self, name: str) -> Family | None:
         """The family a miner is read as (None until it has answered)."""

@@ -1,11 +1,16 @@
-"""Shared fixtures: the field captures and a replay server that serves them over TCP."""
+"""Shared fixtures: the field captures and a replay server that serves them over TCP;
+CGW_REQUIRE_REAL; running a test body as an unprivileged user."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pwd
+import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +18,67 @@ from typing import Any
 import pytest
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "peer-replies"
+
+REQUIRE_REAL = os.environ.get("CGW_REQUIRE_REAL") == "1"
+"""CI sets it: a test whose real part (a binary, an extra, the field captures) is
+missing fails instead of skipping."""
+ALLOWED_SKIPS = ("cannot make a loopback connect hang here",)
+"""Skips that hide no missing part: the machine cannot stage the situation at all."""
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[Any]:
+    outcome = yield
+    report = outcome.get_result()
+    if not (REQUIRE_REAL and report.skipped) or hasattr(report, "wasxfail"):
+        return
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    if any(allowed in reason for allowed in ALLOWED_SKIPS):
+        return
+    report.outcome = "failed"
+    report.longrepr = f"CGW_REQUIRE_REAL=1 and this test would skip: {reason}"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say, in CI's output, which skips remain and why."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    if REQUIRE_REAL:
+        terminalreporter.write_line(
+            f"CGW_REQUIRE_REAL=1: {len(skipped)} skip(s) remain"
+            + ("".join(f"\n  {r.nodeid}: {r.longrepr[2]}" for r in skipped) if skipped else "")
+        )
+
+
+def unprivileged(body: Callable[[Path], None]) -> None:
+    """Run ``body(directory)`` as an unprivileged user (nobody) in a fresh directory it
+    owns, in a forked child, when this process is root (root ignores file permissions);
+    as this user otherwise. Fails the calling test if the body fails."""
+    if os.geteuid() != 0:
+        with tempfile.TemporaryDirectory() as directory:
+            body(Path(directory))
+        return
+    try:
+        user = pwd.getpwnam("nobody")
+        uid, gid = user.pw_uid, user.pw_gid
+    except KeyError:
+        uid = gid = 65534
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            with tempfile.TemporaryDirectory() as directory:
+                body(Path(directory))
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the unprivileged run failed (see stderr)"
 
 
 def fixture_files() -> list[Path]:
@@ -42,8 +108,9 @@ class Capture:
         data = json.loads(path.read_text())
         raw: dict[str, str] = data.get("raw") or {}
         replies = {
-            command: (raw[command] if command in raw else json.dumps(reply, separators=(",", ":")))
-            .encode()
+            command: (
+                raw[command] if command in raw else json.dumps(reply, separators=(",", ":"))
+            ).encode()
             for command, reply in data["replies"].items()
         }
         return cls(name=data["name"], expect=data["expect"], reply_bytes=replies)
@@ -61,9 +128,7 @@ class Capture:
         if name in self.reply_bytes:
             return self.reply_bytes[name]
         # The README: commands that were not captured answer STATUS E Code 14.
-        return (
-            b'{"STATUS":[{"STATUS":"E","When":0,"Code":14,"Msg":"Invalid command"}],"id":1}'
-        )
+        return b'{"STATUS":[{"STATUS":"E","When":0,"Code":14,"Msg":"Invalid command"}],"id":1}'
 
 
 @pytest.fixture

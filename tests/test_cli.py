@@ -344,3 +344,20 @@ def test_query_at_a_web_server_says_what_it_probably_is() -> None:
         silent.shutdown()
         silent.server_close()
         answering.close()
+
+
+def test_check_env_file_gives_the_variables_the_unit_would(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "miners: [{host: 127.0.0.1}]\n"
+        "receivers: [{name: chat, webhook: {url: '${CGW_TEST_HOOK}'}}]\n"
+        "route: {receiver: chat}\n"
+    )
+    env = tmp_path / "environment"
+    env.write_text("# as EnvironmentFile= reads it\nCGW_TEST_HOOK='http://127.0.0.1:9/hook'\n")
+    without = cgwatchdog("check", "-c", str(config))
+    assert without.returncode == 2 and "CGW_TEST_HOOK is not set" in without.stderr
+    with_file = cgwatchdog("check", "-c", str(config), "--env-file", str(env))
+    assert with_file.returncode == 0, with_file.stderr
+    missing = cgwatchdog("check", "-c", str(config), "--env-file", str(tmp_path / "nope"))
+    assert missing.returncode == 2 and "--env-file" in missing.stderr

@@ -1167,16 +1167,19 @@ def test_default_rules_ship_the_core_conditions() -> None:
 
 def test_example_operator_config_loads(tmp_path: Path) -> None:
     shutil.copy(REPO / "systemd" / "config.yaml", tmp_path / "config.yaml")
-    write(tmp_path / "rules" / "default.yaml", default_rules_path().read_text())
-    write(tmp_path / "smtp-password", SMTP_PASSWORD)
-    write(tmp_path / "heartbeat-url", "https://hc-ping.example.com/5a8e-uuid")
-    (tmp_path / "config.yaml").chmod(0o600)
-    cfg = load_config(tmp_path / "config.yaml", environ={"SLACK_WEBHOOK_URL": SLACK_URL})
+    # The secrets as the unit's LoadCredential= gives them: $CREDENTIALS_DIRECTORY.
+    credentials = tmp_path / "credentials"
+    write(credentials / "smtp-password", SMTP_PASSWORD)
+    write(credentials / "slack-webhook-url", SLACK_URL)
+    environ = {"CREDENTIALS_DIRECTORY": str(credentials)}
+    cfg = load_config(tmp_path / "config.yaml", environ=environ)
     assert cfg.warnings == ()
+    assert cfg.notes and "packaged rules" in cfg.notes[0]  # no rule_files: the shipped ones
+    assert cfg.actions.dry_run  # the example never acts unasked
     assert len(cfg.miners) == 1 + 254 + 62 + 1
     assert cfg.miners[1].name == "south-001" and cfg.miners[-1].host == "avalon-1.example.net"
     assert [r.name for r in cfg.receivers] == ["chat", "mail", "am"]
-    assert len(cfg.rules) == 6 and cfg.heartbeat is not None
+    assert len(cfg.rules) == 6 and cfg.heartbeat is None
 
 
 def test_config_built_in_code_is_checked_too() -> None:

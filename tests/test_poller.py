@@ -94,3 +94,27 @@ async def test_fleet_of_mixed_flavours_and_a_dead_address() -> None:
         assert isinstance(ghost, Unreachable) and "refused" in ghost.error
         # Every miner was asked with one connection in the first cycle.
         assert all(m.connections == 1 for m in fleet.members)
+
+
+async def test_raw_replies_are_kept_only_for_the_miners_asked_for() -> None:
+    clock = FakeClock(1_800_000_000.0)
+    fleet = Fleet.build(3, clock=clock, listen="127.0.31.20", base_port=0)
+    async with serve(fleet):
+        targets = [Target(m.name, m.address[0], m.address[1]) for m in fleet.members]
+        poller = Poller(targets, timeout=2.0, connect_timeout=0.5, clock=clock)
+        await poller.poll()
+        assert all(poller.last_replies(t.name) is None for t in targets)  # none by default
+        watched = {"sim-002"}
+        poller.keep_replies = watched.__contains__
+        await poller.poll()
+        kept = poller.last_replies("sim-002")
+        assert kept is not None and kept[0] == clock() and "summary" in kept[1]
+        assert poller.last_replies("sim-001") is None
+        # Down: the replies it gave before stay; once it is no longer watched they go.
+        await fleet.down("sim-002")
+        await poller.poll()
+        assert poller.last_replies("sim-002") == kept
+        await fleet.up("sim-002")
+        watched.clear()
+        await poller.poll()
+        assert poller.last_replies("sim-002") is None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import pytest
 
 from cgwatchdog.errors import StoreError
 from cgwatchdog.store import Store
+from tests.conftest import unprivileged
 
 
 def test_state_documents_round_trip_and_survive_reopen(tmp_path: Path) -> None:
@@ -72,17 +72,20 @@ def test_committed_writes_survive_kill_9(tmp_path: Path) -> None:
     assert store.load_state("k") == {"v": 1}
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
-def test_read_only_file_raises_store_error(tmp_path: Path) -> None:
-    path = tmp_path / "s.sqlite"
-    Store(path).close()
-    path.chmod(0o444)
-    tmp_path.chmod(0o555)
-    try:
-        with pytest.raises(StoreError):
-            Store(path).save_state("k", {}, now=1.0)
-    finally:
-        tmp_path.chmod(0o755)
+def test_read_only_file_raises_store_error() -> None:
+    # Root ignores file permissions: the body runs as an unprivileged user then.
+    def body(directory: Path) -> None:
+        path = directory / "s.sqlite"
+        Store(path).close()
+        path.chmod(0o444)
+        directory.chmod(0o555)
+        try:
+            with pytest.raises(StoreError):
+                Store(path).save_state("k", {}, now=1.0)
+        finally:
+            directory.chmod(0o755)
+
+    unprivileged(body)
 
 
 def test_query_only_database_raises_store_error_with_path(tmp_path: Path) -> None:

@@ -32,10 +32,10 @@ def analyze() -> str:
 
 def runnable_copy(tmp_path: Path, unit: Path = UNIT) -> Path:
     """The unit with ExecStart pointing at this interpreter: verify wants the binary to
-    exist, and /usr/bin/cgwatchdog exists only where a package installed it."""
+    exist, and /opt/cgwatchdog/venv exists only where the README install ran."""
     text = unit.read_text()
     text, count = re.subn(
-        r"(?m)^ExecStart=/usr/bin/cgwatchdog (.*)$",
+        r"(?m)^ExecStart=/opt/cgwatchdog/venv/bin/cgwatchdog (.*)$",
         lambda found: f"ExecStart={sys.executable} -m cgwatchdog {found[1]}",
         text,
     )
@@ -65,7 +65,7 @@ def test_the_unit_carries_the_contract() -> None:
     expected = {
         "Service.Type": ["notify"],
         "Service.NotifyAccess": ["main"],
-        "Service.ExecStart": ["/usr/bin/cgwatchdog run -c /etc/cgwatchdog/config.yaml"],
+        "Service.ExecStart": ["/opt/cgwatchdog/venv/bin/cgwatchdog run -c /etc/cgwatchdog/config.yaml"],
         "Service.ExecReload": ["/bin/kill -HUP $MAINPID"],
         "Service.Restart": ["on-failure"],
         "Service.RestartPreventExitStatus": ["2"],
@@ -142,7 +142,7 @@ TEMPLATE_OWN = {"Unit.Description", "Service.ExecStart", "Service.EnvironmentFil
 def test_the_template_is_the_plain_unit_per_shard() -> None:
     plain, template = unit_settings(UNIT), unit_settings(TEMPLATE)
     assert template["Service.ExecStart"] == [
-        "/usr/bin/cgwatchdog run -c /etc/cgwatchdog/config.yaml --shard %i"
+        "/opt/cgwatchdog/venv/bin/cgwatchdog run -c /etc/cgwatchdog/config.yaml --shard %i"
         " --state-dir %S/cgwatchdog-%i --listen ${CGWATCHDOG_LISTEN}"
     ]
     # Own state per instance, and the daemon is told where it is.
