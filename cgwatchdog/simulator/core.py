@@ -40,10 +40,13 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields, replace
-from typing import Any, Final, Literal, TextIO, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, Literal, TextIO, TypeAlias, TypeVar
 
 from cgwatchdog.errors import ConfigError, ConfigProblem, ProtocolError
 from cgwatchdog.protocol import Request, decode_request, encode_reply, encode_text_reply
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 __all__ = [
     "DEFAULT_FLAVOURS",
@@ -56,6 +59,8 @@ __all__ = [
     "Flavour",
     "Fleet",
     "FleetMember",
+    "HttpControlServer",
+    "MinerStates",
     "ScaledClock",
     "Scenario",
     "SimulatedMiner",
@@ -259,6 +264,7 @@ def add_flavour(flavour: Flavour) -> Flavour:
         raise ValueError(f"flavour {flavour.name!r} is already defined")
     FLAVOURS[flavour.name] = flavour
     return flavour
+
 
 DEFAULT_FLAVOURS: Final = ("cgminer", "bmminer", "bfgminer")
 
@@ -1819,6 +1825,66 @@ class ControlServer(abc.ABC):
     @abc.abstractmethod
     async def stop(self) -> None:
         """Stop listening and drop open connections."""
+
+
+class HttpControlServer(ControlServer):
+    """A control channel served over HTTP (aiohttp, imported only when one starts): every
+    request, whatever its method and path, goes to :meth:`handle`."""
+
+    shutdown_s: ClassVar[float] = 0.5  # answers already on their way still go out
+
+    def __init__(self, member: FleetMember, fleet: Fleet) -> None:
+        super().__init__(member, fleet)
+        self._runner: web.AppRunner | None = None
+
+    async def start(self, host: str, port: int) -> int:
+        from aiohttp import web
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.shutdown_s)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port, reuse_address=True).start()
+        except OSError as exc:
+            await runner.cleanup()
+            message = f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+            raise _config_error("simulate", message) from None
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        bound: int = runner.addresses[0][1]
+        return bound
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    @abc.abstractmethod
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Answer one request."""
+
+
+State = TypeVar("State")
+
+
+class MinerStates(Generic[State]):
+    """What a flavour keeps per simulated miner beside it (switches for tests, the log of
+    requests received), made on first use with ``make(miner)`` and kept across restarts
+    and reboots."""
+
+    def __init__(self, make: Callable[[SimulatedMiner], State]) -> None:
+        self._make = make
+        # By id, with the miner kept beside its state: the id never passes to another one.
+        self._states: dict[int, tuple[SimulatedMiner, State]] = {}
+
+    def __call__(self, miner: SimulatedMiner) -> State:
+        kept = self._states.get(id(miner))
+        if kept is None or kept[0] is not miner:
+            kept = self._states[id(miner)] = (miner, self._make(miner))
+        return kept[1]
 
 
 class FleetMember:

@@ -47,6 +47,7 @@ from cgwatchdog.simulator.core import (
     ControlServer,
     Fleet,
     FleetMember,
+    HttpControlServer,
     add_flavour,
 )
 
@@ -142,7 +143,7 @@ def _md5(text: str) -> str:
     return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
 
 
-class AntminerWeb(ControlServer):
+class AntminerWeb(HttpControlServer):
     """The stock web UI: Digest login and the CGIs, in one ``dialect``."""
 
     def __init__(self, member: FleetMember, fleet: Fleet, dialect: Dialect) -> None:
@@ -150,29 +151,6 @@ class AntminerWeb(ControlServer):
         self.dialect = dialect
         self.state = antminer_web(member)
         self._nonces: deque[str] = deque(maxlen=NONCES_KEPT)
-        self._runner: web.AppRunner | None = None
-
-    async def start(self, host: str, port: int) -> int:
-        from aiohttp import web  # here, not at import: the flavours load with the simulator
-
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_S)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port, reuse_address=True)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        bound: int = runner.addresses[0][1]
-        return bound
-
-    async def stop(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
 
     # -- Digest (RFC 7616, MD5, qop=auth) ------------------------------------------------
 
@@ -209,7 +187,7 @@ class AntminerWeb(ControlServer):
 
     # -- the CGIs ----------------------------------------------------------------------
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         from aiohttp import web
 
         body = await request.read()

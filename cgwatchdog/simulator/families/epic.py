@@ -30,18 +30,15 @@ tests assert it was sent).
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from cgwatchdog.errors import ConfigError, ConfigProblem
 from cgwatchdog.protocol import Request
 from cgwatchdog.simulator.core import (
     FLAVOURS,
-    ControlServer,
-    Fleet,
-    FleetMember,
+    HttpControlServer,
+    MinerStates,
     SimulatedMiner,
     add_flavour,
 )
@@ -87,49 +84,23 @@ class EpicState:
         return [(r.path, r.body) for r in self.received if r.method == "POST"]
 
 
-_STATES: dict[int, EpicState] = {}
+_STATES: MinerStates[EpicState] = MinerStates(EpicState)
 
 
 def epic_state(miner: SimulatedMiner) -> EpicState:
     """``miner``'s ePIC state (made on first use; it outlives a reboot)."""
-    state = _STATES.get(id(miner))
-    # The state holds the miner, so an id in the table is never reused by another miner.
-    if state is None or state.miner is not miner:
-        state = _STATES[id(miner)] = EpicState(miner)
-    return state
+    return _STATES(miner)
 
 
-class EpicApiServer(ControlServer):
+class EpicApiServer(HttpControlServer):
     """ePIC's HTTP API on the miner's API port (aiohttp)."""
-
-    def __init__(self, member: FleetMember, fleet: Fleet) -> None:
-        super().__init__(member, fleet)
-        self._runner: web.AppRunner | None = None
 
     @property
     def state(self) -> EpicState:
         """The miner's switches, settings and request log."""
         return epic_state(self.miner)
 
-    async def start(self, host: str, port: int) -> int:
-        from aiohttp import web
-
-        sock = _listen(host, port)
-        app = web.Application()
-        app.router.add_route("*", "/{path:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await runner.setup()
-        await web.SockSite(runner, sock).start()
-        self._runner = runner
-        bound: int = sock.getsockname()[1]
-        return bound
-
-    async def stop(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         from aiohttp import web
 
         state = self.state
@@ -342,20 +313,6 @@ def _stratum_configs(param: object) -> list[tuple[str, str, str]] | None:
             return None
         pools.append((str(values[0]), str(values[1]), str(values[2])))
     return pools
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(64)
-        sock.setblocking(False)
-    except OSError as exc:
-        sock.close()
-        message = f"cannot listen on {host}:{port}: {exc.strerror or exc}"
-        raise ConfigError([ConfigProblem("simulate", None, message)]) from None
-    return sock
 
 
 EPIC = add_flavour(

@@ -52,6 +52,7 @@ from cgwatchdog.simulator.core import (
     FLAVOURS,
     ExtraCommand,
     FleetMember,
+    MinerStates,
     SimulatedMiner,
     add_flavour,
 )
@@ -165,16 +166,12 @@ class LuxosState:
         return [(r.command, r.parameter) for r in self.received]
 
 
-_STATES: dict[int, LuxosState] = {}
+_STATES: MinerStates[LuxosState] = MinerStates(LuxosState)
 
 
 def luxos_state(miner: SimulatedMiner) -> LuxosState:
     """``miner``'s LuxOS state (made on first use)."""
-    state = _STATES.get(id(miner))
-    if state is None:
-        # Keyed by id: the state holds its miner, so the id never passes to another one.
-        state = _STATES[id(miner)] = LuxosState(miner)
-    return state
+    return _STATES(miner)
 
 
 # -- replies --------------------------------------------------------------------------------

@@ -24,17 +24,14 @@ from __future__ import annotations
 
 import json
 import secrets
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from cgwatchdog.errors import ConfigError, ConfigProblem
 from cgwatchdog.simulator.core import (
     FLAVOURS,
-    ControlServer,
-    Fleet,
-    FleetMember,
+    HttpControlServer,
+    MinerStates,
     SimulatedMiner,
     add_flavour,
 )
@@ -78,49 +75,23 @@ class VnishState:
         return [(r.method, r.path) for r in self.received]
 
 
-_STATES: dict[int, VnishState] = {}
+_STATES: MinerStates[VnishState] = MinerStates(VnishState)
 
 
 def vnish_state(miner: SimulatedMiner) -> VnishState:
     """``miner``'s VNish web state (made on first use; it outlives a reboot)."""
-    state = _STATES.get(id(miner))
-    # The state holds the miner, so an id in the table is never reused by another miner.
-    if state is None or state.miner is not miner:
-        state = _STATES[id(miner)] = VnishState(miner)
-    return state
+    return _STATES(miner)
 
 
-class VnishWebServer(ControlServer):
+class VnishWebServer(HttpControlServer):
     """VNish's ``/api/v1`` on the miner's control port (aiohttp)."""
-
-    def __init__(self, member: FleetMember, fleet: Fleet) -> None:
-        super().__init__(member, fleet)
-        self._runner: web.AppRunner | None = None
 
     @property
     def state(self) -> VnishState:
         """The miner's switches and request log."""
         return vnish_state(self.miner)
 
-    async def start(self, host: str, port: int) -> int:
-        from aiohttp import web
-
-        sock = _listen(host, port)
-        app = web.Application()
-        app.router.add_route("*", "/{path:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await runner.setup()
-        await web.SockSite(runner, sock).start()
-        self._runner = runner
-        bound: int = sock.getsockname()[1]
-        return bound
-
-    async def stop(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         from aiohttp import web
 
         state = self.state
@@ -213,20 +184,6 @@ def _authorization(header: str | None) -> tuple[str | None, str | None]:
     if header.startswith("Bearer "):
         return "Bearer", header.removeprefix("Bearer ").strip()
     return "raw", header.strip()
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(64)
-        sock.setblocking(False)
-    except OSError as exc:
-        sock.close()
-        message = f"cannot listen on {host}:{port}: {exc.strerror or exc}"
-        raise ConfigError([ConfigProblem("simulate", None, message)]) from None
-    return sock
 
 
 async def _json_body(request: web.Request) -> Any:

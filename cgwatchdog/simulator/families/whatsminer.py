@@ -55,6 +55,7 @@ from cgwatchdog.simulator.core import (
     Flavour,
     Fleet,
     FleetMember,
+    MinerStates,
     SimulatedMiner,
     add_flavour,
 )
@@ -126,27 +127,26 @@ class WhatsminerState:
         return [r.command for r in self.received if api is None or r.api == api]
 
 
-_STATES: dict[int, tuple[SimulatedMiner, WhatsminerState]] = {}
-
-
 def _salt(seed: str) -> str:
     digest = hashlib.sha256(seed.encode()).digest()
     return "".join(_SALT_ALPHABET[b % 64] for b in digest[:8])
 
 
-def state_of(miner: SimulatedMiner) -> WhatsminerState:
-    """The Whatsminer state of ``miner`` (created on first use)."""
-    kept = _STATES.get(id(miner))
-    if kept is not None and kept[0] is miner:
-        return kept[1]
+def _new_state(miner: SimulatedMiner) -> WhatsminerState:
     firmware = V3_FIRMWARE if miner.flavour.control is WhatsminerV3Server else V2_FIRMWARE
-    state = WhatsminerState(
+    return WhatsminerState(
         firmware=firmware,
         salt=_salt(f"v2/{miner.name}/{miner.seed}"),
         v3_salt=_salt(f"v3/{miner.name}/{miner.seed}"),
     )
-    _STATES[id(miner)] = (miner, state)
-    return state
+
+
+_STATES: MinerStates[WhatsminerState] = MinerStates(_new_state)
+
+
+def state_of(miner: SimulatedMiner) -> WhatsminerState:
+    """The Whatsminer state of ``miner`` (created on first use)."""
+    return _STATES(miner)
 
 
 def _json(obj: object) -> bytes:
