@@ -247,8 +247,38 @@ class Family:
         self, do: str, miner: MinerConfig | None = None, device: str | None = None
     ) -> str | None:
         """Why this family cannot do ``do`` (to ``device``, for ``disable``/``enable``)
-        on ``miner`` (None: it can)."""
-        return self.unsupported.get(do)
+        on ``miner`` (None: it can): its extra missing, :attr:`unsupported`, a device
+        :meth:`check_device` refuses, or a pool password it needs and the miner lacks."""
+        missing = self.extra_missing()
+        if missing is not None and do in ACTIONS:
+            return missing
+        if do in self.unsupported:
+            return self.unsupported[do]
+        if do in ("disable", "enable") and device is not None:
+            try:
+                self.check_device(do, device)
+            except NotSupported as exc:
+                return str(exc)
+        if do == "switchpool" and self.needs_pool_password and miner is not None:
+            credentials = miner.credentials
+            if credentials is None or credentials.pool_password is None:
+                return self.pool_password_missing(miner.name)
+        return None
+
+    needs_pool_password: ClassVar[bool] = False
+    """Whether a switchpool rewrites the pool list with passwords the miner never tells
+    (``credentials.pool_password`` must be configured)."""
+
+    def pool_password_missing(self, miner: str) -> str:
+        """Why a switchpool cannot be done on ``miner`` without its pool password."""
+        return (
+            "the miner's replies never carry pool passwords, which a switchpool must write "
+            f"back: set credentials.pool_password_file for {miner}"
+        )
+
+    def check_device(self, do: str, device: str) -> None:
+        """Raise NotSupported when ``device`` (an alert's device label) is not one this
+        family's ``disable``/``enable`` can act on."""
 
     def extra_missing(self) -> str | None:
         """Why the channel cannot run on this host (its :attr:`extra` is not installed), or

@@ -95,7 +95,6 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Final
 
-from cgwatchdog.config import MinerConfig
 from cgwatchdog.errors import (
     ActionError,
     AuthFailed,
@@ -105,7 +104,6 @@ from cgwatchdog.errors import (
     Unconfirmed,
 )
 from cgwatchdog.firmware.base import (
-    ACTIONS,
     BASE_COMMANDS,
     ActionRequest,
     Channel,
@@ -283,23 +281,13 @@ class Braiins(Family):
             spec = None
         return GRPC_MISSING if spec is None else None
 
-    def why_not(
-        self, do: str, miner: MinerConfig | None = None, device: str | None = None
-    ) -> str | None:
-        missing = self.extra_missing()
-        if missing is not None and do in ACTIONS:
-            return missing
-        if do in ("disable", "enable") and device is not None:
-            try:
-                _board_label(do, device)
-            except NotSupported as exc:
-                return str(exc)
-        if do == "switchpool" and miner is not None:
-            credentials = miner.credentials
-            if credentials is None or credentials.pool_password is None:
-                return _pool_password_missing(miner.name)
-        return super().why_not(do, miner, device)
+    needs_pool_password = True
 
+    def pool_password_missing(self, miner: str) -> str:
+        return _pool_password_missing(miner)
+
+    def check_device(self, do: str, device: str) -> None:
+        _board_label(do, device)
     def channel(self, target: ChannelTarget) -> Channel:
         return BraiinsChannel(self, target)
 

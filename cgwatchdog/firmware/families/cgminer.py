@@ -23,7 +23,6 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from cgwatchdog.client import AsyncCgminerAPI
-from cgwatchdog.config import MinerConfig
 from cgwatchdog.errors import (
     AccessDenied,
     ActionError,
@@ -137,16 +136,8 @@ class Cgminer(Family):
             return (*BASE_COMMANDS, "stats")
         return super().poll_commands(snapshot, without_stats)
 
-    def why_not(
-        self, do: str, miner: MinerConfig | None = None, device: str | None = None
-    ) -> str | None:
-        if do in ("disable", "enable") and device is not None:
-            try:
-                device_command(do, device)
-            except NotSupported as exc:
-                return str(exc)
-        return super().why_not(do, miner, device)
-
+    def check_device(self, do: str, device: str) -> None:
+        device_command(do, device)
     def channel(self, target: ChannelTarget) -> Channel:
         return CgminerChannel(self, target)
 

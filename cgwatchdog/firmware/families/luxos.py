@@ -80,7 +80,6 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from cgwatchdog.client import AsyncCgminerAPI
-from cgwatchdog.config import MinerConfig
 from cgwatchdog.errors import (
     AccessDenied,
     ActionError,
@@ -192,16 +191,8 @@ class Luxos(Family):
     def poll_commands(self, snapshot: Snapshot, without_stats: Snapshot | None) -> tuple[str, ...]:
         return (*BASE_COMMANDS, "stats")
 
-    def why_not(
-        self, do: str, miner: MinerConfig | None = None, device: str | None = None
-    ) -> str | None:
-        if do in ("disable", "enable") and device is not None:
-            try:
-                board_id(do, device)
-            except NotSupported as exc:
-                return str(exc)
-        return super().why_not(do, miner, device)
-
+    def check_device(self, do: str, device: str) -> None:
+        board_id(do, device)
     def channel(self, target: ChannelTarget) -> Channel:
         return LuxosChannel(self, target)
 

@@ -113,7 +113,6 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, NoReturn
 
 from cgwatchdog.client import AsyncCgminerAPI
-from cgwatchdog.config import MinerConfig
 from cgwatchdog.errors import (
     ActionError,
     AuthFailed,
@@ -534,15 +533,10 @@ class Whatsminer(Family):
         # Fans and temperatures are in btminer's SUMMARY and DEVS: no stats needed.
         return BASE_COMMANDS
 
-    def why_not(
-        self, do: str, miner: MinerConfig | None = None, device: str | None = None
-    ) -> str | None:
-        if do == "switchpool" and miner is not None:
-            credentials = miner.credentials
-            if credentials is None or credentials.pool_password is None:
-                return WHY_POOL_PASSWORD
-        return super().why_not(do, miner, device)
+    needs_pool_password = True
 
+    def pool_password_missing(self, miner: str) -> str:
+        return WHY_POOL_PASSWORD
     def reader(self, target: ChannelTarget) -> Reader | None:
         return WhatsminerReader(target)
 
