@@ -26,6 +26,7 @@ from cgwatchdog.snapshot import Snapshot, build_snapshot
 from cgwatchdog.store import Store
 from cgwatchdog.watchdog import Watchdog
 from tests.conftest import FIXTURES, require_fixtures, until
+from tests.firmwarekit import capture_identity
 
 FAMILY = FAMILIES["antminer"]
 T0 = 1_800_000_000.0
@@ -40,9 +41,7 @@ class Target:
     port: int
 
 
-def _identity(path: Path) -> Identity:
-    replies = json.loads(path.read_text())["replies"]
-    return Identity.of(replies, build_snapshot(replies, name="x", host="h", port=1, at=0.0))
+_identity = capture_identity
 
 
 # -- recognition -------------------------------------------------------------------------

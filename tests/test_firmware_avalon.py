@@ -16,16 +16,17 @@ import pytest
 
 from cgwatchdog.config.loader import load_config
 from cgwatchdog.errors import ControlDenied, NotSupported
-from cgwatchdog.firmware import FAMILIES, ActionRequest, ChannelTarget, Identity, recognise
+from cgwatchdog.firmware import FAMILIES, ActionRequest, ChannelTarget, recognise
 from cgwatchdog.notify import Outbox
 from cgwatchdog.poller import Poller
 from cgwatchdog.protocol import Request, decode_request
 from cgwatchdog.simulator import FLAVOURS, FakeClock, Fleet, FleetMember
 from cgwatchdog.simulator.families.avalon import ascset_log
-from cgwatchdog.snapshot import Snapshot, build_snapshot, parse_avalon_mm
+from cgwatchdog.snapshot import Snapshot, parse_avalon_mm
 from cgwatchdog.store import Store
 from cgwatchdog.watchdog import Watchdog
 from tests.conftest import FIXTURES, require_fixtures, until
+from tests.firmwarekit import capture_identity
 
 FAMILY = FAMILIES["avalon"]
 T0 = 1_800_000_000.0
@@ -39,9 +40,7 @@ class Target:
     port: int
 
 
-def _identity(path: Path) -> Identity:
-    replies = json.loads(path.read_text())["replies"]
-    return Identity.of(replies, build_snapshot(replies, name="x", host="h", port=1, at=0.0))
+_identity = capture_identity
 
 
 # -- recognition -------------------------------------------------------------------------

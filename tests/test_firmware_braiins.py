@@ -7,7 +7,6 @@ connection verified by the watchdog.
 from __future__ import annotations
 
 import itertools
-import json
 import socket
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -23,7 +22,7 @@ from cgwatchdog.config import MinerConfig
 from cgwatchdog.config.loader import load_config
 from cgwatchdog.config.models import Credentials
 from cgwatchdog.errors import ActionError, AuthFailed, NotSent, NotSupported, Unconfirmed
-from cgwatchdog.firmware import ACTIONS, FAMILIES, ActionRequest, Channel, Identity, recognise
+from cgwatchdog.firmware import ACTIONS, FAMILIES, ActionRequest, Channel, recognise
 from cgwatchdog.firmware.families import _grpcwire as wire
 from cgwatchdog.firmware.families.braiins import (
     GRPC_MISSING,
@@ -37,10 +36,11 @@ from cgwatchdog.notify import Outbox
 from cgwatchdog.poller import Poller
 from cgwatchdog.simulator import FakeClock, Fleet, FleetMember
 from cgwatchdog.simulator.families.braiins import BraiinsSettings, braiins_api
-from cgwatchdog.snapshot import Snapshot, build_snapshot
+from cgwatchdog.snapshot import Snapshot
 from cgwatchdog.store import Store
 from cgwatchdog.watchdog import Watchdog
 from tests.conftest import FIXTURES, fixture_files, require_fixtures
+from tests.firmwarekit import capture_identity
 
 pytest.importorskip("grpc", reason="the braiins channel needs grpcio (the [braiins] extra)")
 
@@ -118,10 +118,7 @@ def _devs_enabled(reply: dict[str, Any]) -> list[str]:
 # -- 1. recognition --------------------------------------------------------------------
 
 
-def _identity(path: Path) -> Identity:
-    replies = json.loads(path.read_text())["replies"]
-    snapshot = build_snapshot(replies, name=path.stem, host="192.0.2.1", port=4028, at=0.0)
-    return Identity.of(replies, snapshot)
+_identity = capture_identity
 
 
 def test_the_bosminer_plus_capture_is_braiins() -> None:

@@ -8,9 +8,7 @@ so each test asserts the exact requests: the password in the POST body, the para
 
 from __future__ import annotations
 
-import itertools
 import json
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +18,22 @@ from cgwatchdog.config import MinerConfig
 from cgwatchdog.config.loader import load_config
 from cgwatchdog.config.models import Credentials
 from cgwatchdog.errors import AuthFailed, NotSupported, Unconfirmed
-from cgwatchdog.firmware import FAMILIES, ActionRequest, Channel, Identity, recognise
+from cgwatchdog.firmware import FAMILIES, ActionRequest, Identity, recognise
 from cgwatchdog.firmware.families.epic import EPIC_COMMANDS, EpicReader, epic_replies
 from cgwatchdog.notify import Outbox
 from cgwatchdog.poller import Poller
-from cgwatchdog.simulator import FLAVOURS, FakeClock, Fleet, FleetMember
+from cgwatchdog.simulator import FLAVOURS, FakeClock, Fleet
 from cgwatchdog.simulator.families.epic import SOFTWARE, epic_state
 from cgwatchdog.snapshot import Snapshot, build_snapshot
 from cgwatchdog.store import Store
 from cgwatchdog.watchdog import CycleReport, Watchdog
 from tests.conftest import require_fixtures
+from tests.firmwarekit import OneMiner, one_miner_maker
 
 T0 = 1_800_000_000.0
 INTERVAL_S = 30.0
 PASSWORD = "s3cret-epic"
 EPIC = FAMILIES["epic"]
-_subnets = itertools.count(1)
 
 # The shape of a PowerPlay-BMS v1.5.13 /summary (asic-rs keeps one in
 # asic-rs-firmwares/epic/src/test/json/v1/summary.json); the values are ours.
@@ -74,31 +72,21 @@ def snapshot_of(replies: dict[str, Any]) -> Snapshot:
 # -- the simulator harness --------------------------------------------------------------
 
 
-class Ep:
+class Ep(OneMiner):
     """One simulated ePIC miner on its own 127.x address, and its channel."""
 
+    family = EPIC
+
     def __init__(self, fleet: Fleet, clock: FakeClock) -> None:
-        self.fleet, self.clock = fleet, clock
-        self.member: FleetMember = fleet[0]
-        self.miner = self.member.miner
+        super().__init__(fleet, clock)
         self.state = epic_state(self.miner)
         self.state.password = PASSWORD
         self.config = self.miner_config(PASSWORD)
 
-    def miner_config(self, password: str | None, **credentials: Any) -> MinerConfig:
+    def miner_config(self, password: str | None = None, **credentials: Any) -> MinerConfig:
         if password is not None:
             credentials["password"] = password
-        return MinerConfig(
-            name=self.member.name, host=self.member.host, port=self.member.port,
-            firmware="epic", credentials=Credentials(**credentials) if credentials else None,
-        )  # fmt: skip
-
-    def channel(self, config: MinerConfig | None = None) -> Channel:
-        target = EPIC.target(config or self.config, timeout_s=2.0, connect_timeout_s=0.5)
-        return EPIC.channel(target)
-
-    async def perform(self, do: str, **fields: Any) -> str:
-        return await self.channel().perform(ActionRequest(do, **fields))
+        return super().miner_config(credentials=Credentials(**credentials) if credentials else None)
 
     def posts(self) -> list[tuple[str, Any]]:
         """(path, body) of the POSTs received so far (then every request is forgotten)."""
@@ -106,34 +94,8 @@ class Ep:
         self.state.received.clear()
         return posts
 
-    async def poll(self, poller: Poller | None = None) -> Snapshot:
-        poller = poller or Poller([self.config], timeout=2.0, connect_timeout=0.5, clock=self.clock)
-        (result,) = await poller.poll()
-        assert isinstance(result, Snapshot), result
-        return result
 
-    async def later(self, seconds: float) -> None:
-        self.clock.advance(seconds)
-        await self.fleet.sync()
-
-
-@pytest.fixture
-async def epic() -> AsyncIterator[Callable[..., Any]]:
-    fleets: list[Fleet] = []
-
-    async def make(scenario: str = "healthy", **options: Any) -> Ep:
-        clock = FakeClock(T0)
-        fleet = Fleet.build(
-            1, scenario, flavours=["epic"], listen=f"127.152.{next(_subnets)}.1", base_port=0,
-            clock=clock, uptime_s=7200.0, **options,
-        )  # fmt: skip
-        await fleet.start()
-        fleets.append(fleet)
-        return Ep(fleet, clock)
-
-    yield make
-    for fleet in fleets:
-        await fleet.stop()
+epic = pytest.fixture(one_miner_maker(Ep, "epic", "152"))
 
 
 # -- 1. reading and recognition ----------------------------------------------------------

@@ -8,9 +8,8 @@ the session id first, logon/logoff around every action, never a borrowed session
 
 from __future__ import annotations
 
-import itertools
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +19,20 @@ from cgwatchdog.client import AsyncCgminerAPI
 from cgwatchdog.config import MinerConfig
 from cgwatchdog.config.loader import load_config
 from cgwatchdog.errors import ActionError, CommandError, NotSupported, SessionBusy, Unconfirmed
-from cgwatchdog.firmware import FAMILIES, ActionRequest, Channel, Identity, recognise
+from cgwatchdog.firmware import FAMILIES, ActionRequest, Identity, recognise
 from cgwatchdog.firmware.families.luxos import board_id
 from cgwatchdog.notify import Outbox
 from cgwatchdog.poller import Poller
-from cgwatchdog.simulator import FLAVOURS, FakeClock, Fleet, FleetMember
+from cgwatchdog.simulator import FLAVOURS, FakeClock, Fleet
 from cgwatchdog.simulator.families.luxos import SESSION_IDLE_S, luxos_state
-from cgwatchdog.snapshot import Snapshot, build_snapshot
+from cgwatchdog.snapshot import Snapshot
 from cgwatchdog.store import Store
 from cgwatchdog.watchdog import CycleReport, Watchdog
 from tests.conftest import require_fixtures
+from tests.firmwarekit import OneMiner, identity_of, one_miner_maker
 
 T0 = 1_800_000_000.0
 INTERVAL_S = 30.0
-_subnets = itertools.count(1)
 LUXOS = FAMILIES["luxos"]
 
 # What LuxOS answers to `version` (docs.luxor.tech /firmware/api/cgminer/version: the
@@ -57,34 +56,22 @@ LUXOS_VERSION_NEW = {
 }  # fmt: skip
 
 
-def identity_of(replies: dict[str, Any]) -> Identity:
-    """The identity as the poller builds it at first contact."""
-    snapshot = build_snapshot(replies, name="m", host="127.0.0.1", port=4028, at=T0)
-    return Identity.of(replies, snapshot)
-
-
 # -- the simulator harness --------------------------------------------------------------
 
 
-class Lux:
+class Lux(OneMiner):
     """One simulated LuxOS miner served on its own 127.x address, and its channel."""
 
+    family = LUXOS
+
     def __init__(self, fleet: Fleet, clock: FakeClock) -> None:
-        self.fleet, self.clock = fleet, clock
-        self.member: FleetMember = fleet[0]
-        self.miner = self.member.miner
+        super().__init__(fleet, clock)
         self.state = luxos_state(self.miner)
-        self.config = MinerConfig(
-            name=self.member.name, host=self.member.host, port=self.member.port
-        )
 
-    def channel(self, config: MinerConfig | None = None) -> Channel:
-        return LUXOS.channel(
-            LUXOS.target(config or self.config, timeout_s=2.0, connect_timeout_s=0.5)
-        )
-
-    async def perform(self, do: str, **fields: Any) -> str:
-        return await self.channel().perform(ActionRequest(do, **fields))
+    def miner_config(self, **settings: Any) -> MinerConfig:
+        # firmware: auto, as a farm would configure it: the channel goes by recognition.
+        member = self.member
+        return MinerConfig(name=member.name, host=member.host, port=member.port, **settings)
 
     def sent(self) -> list[tuple[str, str | None]]:
         """The control requests received so far (then forgotten)."""
@@ -92,34 +79,8 @@ class Lux:
         self.state.received.clear()
         return sent
 
-    async def poll(self) -> Snapshot:
-        poller = Poller([self.config], timeout=2.0, connect_timeout=0.5, clock=self.clock)
-        (result,) = await poller.poll()
-        assert isinstance(result, Snapshot), result
-        return result
 
-    async def later(self, seconds: float) -> None:
-        self.clock.advance(seconds)
-        await self.fleet.sync()
-
-
-@pytest.fixture
-async def luxos() -> AsyncIterator[Callable[..., Any]]:
-    fleets: list[Fleet] = []
-
-    async def make(scenario: str = "healthy", **options: Any) -> Lux:
-        clock = FakeClock(T0)
-        fleet = Fleet.build(
-            1, scenario, flavours=["luxos"], listen=f"127.143.{next(_subnets)}.1", base_port=0,
-            clock=clock, uptime_s=7200.0, **options,
-        )  # fmt: skip
-        await fleet.start()
-        fleets.append(fleet)
-        return Lux(fleet, clock)
-
-    yield make
-    for fleet in fleets:
-        await fleet.stop()
+luxos = pytest.fixture(one_miner_maker(Lux, "luxos", "143"))
 
 
 def only_session(sent: list[tuple[str, str | None]]) -> str:
@@ -168,9 +129,7 @@ def test_no_field_capture_is_taken_for_luxos() -> None:
 async def test_the_luxos_flavour_is_recognised_by_the_poller_and_no_other_flavour_is() -> None:
     clock = FakeClock(T0)
     flavours = ["luxos", *(name for name in FLAVOURS if name != "luxos")]
-    fleet = Fleet.build(
-        len(flavours), flavours=flavours, listen=f"127.143.{next(_subnets)}.1", clock=clock
-    )
+    fleet = Fleet.build(len(flavours), flavours=flavours, listen="127.144.0.1", clock=clock)
     async with fleet_served(fleet):
         targets = [MinerConfig(name=m.name, host=m.host, port=m.port) for m in fleet]
         poller = Poller(targets, timeout=2.0, connect_timeout=0.5, clock=clock)

@@ -8,9 +8,7 @@ with the password, then one call with the fresh token as ``Bearer``.
 
 from __future__ import annotations
 
-import itertools
 import json
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +18,22 @@ from cgwatchdog.config import MinerConfig
 from cgwatchdog.config.loader import load_config
 from cgwatchdog.config.models import Credentials
 from cgwatchdog.errors import ActionError, AuthFailed, NotSupported, SessionBusy, Unconfirmed
-from cgwatchdog.firmware import FAMILIES, ActionRequest, Channel, Identity, recognise
+from cgwatchdog.firmware import FAMILIES, ActionRequest, recognise
 from cgwatchdog.firmware.families.vnish import web_fingerprint
 from cgwatchdog.notify import Outbox
 from cgwatchdog.poller import Poller
-from cgwatchdog.simulator import FLAVOURS, FakeClock, Fleet, FleetMember
+from cgwatchdog.simulator import FLAVOURS, FakeClock, Fleet
 from cgwatchdog.simulator.families.vnish import vnish_state
-from cgwatchdog.snapshot import Pool, Snapshot, build_snapshot
+from cgwatchdog.snapshot import Pool, Snapshot
 from cgwatchdog.store import Store
 from cgwatchdog.watchdog import CycleReport, Watchdog
 from tests.conftest import require_fixtures
+from tests.firmwarekit import OneMiner, identity_of, one_miner_maker
 
 T0 = 1_800_000_000.0
 INTERVAL_S = 30.0
 PASSWORD = "s3cret-web"
 VNISH = FAMILIES["vnish"]
-_subnets = itertools.count(1)
 
 # The identifying parts of a VNish 1.2.0-rc1 S19 XP's answers, as kbnchk/minerinfo's
 # miner_test.go captured them ("S19 XP stats"/"summary"); the numbers are ours.
@@ -72,39 +70,24 @@ STOCK_REPLIES: dict[str, Any] = {
 }  # fmt: skip
 
 
-def identity_of(replies: dict[str, Any]) -> Identity:
-    """The identity as the poller builds it at first contact."""
-    snapshot = build_snapshot(replies, name="m", host="127.0.0.1", port=4028, at=T0)
-    return Identity.of(replies, snapshot)
-
-
 # -- the simulator harness --------------------------------------------------------------
 
 
-class Vn:
+class Vn(OneMiner):
     """One simulated VNish miner on its own 127.x address, and its channel."""
 
+    family = VNISH
+
     def __init__(self, fleet: Fleet, clock: FakeClock) -> None:
-        self.fleet, self.clock = fleet, clock
-        self.member: FleetMember = fleet[0]
-        self.miner = self.member.miner
+        super().__init__(fleet, clock)
         self.state = vnish_state(self.miner)
         self.state.password = PASSWORD
         self.config = self.miner_config(PASSWORD)
 
-    def miner_config(self, password: str | None) -> MinerConfig:
-        credentials = None if password is None else Credentials(password=password)  # type: ignore[arg-type]
-        return MinerConfig(
-            name=self.member.name, host=self.member.host, port=self.member.port,
-            firmware="vnish", control_port=self.member.control_port, credentials=credentials,
-        )  # fmt: skip
-
-    def channel(self, config: MinerConfig | None = None) -> Channel:
-        target = VNISH.target(config or self.config, timeout_s=2.0, connect_timeout_s=0.5)
-        return VNISH.channel(target)
-
-    async def perform(self, do: str, **fields: Any) -> str:
-        return await self.channel().perform(ActionRequest(do, **fields))
+    def miner_config(self, password: str | None = None, **settings: Any) -> MinerConfig:
+        if password is not None:
+            settings["credentials"] = Credentials(password=password)  # type: ignore[arg-type]
+        return super().miner_config(**settings)
 
     def sent(self) -> list[tuple[str, str]]:
         """(method, path) of the requests received so far (then forgotten)."""
@@ -112,34 +95,8 @@ class Vn:
         self.state.received.clear()
         return sent
 
-    async def poll(self) -> Snapshot:
-        poller = Poller([self.config], timeout=2.0, connect_timeout=0.5, clock=self.clock)
-        (result,) = await poller.poll()
-        assert isinstance(result, Snapshot), result
-        return result
 
-    async def later(self, seconds: float) -> None:
-        self.clock.advance(seconds)
-        await self.fleet.sync()
-
-
-@pytest.fixture
-async def vnish() -> AsyncIterator[Callable[..., Any]]:
-    fleets: list[Fleet] = []
-
-    async def make(scenario: str = "healthy", **options: Any) -> Vn:
-        clock = FakeClock(T0)
-        fleet = Fleet.build(
-            1, scenario, flavours=["vnish"], listen=f"127.151.{next(_subnets)}.1", base_port=0,
-            clock=clock, uptime_s=7200.0, **options,
-        )  # fmt: skip
-        await fleet.start()
-        fleets.append(fleet)
-        return Vn(fleet, clock)
-
-    yield make
-    for fleet in fleets:
-        await fleet.stop()
+vnish = pytest.fixture(one_miner_maker(Vn, "vnish", "151"))
 
 
 def assert_one_authorised_call(vn: Vn, path: str, body: Any = None) -> None:
