@@ -19,7 +19,8 @@ method; nothing here reads the clock):
       again ``group_interval`` after each look (at the first tick at or after it);
     - at a flush it notifies when its content changed since the last notification (a
       firing fingerprint the receiver was not told of, or one it was told was firing
-      that resolved), else re-sends after ``repeat_interval`` while anything fires;
+      that resolved), else re-sends after ``repeat_interval`` while anything fires that
+      nobody acknowledged (``AlertEngine.acknowledge``);
     - silenced alerts are left out; a resolve is sent only for a fingerprint this route's
       receiver was told was firing (so an alert silenced all the while it fired resolves
       in silence), and withheld while the alert is silenced;
@@ -53,10 +54,10 @@ import math
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from cgwatchdog.errors import ConfigError, ConfigProblem
-from cgwatchdog.jsonstate import check_version, opt_float, str_dict
+from cgwatchdog.jsonstate import check_version, opt_float, opt_str, str_dict
 from cgwatchdog.statemachine import Transitions
 
 __all__ = [
@@ -76,6 +77,7 @@ __all__ = [
     "Route",
     "Signal",
     "Silence",
+    "Silencer",
     "Transition",
     "fingerprint",
     "fleet_incidents",
@@ -204,6 +206,13 @@ class Alert:
     last_seen: float
     for_s: float
     keep_firing_for_s: float
+    acknowledged_by: str | None = None
+    acknowledged_at: float | None = None
+
+    @property
+    def acknowledged(self) -> bool:
+        """Whether someone said they are on it (no repeats while it fires)."""
+        return self.acknowledged_by is not None
 
     @property
     def alertname(self) -> str:
@@ -233,6 +242,8 @@ class Alert:
             "last_seen": self.last_seen,
             "for_s": self.for_s,
             "keep_firing_for_s": self.keep_firing_for_s,
+            "acknowledged_by": self.acknowledged_by,
+            "acknowledged_at": self.acknowledged_at,
         }
 
     @classmethod
@@ -252,6 +263,8 @@ class Alert:
                 last_seen=float(data["last_seen"]),
                 for_s=float(data.get("for_s", 0.0)),
                 keep_firing_for_s=float(data.get("keep_firing_for_s", 0.0)),
+                acknowledged_by=opt_str(data.get("acknowledged_by")),
+                acknowledged_at=opt_float(data.get("acknowledged_at")),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"malformed alert record: {exc!r}") from None
@@ -386,6 +399,32 @@ class AlertEngine:
         for fp in dropped:
             del self._alerts[fp]
         return transitions
+
+    def acknowledge(self, alert_id: str, by: str, now: float) -> Alert:
+        """Mark the alert whose fingerprint is ``alert_id`` as acknowledged by ``by``.
+
+        An acknowledged alert is not repeated (``repeat_interval``) while it fires; its
+        resolution is still notified, and a new firing after it resolved is a new,
+        unacknowledged alert. Returns a snapshot. KeyError for an unknown id; ValueError
+        for an alert already resolved, or without ``by``.
+        """
+        alert = self._alerts.get(alert_id)
+        if alert is None:
+            raise KeyError(
+                f"no alert {alert_id!r}: not pending or firing now "
+                "(an alert's id is its 16-digit fingerprint, as notifications show it)"
+            )
+        who = " ".join(by.split())
+        if not who:
+            raise ValueError("say who acknowledges the alert")
+        if alert.state is AlertState.RESOLVED:
+            raise ValueError(
+                f"alert {alert_id} ({alert.alertname} on {alert.miner or 'the fleet'}) "
+                "has resolved: nothing to acknowledge"
+            )
+        alert.acknowledged_by = who
+        alert.acknowledged_at = now
+        return alert.copy()
 
     def get(self, fp: str) -> Alert | None:
         """The alert with this fingerprint, if pending, firing or recently resolved."""
@@ -595,6 +634,19 @@ def _walk_keyed(route: Route, key: str) -> Iterable[tuple[str, Route]]:
 def _route_index(root: Route) -> dict[tuple[str, str], Route]:
     """Every node of the tree by (receiver, route key)."""
     return {(r.receiver, key): r for key, r in _walk_keyed(root, _matchers_str(root.matchers))}
+
+
+class Silencer(Protocol):
+    """What the dispatcher asks of a silence (this module's :class:`Silence`, or the
+    silences of :mod:`cgwatchdog.silences`)."""
+
+    def active(self, now: float) -> bool:
+        """Whether it is in force at ``now``."""
+        ...
+
+    def silences(self, labels: Mapping[str, str], now: float) -> bool:
+        """Whether it mutes an alert with ``labels`` at ``now``."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -827,7 +879,7 @@ class Dispatcher:
     def tick(
         self,
         alerts: Sequence[Alert],
-        silences: Sequence[Silence],
+        silences: Sequence[Silencer],
         now: float,
         *,
         fleet_incidents: Collection[str] = (),
@@ -954,7 +1006,7 @@ class Dispatcher:
         return True
 
     def _flush(
-        self, state: _RouteState, group: _Group, silences: Sequence[Silence], now: float
+        self, state: _RouteState, group: _Group, silences: Sequence[Silencer], now: float
     ) -> Notification | None:
         route = state.route
         send_resolved = self._send_resolved.get(route.receiver, True)
@@ -975,8 +1027,9 @@ class Dispatcher:
         group.next_flush_at = now + route.group_interval_s
         group.has_flushed = True
 
+        # Acknowledged alerts are not repeated: someone said they are on it.
         repeat_due = (
-            bool(firing)
+            any(not alert.acknowledged for alert in firing)
             and group.last_notified_at is not None
             and now - group.last_notified_at >= route.repeat_interval_s
         )

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from cgwatchdog import __version__
 from cgwatchdog.client import DEFAULT_TIMEOUT_S, CgminerAPI
+from cgwatchdog.endpoint import DEFAULT_CONFIG, DEFAULT_URL, daemon_url
 from cgwatchdog.errors import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -38,9 +39,6 @@ if TYPE_CHECKING:
     from cgwatchdog.watchdog import CycleReport, Watchdog
 
 
-DEFAULT_CONFIG = "/etc/cgwatchdog/config.yaml"
-"""Where ``-c`` looks when not given (the service's config)."""
-DEFAULT_STATUS_URL = "http://127.0.0.1:9841"
 
 
 class UsageError(Exception):
@@ -450,27 +448,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def status_url(url: str | None, config: str | None) -> str:
-    """Where the daemon answers: ``--url``, else the ``http.listen`` of ``-c CONFIG`` (or of
-    the default config when it exists), else the default address.
-
-    Only ``http:`` is read from the config, so a config whose secrets only the service
-    can read still tells where its daemon listens.
-    """
-    if url is not None:
-        return url
-    from pathlib import Path
-
-    from cgwatchdog.config.loader import read_http_listen
-
-    path = Path(config if config is not None else DEFAULT_CONFIG)
-    if config is None and not path.exists():
-        return DEFAULT_STATUS_URL
-    host, port = read_http_listen(path)
-    if host in ("0.0.0.0", ""):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    """Where the daemon answers (:func:`cgwatchdog.endpoint.daemon_url`)."""
+    try:
+        return daemon_url(url, config)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -481,9 +463,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from cgwatchdog.httpapi import status_lines
 
     base = status_url(args.url, args.config)
-    url = base.rstrip("/") + "/api/alerts"
-    if not url.startswith(("http://", "https://")):
-        raise UsageError(f"--url {base!r} is not an http:// URL")
+    url = base + "/api/alerts"
     try:
         with urllib.request.urlopen(url, timeout=args.timeout) as answer:
             document = json.loads(answer.read(16 * 1024 * 1024))
@@ -714,13 +694,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="CONFIG",
         help=f"read the daemon's address from this config's http.listen "
-        f"(default {DEFAULT_CONFIG} when it exists, else {DEFAULT_STATUS_URL})",
+        f"(default {DEFAULT_CONFIG} when it exists, else {DEFAULT_URL})",
     )
     status.add_argument("--timeout", type=float, default=5.0, help="seconds to wait")
     status.set_defaults(func=cmd_status)
 
-    from cgwatchdog import discover
+    from cgwatchdog import discover, silencecli
 
+    silencecli.add_parsers(sub)
     discover_parser = discover.add_parser(sub)
     discover_parser.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors"

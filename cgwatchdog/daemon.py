@@ -58,12 +58,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from cgwatchdog import __version__
 from cgwatchdog.alerts import AlertState, Notification, Transition
 from cgwatchdog.cluster import Leadership, Role
-from cgwatchdog.config import Config, HttpConfig
+from cgwatchdog.config import Config
 from cgwatchdog.config.loader import load_config
 from cgwatchdog.errors import (
     EXIT_FAILURE,
@@ -75,16 +76,27 @@ from cgwatchdog.errors import (
     StoreError,
 )
 from cgwatchdog.heartbeat import HeartbeatPinger
-from cgwatchdog.httpapi import DaemonStatus, HttpApi, Metrics
 from cgwatchdog.logs import FIELD_ALERTNAME, FIELD_MINER, RedactingFilter, setup_logging
 from cgwatchdog.notify.base import Integration, StateReceiver, build_integration
 from cgwatchdog.notify.outbox import Outbox
 from cgwatchdog.notify.policy import SendPolicy
 from cgwatchdog.notify.push import PushJob, StatePush
+from cgwatchdog.notify.receivers.alertmanager import silence_remote
+from cgwatchdog.notify.receivers.telegram import TelegramConfig
+from cgwatchdog.notify.telegram_listener import TelegramListener, status_text
 from cgwatchdog.overrides import Overrides
 from cgwatchdog.sdnotify import Notifier
+from cgwatchdog.silences import SilenceBook
+from cgwatchdog.snapshot import PollResult, Snapshot
 from cgwatchdog.store import Store
+from cgwatchdog.trend import HashrateTrend
 from cgwatchdog.watchdog import Watchdog
+from cgwatchdog.web import silence_api
+from cgwatchdog.web.fleetview import replies_worth_keeping
+from cgwatchdog.web.metrics import Metrics
+from cgwatchdog.web.server import HttpServer
+from cgwatchdog.web.sources import PageSources, Sources
+from cgwatchdog.web.status import DaemonStatus
 
 __all__ = [
     "DELIVERY_WAIT_S",
@@ -93,7 +105,6 @@ __all__ = [
     "Daemon",
     "log_transitions",
     "run_daemon",
-    "start_http_server",
     "status_line",
 ]
 
@@ -127,6 +138,13 @@ HEARTBEAT_LIFETIME_INTERVALS: Final = 2.0
 REELECT_WAIT_INTERVALS: Final = 0.25
 
 
+def _on_grid(seconds: float) -> float:
+    """``seconds`` to the nearest 1/1024 s. Due times are sums of such values and of the
+    interval, so their differences are exact: ``for: 4s`` at a 2 s interval is met at
+    the second cycle after, not missed by a rounding error and met one interval later."""
+    return round(seconds * 1024) / 1024
+
+
 def status_line(status: DaemonStatus, firing: int) -> str:
     """The one-line STATUS= summary ``systemctl status`` shows."""
     duration = status.last_cycle_duration_s
@@ -138,11 +156,6 @@ def status_line(status: DaemonStatus, firing: int) -> str:
     if status.store_error is not None:
         text += ", STATE FILE FAILING"
     return text
-
-
-async def start_http_server(api: HttpApi, http: HttpConfig) -> asyncio.Server:
-    """Bind the endpoint to ``http.listen`` (default 127.0.0.1:9841); OSError if it cannot."""
-    return await asyncio.start_server(api.handle, http.host, http.port, reuse_address=True)
 
 
 def _split_integrations(
@@ -246,7 +259,11 @@ class Daemon:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.redactor = redactor
         self._rng = rng if rng is not None else random.Random()
-        self.metrics = Metrics(self.registry)
+        self.metrics = Metrics(self.registry, per_device=config.http.per_device_metrics)
+        self.trend = HashrateTrend()
+        self.extra_routes: list[web.AbstractRouteDef] = []
+        """Routes other modules add to the HTTP endpoint (mounted when it starts)."""
+        self._keep_replies: frozenset[str] = frozenset()
         self.status = DaemonStatus(
             interval_s=config.poll.interval_s,
             started_at=clock(),
@@ -258,7 +275,7 @@ class Daemon:
         self.policy = SendPolicy()
         self.outbox: Outbox | None = None
         self.watchdog: Watchdog | None = None
-        self.server: asyncio.Server | None = None
+        self.server: HttpServer | None = None
         self.pusher = _state_push(config, {})
         self.leadership = Leadership(
             config.cluster.replica, HEARTBEAT_LIFETIME_INTERVALS * config.poll.interval_s
@@ -272,10 +289,14 @@ class Daemon:
         self._wake = asyncio.Event()
         self._reload_wanted = False
         self._ready_sent = False
+        self._due_at: float | None = None
+        """When the cycle in flight was due, on the wall clock (the alerts' evaluation time)."""
         self._last_ping = -math.inf
         self._store_problem: str | None = None
         self._pinger: HeartbeatPinger | None = None
         self._pinging: asyncio.Task[None] | None = None
+        self._silence_sync: asyncio.Task[None] | None = None
+        self._listeners: dict[str, tuple[TelegramConfig, asyncio.Task[None]]] = {}
 
     # -- the whole life -------------------------------------------------------------------
 
@@ -289,14 +310,36 @@ class Daemon:
                 return code
             watchdog = self.watchdog
             assert watchdog is not None
-            api = HttpApi(
-                self.status,
-                self.registry,
-                alerts=lambda: watchdog.alerts.alerts(),
-                clock=self.clock,
+            store = self.store
+            assert store is not None
+            token = self.config.http.token
+            self.extra_routes += silence_api.routes(
+                watchdog.silence_book,
+                watchdog.acknowledge,
+                self.clock,
+                None if token is None else token.get_secret_value(),
             )
+            server = HttpServer(
+                Sources(
+                    self.status,
+                    self.metrics,
+                    alerts=lambda: watchdog.alerts.alerts(),
+                    clock=self.clock,
+                    http=self.config.http,
+                    pages=PageSources(
+                        trend=self.trend,
+                        replies=watchdog.poller.last_replies,
+                        action_log=lambda name, limit: store.actions(miner=name, limit=limit),
+                        redact=lambda text: self.config.redact(text),
+                        write_forms=True,  # the silence API below takes the page's forms
+                    ),
+                ),
+                extra_routes=self.extra_routes,
+            )
+            watchdog.poller.keep_replies = self._keeps_replies
             try:
-                self.server = await start_http_server(api, self.config.http)
+                await server.start()
+                self.server = server
             except OSError as exc:
                 log.error(
                     "cannot listen on %s: %s (another cgwatchdog running? change http.listen)",
@@ -307,16 +350,20 @@ class Daemon:
             self._log_start()
             async with asyncio.TaskGroup() as tasks:
                 self._tasks = tasks
+                self._start_listeners(self.config)
                 if self.config.cluster.replica is not None:
                     # Know the role before the first cycle decides anything.
                     self._start_push(self.clock())
                     await self._finish_push()
                 await self._loop()
+                self._stop_listeners()
                 await self._finish_push()
             await self._shutdown()
             return EXIT_OK
         finally:
             self._remove_signals(loop)
+            if self.server is not None:
+                await self.server.stop()
             self._close()
 
     def _open(self) -> int:
@@ -342,6 +389,7 @@ class Daemon:
             round_s=config.poll.interval_s,
         )
         self.watchdog = Watchdog(config, store=self.store, outbox=self.outbox, clock=self.clock)
+        self.watchdog.silence_book.set_remote(silence_remote(self.pusher.cluster_receiver))
         self._set_pinger(config)
         return EXIT_OK
 
@@ -408,29 +456,45 @@ class Daemon:
     # -- the loop -----------------------------------------------------------------------
 
     async def _loop(self) -> None:
+        """Run cycles on a fixed grid: each one due ``interval`` after the one before, as
+        Prometheus evaluates a rule group, so that alerts counting ``for`` see exactly
+        one interval between evaluations (a failure is notified within ``for`` + one
+        interval + the cycle's own time). ``poll.jitter`` offsets this instance's grid
+        once, by a random share of the interval drawn at start, so that instances started
+        together do not poll at the same moments. A cycle slower than the interval is
+        followed at once, and the grid starts again from there."""
         loop = asyncio.get_running_loop()
-        next_at = loop.time()
+        due = loop.time()  # the loop's clock, to wait on
+        due_at = _on_grid(self.clock())  # the same instant on the wall clock, for alerts
+        phase: float | None = None
         while not self._stop.is_set():
-            await self._idle_until(next_at)
+            await self._idle_until(due)
             if self._stop.is_set():
                 break
             started = loop.time()
+            self._due_at = due_at
             await self._cycle()
             elapsed = loop.time() - started
+            log.debug("cycle due at %.3f began %.3f s late and took %.3f s", due_at,
+                      started - due, elapsed)  # fmt: skip
             if not self._ready_sent:
                 self._ready_sent = True
                 self.notifier.ready(self._status_line())
             interval = self.config.poll.interval_s
+            if phase is None:
+                phase = _on_grid(self._rng.uniform(0.0, self.config.poll.jitter * interval))
+                due, due_at = due + phase, due_at + phase
             if elapsed > interval:
                 log.warning(
                     "slow cycle: %.1f s, longer than the %g s poll interval; the next starts now",
                     elapsed,
                     interval,
                 )
-                next_at = loop.time()
+                due, due_at = loop.time(), _on_grid(self.clock())
             else:
-                spread = self.config.poll.jitter * interval
-                next_at = max(started + interval + self._rng.uniform(-spread, spread), loop.time())
+                due, due_at = due + interval, due_at + interval
+                if due < loop.time():  # reloaded to a shorter interval, or a stalled loop
+                    due, due_at = loop.time(), _on_grid(self.clock())
 
     async def _idle_until(self, deadline: float) -> None:
         """Wait for ``deadline``: reload on SIGHUP, ping the watchdog, return on stop."""
@@ -466,12 +530,13 @@ class Daemon:
         started = loop.time()
         await self._reelect()
         self._take_role(self.clock())
+        self._start_silence_sync(self.clock())
         if self._unsaved_task is not None and not self._unsaved_task.done():
             # This cycle's save would queue what is still being sent from memory (twice):
             # give the send the delivery budget first.
             await asyncio.wait({self._unsaved_task}, timeout=DELIVERY_WAIT_S)
         try:
-            report = await watchdog.cycle()
+            report = await watchdog.cycle(scheduled_at=self._due_at)
         except Exception as exc:  # a bug in one rule or reply must not end the monitoring
             log.exception("cycle failed with an internal error (please report it): %s", exc)
             self.status.cycle_error = self.config.redact(f"{type(exc).__name__}: {exc}")
@@ -495,7 +560,9 @@ class Daemon:
             duration_s=duration,
             finished_at=completed,
             interval_s=self.config.poll.interval_s,
+            miners=self.config.miners,
         )
+        self._observe_fleet(report.results, completed)
         for event in report.action_events:
             self.metrics.record_action(event.do or "-", event.kind.value)
         status.record_actions(report.action_events)
@@ -505,6 +572,19 @@ class Daemon:
         self._start_heartbeat(self.clock())
         self.notifier.status(self._status_line())
         self._ping()
+
+    def _observe_fleet(self, results: Sequence[PollResult], now: float) -> None:
+        """Feed the status page: the hour of hashrate, and which miners' raw replies the
+        poller keeps next cycle (alerting or down ones)."""
+        self.trend.record(
+            ((r.name, r.hashrate_hs if isinstance(r, Snapshot) else None) for r in results), now
+        )
+        watchdog = self.watchdog
+        assert watchdog is not None
+        self._keep_replies = replies_worth_keeping(results, watchdog.alerts.alerts())
+
+    def _keeps_replies(self, name: str) -> bool:
+        return name in self._keep_replies
 
     # -- leadership and the dead man's switch --------------------------------------------
 
@@ -546,6 +626,74 @@ class Daemon:
                 cluster.replica,
                 cluster.shard,
             )
+
+    def _start_silence_sync(self, now: float) -> None:
+        """Read the Alertmanager cluster's silences in the background (each cycle)."""
+        watchdog = self.watchdog
+        if watchdog is None or self._tasks is None:
+            return
+        if self._silence_sync is not None and not self._silence_sync.done():
+            return
+        book = watchdog.silence_book
+        self._silence_sync = self._tasks.create_task(self._sync_silences(book, now))
+
+    async def _sync_silences(self, book: SilenceBook, now: float) -> None:
+        failing = book.remote_error is not None
+        if await asyncio.to_thread(book.sync, now):
+            if failing:
+                log.warning("the Alertmanager cluster's silences are read again")
+        elif not failing:
+            log.warning(
+                "the Alertmanager cluster's silences could not be read; the last known "
+                "ones stay in force: %s",
+                book.remote_error,
+            )
+
+    def _start_listeners(self, config: Config) -> None:
+        """One Telegram listener per telegram receiver with listen: true (restarted when
+        its settings change); each polls only while this process leads."""
+        watchdog = self.watchdog
+        if watchdog is None or self._tasks is None:
+            return
+        wanted = {
+            r.name: r.settings
+            for r in config.receivers
+            if isinstance(r.settings, TelegramConfig) and r.settings.listen
+        }
+        for name, (settings, task) in list(self._listeners.items()):
+            if wanted.get(name) != settings:
+                task.cancel()
+                del self._listeners[name]
+        for name, settings in wanted.items():
+            if name in self._listeners:
+                continue
+            listener = TelegramListener(
+                name,
+                settings,
+                book=watchdog.silence_book,
+                acknowledge=watchdog.acknowledge,
+                status=self._chat_status,
+                store=self.store,
+                should_listen=lambda: self.status.role == Role.LEADER.value,
+                clock=self.clock,
+            )
+            self._listeners[name] = (settings, self._tasks.create_task(listener.run()))
+
+    def _stop_listeners(self) -> None:
+        for _, task in self._listeners.values():
+            task.cancel()
+        self._listeners.clear()
+
+    def _chat_status(self) -> str:
+        watchdog = self.watchdog
+        assert watchdog is not None
+        now = self.clock()
+        return status_text(
+            watchdog.alerts.alerts(),
+            watchdog.silence_book.active(now),
+            now,
+            header=self._status_line(),
+        )
 
     def _start_heartbeat(self, now: float) -> None:
         """Ping the dead man's switch after a good cycle, in the background, when due."""
@@ -599,7 +747,11 @@ class Daemon:
                 ),
             )
             self.status.outbox_depth = delivery.pending
-            self.metrics.observe_outbox(delivery.pending, outbox.counters())
+            self.metrics.observe_outbox(
+                delivery.pending,
+                outbox.counters(),
+                failing=[*(p.receiver for p in failing), *self.pusher.failing()],
+            )
             pushing = self._push_task is not None and not self._push_task.done()
             if not delivery.busy and not pushing:
                 self._close_retired()  # no thread uses them any more
@@ -753,6 +905,8 @@ class Daemon:
         self._retired += [*self.pusher.receivers.values(), *self._direct.values()]
         old_pusher, self.pusher = self.pusher, _state_push(config, pushed)
         self.pusher.keep_health(old_pusher)
+        watchdog.silence_book.set_remote(silence_remote(self.pusher.cluster_receiver))
+        self._start_listeners(config)
         self._direct = direct
         self.config = config
         status = self.status
@@ -766,6 +920,8 @@ class Daemon:
             self.leadership.lifetime_s = lifetime
         status.shard = str(config.cluster.shard)
         status.replica = config.cluster.replica
+        if self.server is not None:
+            self.server.configure(config.http)
         status.config_error = None
         self.metrics.record_reload(True)
         log.info(
@@ -790,7 +946,7 @@ class Daemon:
     async def _shutdown(self) -> None:
         """A last delivery, state saved; the caller closes the rest."""
         if self.server is not None:
-            self.server.close()
+            await self.server.stop()
         watchdog = self.watchdog
         assert watchdog is not None
         saved = watchdog.save(self.clock())
@@ -824,8 +980,6 @@ class Daemon:
 
     def _close(self) -> None:
         """Release everything that was opened (also after a failed start)."""
-        if self.server is not None:
-            self.server.close()
         for integration in [
             *self._retired,
             *self.pusher.receivers.values(),

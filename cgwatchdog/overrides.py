@@ -100,7 +100,7 @@ class Overrides:
         if self.state_dir is not None:
             update["state_dir"] = self.state_dir
         if self.listen is not None:
-            update["http"] = HttpConfig(listen=self.listen)
+            update["http"] = config.http.model_copy(update={"listen": self.listen})
         return config.model_copy(update=update)
 
 

@@ -10,6 +10,8 @@ to send, so a notification is either both recorded as sent and queued, or neithe
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -36,7 +38,6 @@ from cgwatchdog.alerts import (
     Matcher,
     Notification,
     Route,
-    Silence,
     Transition,
     fingerprint,
     fleet_incidents,
@@ -47,6 +48,8 @@ from cgwatchdog.firmware import Channel, Family
 from cgwatchdog.notify.outbox import Outbox
 from cgwatchdog.poller import Poller
 from cgwatchdog.rules import RuleEngine
+from cgwatchdog.silences import Matcher as SilenceMatcher
+from cgwatchdog.silences import Silence, SilenceBook
 from cgwatchdog.snapshot import PollResult
 from cgwatchdog.store import Store
 
@@ -59,6 +62,7 @@ STATE_ALERTS = "alerts"
 STATE_DISPATCHER = "dispatcher"
 STATE_RULES = "rules"
 STATE_ACTIONS = "actions"
+STATE_SILENCES = "silences"
 ACTION_ALERTNAME = "RemediationAction"
 ANNOUNCED_ACTION_EVENTS = frozenset({"succeeded", "failed", "dry-run"})
 """Action events told to receivers; exhaustion and read-only miners go out as alerts."""
@@ -88,16 +92,31 @@ def build_route(config: RouteConfig) -> Route:
 
 
 def build_silences(configs: Sequence[SilenceConfig]) -> list[Silence]:
-    """The dispatcher's silences from the ``silences:`` section."""
-    return [
-        Silence(
-            matchers=_matchers(s.match, s.match_re),
-            ends_at=s.until.timestamp(),
-            starts_at=None if s.starts is None else s.starts.timestamp(),
-            comment=s.comment,
+    """The silences of the ``silences:`` section (source ``config``; the id is a digest
+    of the entry, so it stays the same across reloads)."""
+    built = []
+    for s in configs:
+        matchers = tuple(SilenceMatcher(name, value) for name, value in s.match.items()) + tuple(
+            SilenceMatcher(name, value, regex=True) for name, value in s.match_re.items()
         )
-        for s in configs
-    ]
+        starts = 0.0 if s.starts is None else s.starts.timestamp()
+        ends = s.until.timestamp()
+        digest = hashlib.sha256(
+            json.dumps([[str(m) for m in matchers], starts, ends, s.maintenance]).encode()
+        ).hexdigest()
+        built.append(
+            Silence(
+                id=f"config-{digest[:12]}",
+                matchers=matchers,
+                starts_at=starts,
+                ends_at=ends,
+                comment=s.comment,
+                created_by="the config file",
+                maintenance=s.maintenance,
+                source="config",
+            )
+        )
+    return built
 
 
 @dataclass(slots=True)
@@ -165,7 +184,10 @@ class Watchdog:
         self.acting = acting
         """Whether this instance runs actions (a follower replica, or ``poll``, does not)."""
         self.dispatcher: Dispatcher | None = None
-        self.silences = build_silences(config.silences)
+        self._silences_unsaved = False
+        self.silence_book = SilenceBook(persist=self._persist_silences)
+        """Every silence honoured (config, API, cluster); the daemon's HTTP API and chat
+        bot change it, the daemon syncs it with the Alertmanager cluster."""
         self._restore()
         self.configure(config)
 
@@ -185,7 +207,7 @@ class Watchdog:
         self.rules.configure(
             config.rules, config.miners, restart_grace_s=config.actions.restart_grace_s
         )
-        self.silences = build_silences(config.silences)
+        self.silence_book.set_config(build_silences(config.silences))
         if config.route is None:
             self.dispatcher = None
             return
@@ -221,6 +243,14 @@ class Watchdog:
         )
         if planner is not None:
             self.planner = planner
+        silences = self._load(STATE_SILENCES, lambda data: data)
+        if silences is not None:
+            try:
+                self.silence_book.restore(silences)
+            except (ValueError, TypeError) as exc:
+                log.error(
+                    "state %r could not be restored, starting it afresh: %s", STATE_SILENCES, exc
+                )
         if config.route is not None:
             route = build_route(config.route)
             send_resolved = self._send_resolved(config)
@@ -242,25 +272,35 @@ class Watchdog:
 
     # -- the cycle -----------------------------------------------------------------------
 
-    async def cycle(self) -> CycleReport:
-        """Poll every miner once, evaluate, update alerts, decide, save, then act."""
+    async def cycle(self, *, scheduled_at: float | None = None) -> CycleReport:
+        """Poll every miner once, evaluate, update alerts, decide, save, then act.
+
+        ``scheduled_at``: when the cycle was due (the daemon's schedule); alerts count
+        ``for`` from one due time to the next, as Prometheus evaluates each rule group at
+        its scheduled timestamp, so a poll that ran a little longer than the one before
+        does not hold a firing back by a whole interval.
+        """
         started = self.clock()
         results = await self.poller.poll()
-        report = self.evaluate(results, started)
+        report = self.evaluate(results, started, scheduled_at=scheduled_at)
         self.commit(report)
         self._log_actions(report.action_events)
         if report.planned:
             await self.act(report)
         return report
 
-    def evaluate(self, results: list[PollResult], started: float) -> CycleReport:
-        """The logic half of a cycle, on results already polled (no I/O)."""
+    def evaluate(
+        self, results: list[PollResult], started: float, *, scheduled_at: float | None = None
+    ) -> CycleReport:
+        """The logic half of a cycle, on results already polled (no I/O). The alert
+        lifecycle runs at ``scheduled_at`` when given (see :meth:`cycle`), the rest now."""
         now = self.clock()
         config = self.config
         names = [miner.name for miner in config.miners]
         evaluation = self.rules.observe(results, now, held=self.planner.held_miners(now))
         evaluation = self.planner.with_signals(evaluation, names, now)
-        transitions = self.alerts.update(evaluation, now)
+        due = now if scheduled_at is None else min(scheduled_at, now)
+        transitions = self.alerts.update(evaluation, due)
         alerts = self.alerts.alerts()
         incidents = fleet_incidents(alerts, len(names), config.actions.fleet_incident_share)
         by_name = {result.name: result for result in results}
@@ -271,11 +311,12 @@ class Watchdog:
                 alerts, by_name, fleet_incidents=incidents,
                 miners={miner.name: miner for miner in config.miners}, now=now,
                 capabilities=self.capabilities,
+                maintenance=self.silence_book.maintenance_check(now),
             )  # fmt: skip
         notifications: list[Notification] = []
         if self.dispatcher is not None:
             notifications = self.dispatcher.tick(
-                alerts, self.silences, now, fleet_incidents=incidents
+                alerts, self.silence_book.active(now), now, fleet_incidents=incidents
             )
         return CycleReport(
             started_at=started,
@@ -364,7 +405,8 @@ class Watchdog:
         """Tell the receivers of the alert that an action was taken (or dry-run, or failed).
 
         Each announcement goes where the alert itself goes (same routes), as a one-off
-        ``RemediationAction`` alert, through the durable outbox like any notification.
+        ``RemediationAction`` alert, through the durable outbox like any notification;
+        not while a silence holds the alert or the announcement itself.
         """
         if self.dispatcher is None:
             return
@@ -381,6 +423,10 @@ class Watchdog:
                 "action": event.do,
                 "severity": "info",
             }
+            if self.silence_book.silenced(base, event.at) or self.silence_book.silenced(
+                labels, event.at
+            ):
+                continue
             view = AlertView(
                 fingerprint=fingerprint(labels),
                 labels=labels,
@@ -448,6 +494,9 @@ class Watchdog:
                 if self.dispatcher is not None:
                     self.store.save_state(STATE_DISPATCHER, self.dispatcher.to_dict(), now)
                 self.store.save_state(STATE_ACTIONS, self.planner.to_dict(), now)
+                if self._silences_unsaved:
+                    self.store.save_state(STATE_SILENCES, self.silence_book.to_json(), now)
+                    self._silences_unsaved = False
         except StoreError as exc:
             log.error(
                 "STATE NOT SAVED (%d notifications waiting in memory): %s", len(self._backlog), exc
@@ -457,6 +506,34 @@ class Watchdog:
         self._backlog.clear()
         self.saved = True
         return True
+
+    def _persist_silences(self, document: dict[str, Any]) -> None:
+        """Save the silence book at once (it may be called from a worker thread)."""
+        if self.store is None:
+            return
+        try:
+            self.store.save_state(STATE_SILENCES, document, self.clock())
+        except StoreError as exc:
+            self._silences_unsaved = True  # the next cycle's save tries again
+            log.error("SILENCES NOT SAVED (in force until a restart): %s", exc)
+
+    def acknowledge(self, alert_id: str, by: str, now: float) -> Alert:
+        """Acknowledge an alert (``AlertEngine.acknowledge``: KeyError, ValueError) and
+        save the alert state at once; call it on the event loop's thread."""
+        alert = self.alerts.acknowledge(alert_id, by, now)
+        log.info(
+            "alert %s (%s on %s) acknowledged by %s",
+            alert.fingerprint,
+            alert.alertname,
+            alert.miner or "the fleet",
+            alert.acknowledged_by,
+        )
+        if self.store is not None:
+            try:
+                self.store.save_state(STATE_ALERTS, self.alerts.to_dict(), now)
+            except StoreError as exc:
+                log.error("acknowledgement not saved yet (the next cycle tries again): %s", exc)
+        return alert
 
     def unsaved(self) -> list[Notification]:
         """Notifications decided but not in the outbox: the state file failed."""

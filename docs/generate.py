@@ -396,7 +396,37 @@ def firmware_reference() -> str:
     return "\n".join(out).rstrip()
 
 
+# --------------------------------------------------------------------------- metrics
+
+
+def metrics_reference() -> str:
+    """The fleet's metric families and the series budget, from ``web/metrics.py``."""
+    from cgwatchdog.web.metrics import SERIES, series_budget
+
+    out = [
+        "| metric | type | labels | series | a typical miner |",
+        "|---|---|---|---|---|",
+    ]
+    for series in SERIES:
+        labels = ", ".join(f"`{label}`" if not label.startswith("<") else _md(label)
+                           for label in series.labels)  # fmt: skip
+        switch = " (with `http.per_device_metrics`)" if series.per_device else ""
+        out.append(
+            f"| `{series.sample}` | {series.kind} | {labels} | {_cell(series.count)}{switch} "
+            f"| {series.typical} |"
+        )
+    default, detailed = series_budget(per_device=False), series_budget(per_device=True)
+    out += [
+        "",
+        f"A typical miner (3 devices or boards, 3 pools, 4 fans, no alert) makes **{default} "
+        f"series**, **{detailed}** with `http.per_device_metrics: true`; an alert adds one "
+        "series while it is pending or firing.",
+    ]
+    return "\n".join(out)
+
+
 SECTIONS: dict[str, tuple[str, Callable[[], str]]] = {
+    "metrics": ("STATUS-PAGE.md", metrics_reference),
     "modules": ("ARCHITECTURE.md", modules_table),
     "configuration": ("CONFIGURATION.md", configuration_reference),
     "rules": ("RULES.md", rules_reference),

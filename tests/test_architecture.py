@@ -29,12 +29,15 @@ LOGIC = (
     "cgwatchdog.jsonstate",
     "cgwatchdog.protocol",
     "cgwatchdog.registry",
+    "cgwatchdog.silences",
     "cgwatchdog.rules",
     "cgwatchdog.sandbox",
     "cgwatchdog.shard",
     "cgwatchdog.snapshot",
     "cgwatchdog.statemachine",
+    "cgwatchdog.trend",
     "cgwatchdog.units",
+    "cgwatchdog.web.fleetview",
 )
 # The wiring that may drive the poller (an I/O module): everything else works on results.
 POLLER_USERS = {"cgwatchdog.watchdog", "cgwatchdog.daemon", "cgwatchdog.cli", "cgwatchdog.discover"}

@@ -916,7 +916,7 @@ def test_receiver_shapes_are_checked(tmp_path: Path) -> None:
     )
     f = str(config)
     assert problems_of(config) == [
-        f"{f}:2: receivers[0]: a receiver takes exactly one of alertmanager, apprise, email, webhook (found none)",
+        f"{f}:2: receivers[0]: a receiver takes exactly one of alertmanager, apprise, email, telegram, webhook (found none)",
         f"{f}:4: receivers[1].webhook.url: must be an http:// or https:// URL",
         f"{f}:4: receivers[1].webhook.format: must be one of 'alertmanager', 'custom', 'discord', "
         "'mattermost', 'ntfy', 'slack', 'teams' or 'telegram'",

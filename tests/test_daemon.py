@@ -22,6 +22,8 @@ import sqlite3
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -642,3 +644,72 @@ route:
     assert [item.receiver for item in store.pending()] == ["chat"]
     assert watchdog.save(time.time())
     store.close()
+
+
+async def test_a_silence_from_the_cli_holds_back_notifications_across_a_restart(
+    harness: Harness,
+) -> None:
+    h = harness
+    token = h.tmp / "token"
+    token.write_text("T0KEN-silences-a4c1e9\n")
+    token.chmod(0o600)
+    text = h.config.read_text()
+    h.config.write_text(
+        text.replace(
+            f'http: {{listen: "127.0.0.1:{h.http_port}"}}',
+            f'http: {{listen: "127.0.0.1:{h.http_port}", token_file: {token}}}',
+        )
+    )
+    first = await h.start()
+    await h.wait("the webhook", lambda: h.sink.firing("DeviceDead", "sim-001") == 1)
+
+    # The CLI finds the daemon and its token from the config.
+    code, out = await cli(
+        "silence", "add", "miner=sim-002", "--for", "2h", "--comment", "PSU swap",
+        "--maintenance", "-c", str(h.config),
+    )  # fmt: skip
+    assert code == 0, out
+    silence_id = out.split()[0]
+    # Without the token the API refuses writes.
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{h.http_port}/api/silences",
+        data=b'{"matchers": [{"name": "miner", "value": "sim-003"}], "duration": "1h", '
+        b'"comment": "x", "createdBy": "t"}',
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        await asyncio.to_thread(urllib.request.urlopen, request, timeout=10)
+    assert refused.value.code == 401
+
+    # sim-002 goes down: the alert fires (the page and /api/alerts show it), nobody is told.
+    await h.fleet.set_mode("sim-002", "down")
+
+    async def unreachable_firing() -> bool:
+        document = await h.alerts()
+        return any(
+            a["alertname"] == "MinerUnreachable" and a["state"] == "firing"
+            for a in document["alerts"]
+        )
+
+    await h.wait("MinerUnreachable firing", unreachable_firing)
+    statuses = len(h.notify.with_key("STATUS"))
+    await h.wait("three more cycles", lambda: len(h.notify.with_key("STATUS")) >= statuses + 3)
+    assert h.sink.firing("MinerUnreachable", "sim-002") == 0
+
+    # A restart keeps it.
+    assert await h.stop(first) == 0
+    began = time.monotonic()
+    second = await h.start()
+    await h.wait_ready(began)
+    code, out = await cli("silence", "list", "-c", str(h.config))
+    assert code == 0 and silence_id[:8] in out and "PSU swap" in out, out
+    statuses = len(h.notify.with_key("STATUS"))
+    await h.wait("three more cycles", lambda: len(h.notify.with_key("STATUS")) >= statuses + 3)
+    assert h.sink.firing("MinerUnreachable", "sim-002") == 0
+
+    # Expired: the next notification goes out.
+    code, out = await cli("silence", "expire", silence_id, "-c", str(h.config))
+    assert code == 0, out
+    await h.wait("the notification", lambda: h.sink.firing("MinerUnreachable", "sim-002") == 1)
+    assert await h.stop(second) == 0

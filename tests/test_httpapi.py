@@ -1,10 +1,13 @@
-"""The daemon's HTTP endpoint: routes, limits, health over a driven clock, metrics."""
+"""The daemon's HTTP endpoint: routes, limits, health over a driven clock, metrics.
+
+The endpoint runs on aiohttp (cgwatchdog/web/server.py) on 127.18.1.1; requests are
+written byte by byte where the defences are the point.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -13,24 +16,22 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from cgwatchdog.alerts import AlertEngine, Evaluation, Signal
-from cgwatchdog.config import Config, HttpConfig
-from cgwatchdog.daemon import start_http_server
+from cgwatchdog.config import Config, HttpConfig, MinerConfig
 from cgwatchdog.errors import FailureKind
-from cgwatchdog.httpapi import (
-    HEALTHY_WITHIN_INTERVALS,
-    MAX_HEAD_BYTES,
-    DaemonStatus,
-    HttpApi,
-    HttpProblem,
-    Metrics,
-    alerts_document,
-    parse_request_head,
-    status_lines,
-)
 from cgwatchdog.notify.outbox import DeliveryProblem, ReceiverCounters
 from cgwatchdog.simulator import FakeClock
 from cgwatchdog.snapshot import Device, Pool, Snapshot, Unreachable
+from cgwatchdog.web.metrics import Metrics
+from cgwatchdog.web.server import MAX_LINE_BYTES, HttpServer, Limits, host_allowed
+from cgwatchdog.web.sources import Sources
+from cgwatchdog.web.status import (
+    HEALTHY_WITHIN_INTERVALS,
+    DaemonStatus,
+    alerts_document,
+    status_lines,
+)
 
+HOST = "127.18.1.1"
 INTERVAL_S = 30.0
 
 
@@ -58,16 +59,26 @@ def results(now: float) -> list[Snapshot | Unreachable]:
         hardware_errors=10,
         diff1_work=99_990,
         temperature_max_c=71.0,
+        elapsed_s=86400.0,
+        fans_rpm=(5400, 5520, 5600, 5460),
         family="antminer",
         firmware_version="Thu May 25 12:00:00 CST 2023",
         model="Antminer S19j Pro",
         fork="bmminer 1.0.0",
         devices=(
-            Device(0, "ASC", "BC5", "Alive", hashrate_hs=4.5e12),
-            Device(1, "ASC", "BC5", "Dead", hashrate_hs=0.0),
+            Device(0, "ASC", "BC5", "Alive", hashrate_hs=4.5e12, temperature_c=70.0),
+            Device(1, "ASC", "BC5", "Dead", hashrate_hs=0.0, temperature_c=38.0),
         ),
         pools=(
-            Pool(0, "stratum+tcp://pool.example.org:3333", status="Alive", active=True),
+            Pool(
+                0,
+                "stratum+tcp://pool.example.org:3333",
+                status="Alive",
+                active=True,
+                accepted=9000,
+                rejected=12,
+                stale=3,
+            ),
             Pool(1, "stratum+tcp://backup.example.org:3333", status="Dead"),
         ),
     )
@@ -78,36 +89,42 @@ def results(now: float) -> list[Snapshot | Unreachable]:
     return [m1, m2]
 
 
+MINERS = (
+    MinerConfig(name="m1", host="127.0.0.1", labels={"site": "north", "rack": "r7"}),
+    # The operator's model wins over the one the miner reports.
+    MinerConfig(name="m2", host="127.0.0.2", labels={"site": "south", "model": "M30S+"}),
+)
+
+
 @dataclass
 class Endpoint:
     clock: FakeClock
     status: DaemonStatus
     metrics: Metrics
     engine: AlertEngine
-    api: HttpApi
+    server: HttpServer
     port: int
+
+
+def sources(clock: FakeClock, engine: AlertEngine, **http: object) -> Sources:
+    return Sources(
+        DaemonStatus(interval_s=INTERVAL_S, started_at=clock()),
+        Metrics(CollectorRegistry()),
+        alerts=engine.alerts,
+        clock=clock,
+        http=HttpConfig(listen=f"{HOST}:9841", **http),  # type: ignore[arg-type]
+    )
 
 
 @pytest.fixture
 async def endpoint() -> AsyncIterator[Endpoint]:
     clock = FakeClock()
-    status = DaemonStatus(interval_s=INTERVAL_S, started_at=clock())
-    registry = CollectorRegistry()
-    metrics = Metrics(registry)
     engine = alert_engine(clock())
-    api = HttpApi(
-        status,
-        registry,
-        alerts=engine.alerts,
-        clock=clock,
-        head_timeout_s=0.3,
-        max_connections=2,
-    )
-    server = await asyncio.start_server(api.handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    yield Endpoint(clock, status, metrics, engine, api, port)
-    server.close()
-    await server.wait_closed()
+    found = sources(clock, engine)
+    server = HttpServer(found, limits=Limits(head_timeout_s=0.3, max_connections=2))
+    await server.start(port=0)
+    yield Endpoint(clock, found.status, found.metrics, engine, server, server.port)
+    await server.stop()
 
 
 def completed_cycle(e: Endpoint) -> None:
@@ -118,13 +135,20 @@ def completed_cycle(e: Endpoint) -> None:
     e.status.last_cycle_duration_s = 1.25
     e.status.miners, e.status.up = 2, 1
     e.metrics.observe_cycle(
-        results(now), e.engine.alerts(), duration_s=1.25, finished_at=now, interval_s=INTERVAL_S
+        results(now),
+        e.engine.alerts(),
+        duration_s=1.25,
+        finished_at=now,
+        interval_s=INTERVAL_S,
+        miners=MINERS,
     )
-    e.metrics.observe_outbox(2, {"chat": ReceiverCounters(sent=3, failed=1, dropped=0)})
+    e.metrics.observe_outbox(
+        2, {"chat": ReceiverCounters(sent=3, failed=1, dropped=0)}, failing=["chat"]
+    )
 
 
 async def exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    reader, writer = await asyncio.open_connection(HOST, port)
     writer.write(request)
     await writer.drain()
     async with asyncio.timeout(5):
@@ -137,8 +161,17 @@ async def exchange(port: int, request: bytes) -> tuple[int, dict[str, str], byte
 
 
 async def get(port: int, path: str, *extra: str) -> tuple[int, dict[str, str], bytes]:
-    head = "\r\n".join([f"GET {path} HTTP/1.1", "Host: localhost", *extra]) + "\r\n\r\n"
+    host = [] if any(h.lower().startswith("host:") for h in extra) else ["Host: localhost"]
+    head = "\r\n".join([f"GET {path} HTTP/1.1", *host, *extra]) + "\r\n\r\n"
     return await exchange(port, head.encode())
+
+
+def samples_of(body: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
 
 
 # -- routes ---------------------------------------------------------------------------------
@@ -150,25 +183,26 @@ async def test_metrics_show_miners_devices_pools_alerts_outbox(endpoint: Endpoin
     code, headers, body = await get(endpoint.port, "/metrics")
     assert code == 200
     assert headers["content-type"].startswith("text/plain")
-    samples = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(body.decode())
-        for s in family.samples
-    }
+    samples = samples_of(body)
     assert samples["cgwatchdog_miner_up", (("miner", "m1"),)] == 1
     assert samples["cgwatchdog_miner_up", (("miner", "m2"),)] == 0
-    # The firmware, for joins (family labels); a miner that went away keeps its family.
+    # One info series a miner to join on: its address, its firmware as recognised and
+    # its configured labels (the operator's model wins); a miner that went away keeps
+    # its family.
     info = {labels: v for (name, labels), v in samples.items() if name == "cgwatchdog_miner_info"}
     assert info == {
         (("family", "antminer"), ("firmware_version", "Thu May 25 12:00:00 CST 2023"),
-         ("fork", "bmminer 1.0.0"), ("miner", "m1"), ("model", "Antminer S19j Pro")): 1,
+         ("fork", "bmminer 1.0.0"), ("host", "127.0.0.1"), ("miner", "m1"),
+         ("model", "Antminer S19j Pro"), ("rack", "r7"), ("site", "north")): 1,
         (("family", "whatsminer"), ("firmware_version", "20200917.22.REL"), ("fork", ""),
-         ("miner", "m2"), ("model", "")): 1,
+         ("host", "127.0.0.2"), ("miner", "m2"), ("model", "M30S+"), ("site", "south")): 1,
     }  # fmt: skip
     assert samples["cgwatchdog_miner_hashrate_hashes_per_second", (("miner", "m1"),)] == 1.35e13
     assert samples["cgwatchdog_miner_hardware_error_ratio", (("miner", "m1"),)] == pytest.approx(
         1e-4
     )
+    assert samples["cgwatchdog_miner_uptime_seconds", (("miner", "m1"),)] == 86400
+    assert samples["cgwatchdog_miner_fan_speed_min_rpm", (("miner", "m1"),)] == 5400
     assert (
         samples["cgwatchdog_device_status", (("device", "1"), ("miner", "m1"), ("status", "Dead"))]
         == 1
@@ -177,6 +211,25 @@ async def test_metrics_show_miners_devices_pools_alerts_outbox(endpoint: Endpoin
         samples["cgwatchdog_pool_status", (("miner", "m1"), ("pool", "1"), ("status", "Dead"))] == 1
     )
     assert samples["cgwatchdog_pool_active", (("miner", "m1"), ("pool", "0"))] == 1
+    # Shares of the active pool only.
+    shares = {
+        labels: v for (name, labels), v in samples.items() if name == "cgwatchdog_pool_shares_total"
+    }
+    assert shares == {
+        (("miner", "m1"), ("pool", "0"), ("result", "accepted")): 9000,
+        (("miner", "m1"), ("pool", "0"), ("result", "rejected")): 12,
+        (("miner", "m1"), ("pool", "0"), ("result", "stale")): 3,
+    }
+    # Per-device detail is off by default (the series budget).
+    assert not any(name.startswith("cgwatchdog_device_hashrate") for name, _ in samples)
+    # Alerts like Prometheus' ALERTS.
+    alerts = {labels for (name, labels), _ in samples.items() if name == "cgwatchdog_alert"}
+    assert alerts == {
+        (("alertname", "DeviceDead"), ("alertstate", "firing"), ("device", "1"), ("miner", "m1"),
+         ("pool", ""), ("severity", "critical")),
+        (("alertname", "HashrateDrop"), ("alertstate", "pending"), ("device", ""), ("miner", "m2"),
+         ("pool", ""), ("severity", "")),
+    }  # fmt: skip
     assert samples["cgwatchdog_alerts", (("state", "firing"),)] == 1
     assert samples["cgwatchdog_alerts", (("state", "pending"),)] == 1
     assert samples["cgwatchdog_alerts", (("state", "resolved"),)] == 0
@@ -196,8 +249,38 @@ async def test_metrics_show_miners_devices_pools_alerts_outbox(endpoint: Endpoin
     assert (
         samples["cgwatchdog_notifications_total", (("outcome", "sent"), ("receiver", "chat"))] == 3
     )
+    assert samples["cgwatchdog_receiver_failing", (("receiver", "chat"),)] == 1
     assert samples["cgwatchdog_miners_up", ()] == 1
     assert samples["cgwatchdog_store_healthy", ()] == 1
+    # No *_created clutter.
+    assert b"_created" not in body
+
+
+async def test_per_device_series_are_a_switch(endpoint: Endpoint) -> None:
+    completed_cycle(endpoint)
+    endpoint.server.configure(HttpConfig(per_device_metrics=True))
+    samples = samples_of((await get(endpoint.port, "/metrics"))[2])
+    assert (
+        samples["cgwatchdog_device_hashrate_hashes_per_second", (("device", "0"), ("miner", "m1"))]
+        == 4.5e12
+    )
+    assert (
+        samples["cgwatchdog_device_temperature_celsius", (("device", "0"), ("miner", "m1"))] == 70
+    )
+    fans = {labels for (name, labels), _ in samples.items() if name == "cgwatchdog_fan_speed_rpm"}
+    assert len(fans) == 4
+
+
+async def test_metrics_are_rendered_once_per_cycle(endpoint: Endpoint) -> None:
+    completed_cycle(endpoint)
+    first = endpoint.metrics.fleet_exposition(openmetrics=False)
+    assert endpoint.metrics.fleet_exposition(openmetrics=False) is first  # cached
+    endpoint.metrics.record_action("restart", "failed")  # the daemon's part stays live
+    body = (await get(endpoint.port, "/metrics"))[2]
+    assert body.startswith(first)
+    assert b'cgwatchdog_actions_total{action="restart",outcome="failed"} 1.0' in body
+    completed_cycle(endpoint)  # a new cycle: rendered again, the old copy let go
+    assert endpoint.metrics.fleet_exposition(openmetrics=False) is not first
 
 
 async def test_metrics_speak_openmetrics_when_asked(endpoint: Endpoint) -> None:
@@ -207,7 +290,13 @@ async def test_metrics_speak_openmetrics_when_asked(endpoint: Endpoint) -> None:
     )
     assert code == 200
     assert headers["content-type"].startswith("application/openmetrics-text")
-    assert body.endswith(b"# EOF\n")
+    assert body.endswith(b"# EOF\n") and body.count(b"# EOF") == 1
+    assert b"# TYPE cgwatchdog_pool_shares counter\n" in body
+    assert b"_created" not in body
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as om
+
+    names = {family.name for family in om(body.decode())}
+    assert {"cgwatchdog_miner_info", "cgwatchdog_pool_shares", "cgwatchdog_cycles"} <= names
 
 
 async def test_api_alerts_lists_firing_then_pending_with_health(endpoint: Endpoint) -> None:
@@ -232,6 +321,12 @@ async def test_api_alerts_lists_firing_then_pending_with_health(endpoint: Endpoi
     assert first["annotations"] == {"summary": "m1: device 1 is Dead"}
     assert first["value"] == "Dead" and first["since"] == "2025-11-25T20:00:00Z"
     assert second["state"] == "pending" and second["miner"] == "m2"
+    # The keys scripts and `cgwatchdog status` read are all still there.
+    assert set(document) >= {
+        "time", "version", "health", "reason", "degraded", "warnings", "last_cycle", "cycles",
+        "interval_s", "shard", "replica", "role", "miners", "miner_names", "up", "outbox_depth",
+        "firing", "pending", "alerts", "actions",
+    }  # fmt: skip
 
 
 async def test_healthz_turns_503_when_the_last_cycle_is_too_old(endpoint: Endpoint) -> None:
@@ -294,116 +389,145 @@ async def test_failing_deliveries_are_degraded_with_receiver_error_and_age(
 
 async def test_head_answers_without_a_body(endpoint: Endpoint) -> None:
     completed_cycle(endpoint)
-    code, headers, body = await exchange(endpoint.port, b"HEAD /healthz HTTP/1.1\r\n\r\n")
+    code, headers, body = await exchange(
+        endpoint.port, b"HEAD /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    )
     assert code == 200 and headers["content-length"] == "3" and body == b""
 
 
 async def test_unknown_path_is_404_and_other_methods_405(endpoint: Endpoint) -> None:
-    code, _, _ = await get(endpoint.port, "/nothing")
-    assert code == 404
+    code, _, body = await get(endpoint.port, "/nothing")
+    assert code == 404 and body == b"404 Not Found: nothing at /nothing\n"
     code, headers, body = await exchange(
-        endpoint.port, b"POST /api/alerts HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"
+        endpoint.port,
+        b"POST /api/alerts HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n{}",
     )
     assert code == 405 and headers["allow"] == "GET, HEAD"
-    assert b"only GET" in body
-    code, _, _ = await exchange(endpoint.port, b"DELETE /metrics HTTP/1.1\r\n\r\n")
+    assert b"POST is not allowed here: only GET, HEAD" in body
+    code, _, _ = await exchange(
+        endpoint.port, b"DELETE /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    )
     assert code == 405
 
 
 async def test_bodies_and_broken_requests_are_refused(endpoint: Endpoint) -> None:
     code, _, body = await exchange(
-        endpoint.port, b"GET /metrics HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"
+        endpoint.port, b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\nhello"
     )
     assert code == 400 and b"bodies are not accepted" in body
     assert (await exchange(endpoint.port, b"GARBAGE\r\n\r\n"))[0] == 400
-    assert (await exchange(endpoint.port, b"GET /metrics HTTP/2.0\r\n\r\n"))[0] == 505
+    # HTTP/1.1 without Host is malformed (RFC 9112); HTTP/1.0 may leave it out.
+    assert (await exchange(endpoint.port, b"GET /healthz HTTP/1.1\r\n\r\n"))[0] == 400
+    assert (await exchange(endpoint.port, b"GET /healthz HTTP/1.0\r\n\r\n"))[0] == 503
+    assert (await exchange(endpoint.port, b"GET /metrics HTTP/2.0\r\n\r\n"))[0] in (400, 505)
 
 
-async def test_an_oversized_request_head_gets_431(endpoint: Endpoint) -> None:
-    padding = "X-Padding: " + "a" * MAX_HEAD_BYTES
+async def test_an_oversized_request_head_is_refused(endpoint: Endpoint) -> None:
+    padding = "X-Padding: " + "a" * (MAX_LINE_BYTES + 1)
     code, _, _ = await get(endpoint.port, "/metrics", padding)
-    assert code == 431
-    code, _, _ = await exchange(endpoint.port, b"GET /" + b"a" * (2 * MAX_HEAD_BYTES))
-    assert code == 431  # a request line that never ends
+    assert code in (400, 431)
+    code, _, _ = await exchange(endpoint.port, b"GET /" + b"a" * (2 * MAX_LINE_BYTES))
+    assert code in (400, 414, 431)  # a request line that never ends
 
 
 async def test_a_slow_client_is_dropped(endpoint: Endpoint) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", endpoint.port)
+    reader, writer = await asyncio.open_connection(HOST, endpoint.port)
     writer.write(b"GET /metrics HTTP/1.1\r\n")  # and never the blank line
     await writer.drain()
     async with asyncio.timeout(5):
-        data = await reader.read()
-    assert data.startswith(b"HTTP/1.1 408 ")
+        data = await reader.read()  # the server closes: no answer to a head never finished
+    assert data == b""
     writer.close()
 
 
 async def test_connections_past_the_limit_get_503(endpoint: Endpoint) -> None:
-    idle = [await asyncio.open_connection("127.0.0.1", endpoint.port) for _ in range(2)]
-    await asyncio.sleep(0)  # let the server accept them
-    reader, writer = await asyncio.open_connection("127.0.0.1", endpoint.port)
+    idle = [await asyncio.open_connection(HOST, endpoint.port) for _ in range(2)]
+    await asyncio.sleep(0.05)  # let the server accept them
+    reader, writer = await asyncio.open_connection(HOST, endpoint.port)
     async with asyncio.timeout(5):
         data = await reader.read()
     assert data.startswith(b"HTTP/1.1 503 ")
     writer.close()
     for _, idle_writer in idle:
         idle_writer.close()
+    await asyncio.sleep(0.05)
+    assert (await get(endpoint.port, "/healthz"))[0] == 503  # served again: no cycle yet
+
+
+async def test_the_host_header_must_name_this_endpoint(endpoint: Endpoint) -> None:
+    """No DNS rebinding: a page of evil.example whose name now points here is refused."""
+    for host in ("localhost", "localhost:9841", HOST, f"{HOST}:{endpoint.port}", "[::1]:80"):
+        assert (await get(endpoint.port, "/healthz", f"Host: {host}"))[0] == 503, host
+    code, _, body = await exchange(
+        endpoint.port, b"GET /api/alerts HTTP/1.1\r\nHost: evil.example:9841\r\n\r\n"
+    )
+    assert code == 421 and b"add the name to http.hosts" in body
+    endpoint.server.configure(HttpConfig(hosts=["Miners.Example.org"]))
+    head = b"GET /healthz HTTP/1.1\r\nHost: miners.example.org:9841\r\n\r\n"
+    assert (await exchange(endpoint.port, head))[0] == 503
+    assert (await exchange(endpoint.port, head.replace(b"miners.", b"other.")))[0] == 421
+
+
+def test_host_allowed() -> None:
+    http = HttpConfig(listen="box.lan:9841", hosts=["miners.example.org"])
+    allowed = [
+        "box.lan",
+        "BOX.LAN:9841",
+        "miners.example.org.",
+        "10.0.0.5:9841",
+        "[fe80::1]",
+        "localhost",
+    ]
+    for header in allowed:
+        assert host_allowed(header, http), header
+    assert host_allowed(None, http)  # HTTP/1.0 and plain scripts send none
+    for header in ("evil.example", "box.lan.evil.example", "miners.example.org.evil", "lan"):
+        assert not host_allowed(header, http), header
+
+
+async def test_the_favicon_is_served(endpoint: Endpoint) -> None:
+    code, headers, body = await get(endpoint.port, "/favicon.ico")
+    assert code == 200 and headers["content-type"] == "image/x-icon"
+    assert body[:4] == b"\0\0\1\0" and b"PNG" in body[:40]
 
 
 # -- binding ------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def test_binds_loopback_by_default() -> None:
     assert Config().http.listen == "127.0.0.1:9841"
     assert HttpConfig().host == "127.0.0.1"
     clock = FakeClock()
-    registry = CollectorRegistry()
-    api = HttpApi(
-        DaemonStatus(interval_s=INTERVAL_S, started_at=clock()), registry, alerts=list, clock=clock
-    )
-    port = free_port()
-    server = await start_http_server(api, HttpConfig(listen=f"127.0.0.1:{port}"))
+    found = sources(clock, AlertEngine())
+    found.http = HttpConfig()
+    server = HttpServer(found)
+    await server.start(port=0)  # the default address, any free port
     try:
-        assert [s.getsockname() for s in server.sockets] == [("127.0.0.1", port)]
-        code, _, body = await get(port, "/")
-        assert code == 200 and b"/api/alerts" in body
+        assert [address[0] for address in server.sockets] == ["127.0.0.1"]
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        async with asyncio.timeout(5):
+            answer = await reader.read()
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 200 ") and b"/api/alerts" in answer
     finally:
-        server.close()
-        await server.wait_closed()
+        await server.stop()
 
 
-# -- sans-I/O and rendering -----------------------------------------------------------------
+async def test_a_taken_port_is_an_oserror() -> None:
+    clock = FakeClock()
+    first = HttpServer(sources(clock, AlertEngine()))
+    await first.start(port=0)
+    try:
+        found = sources(clock, AlertEngine())
+        found.http = HttpConfig(listen=f"{HOST}:{first.port}")
+        with pytest.raises(OSError):
+            await HttpServer(found).start()
+    finally:
+        await first.stop()
 
 
-def test_parse_request_head() -> None:
-    request = parse_request_head(b"GET /metrics?x=1 HTTP/1.1\r\nAccept: text/plain\r\n\r\n")
-    assert (request.method, request.path, request.version) == ("GET", "/metrics", "HTTP/1.1")
-    assert request.header("ACCEPT") == "text/plain"
-    assert parse_request_head(b"GET / HTTP/1.0\n\n").version == "HTTP/1.0"
-
-
-@pytest.mark.parametrize(
-    ("head", "status"),
-    [
-        (b"PUT / HTTP/1.1\r\n\r\n", 405),
-        (b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
-        (b"GET / HTTP/1.1\r\nno colon here\r\n\r\n", 400),
-        (b"GET http://x/ HTTP/1.1\r\n\r\n", 400),
-        (b"GET  / HTTP/1.1\r\n\r\n", 400),
-        (b"GET / SPDY/3\r\n\r\n", 400),
-        (b"GET / HTTP/1.1\r\nA: " + b"b" * MAX_HEAD_BYTES + b"\r\n\r\n", 431),
-    ],
-)
-def test_parse_request_head_refusals(head: bytes, status: int) -> None:
-    with pytest.raises(HttpProblem) as caught:
-        parse_request_head(head)
-    assert caught.value.status == status
+# -- rendering ------------------------------------------------------------------------------
 
 
 def status_document() -> dict[str, object]:
@@ -449,21 +573,22 @@ def test_recent_actions_reach_api_alerts_and_status() -> None:
 
 
 def test_role_and_heartbeat_metrics_match_the_cluster_roles() -> None:
-    from prometheus_client import CollectorRegistry
-
     from cgwatchdog.cluster import Role
-    from cgwatchdog.httpapi import ROLES, Metrics
+    from cgwatchdog.web.status import ROLES
 
     assert tuple(role.value for role in Role) == ROLES
     registry = CollectorRegistry()
     metrics = Metrics(registry)
+    assert registry.get_sample_value("cgwatchdog_heartbeat_last_success_timestamp_seconds") is None
     metrics.record_role("follower")
     metrics.record_role("leader")
     values = {r: registry.get_sample_value("cgwatchdog_role", {"role": r}) for r in ROLES}
     assert values == {"leader": 1.0, "follower": 0.0, "isolated": 0.0}
-    metrics.record_heartbeat(True)
     metrics.record_heartbeat(False)
+    assert registry.get_sample_value("cgwatchdog_heartbeat_last_success_timestamp_seconds") == 0
+    metrics.record_heartbeat(True)
     metrics.record_heartbeat(True)
     ok = registry.get_sample_value("cgwatchdog_heartbeat_pings_total", {"result": "ok"})
     failed = registry.get_sample_value("cgwatchdog_heartbeat_pings_total", {"result": "failed"})
     assert (ok, failed) == (2.0, 1.0)
+    assert registry.get_sample_value("cgwatchdog_heartbeat_last_success_timestamp_seconds") > 0

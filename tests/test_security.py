@@ -11,8 +11,11 @@
 
 Already covered elsewhere, and not repeated here:
 - tests/test_httpapi.py::test_binds_loopback_by_default (the real bind),
-  ::test_an_oversized_request_head_gets_431, ::test_a_slow_client_is_dropped,
-  ::test_connections_past_the_limit_get_503, ::test_bodies_and_broken_requests_are_refused;
+  ::test_an_oversized_request_head_is_refused, ::test_a_slow_client_is_dropped,
+  ::test_connections_past_the_limit_get_503, ::test_bodies_and_broken_requests_are_refused,
+  ::test_the_host_header_must_name_this_endpoint (DNS rebinding);
+- tests/test_status_page.py: every value escaped (a ``<script>`` miner name and pool URL),
+  the token, sessions and CSRF for writes;
 - tests/test_notify_webhook.py::test_custom_template_is_sandboxed (``__subclasses__``),
   ::test_an_echoed_token_is_redacted, ::test_connection_refused_is_recoverable_and_never_shows_the_url;
 - tests/test_notify_email.py::test_auth_failure_is_not_recoverable_and_hides_the_password;
@@ -36,12 +39,12 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 from pytest_httpserver import HTTPServer
 
@@ -51,18 +54,15 @@ from cgwatchdog.cli import main
 from cgwatchdog.config import Config, MinerConfig
 from cgwatchdog.config.loader import load_config
 from cgwatchdog.errors import ConfigError, NotifyError
-from cgwatchdog.httpapi import (
-    MAX_HEAD_BYTES,
-    DaemonStatus,
-    HttpApi,
-    Request,
-    Response,
-)
 from cgwatchdog.logs import setup_logging
 from cgwatchdog.notify import build_integration
 from cgwatchdog.protocol import PRIVILEGED_COMMANDS
 from cgwatchdog.simulator import FakeClock, Fleet
 from cgwatchdog.watchdog import Watchdog
+from cgwatchdog.web.metrics import Metrics
+from cgwatchdog.web.server import MAX_LINE_BYTES, HttpServer, Limits
+from cgwatchdog.web.sources import Sources
+from cgwatchdog.web.status import DaemonStatus
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = 1_800_000_000.0
@@ -75,42 +75,48 @@ _subnets = itertools.count(150)
 BIG_ANSWER_BYTES = 32 << 20  # far more than the socket buffers of both ends hold
 
 
-class BigAnswerApi(HttpApi):
-    """An endpoint whose every answer is 32 MiB: a stand-in for /metrics of a huge fleet."""
+HOST = "127.18.2.1"
 
-    async def respond(self, request: Request) -> Response:
-        if request.path == "/big":
-            return Response(HTTPStatus.OK, b"x" * BIG_ANSWER_BYTES)
-        return await super().respond(request)
+
+async def big_answer(request: web.Request) -> web.StreamResponse:
+    """A stand-in for /metrics of a huge fleet: 32 MiB."""
+    return web.Response(body=b"x" * BIG_ANSWER_BYTES)
+
+
+async def boom(request: web.Request) -> web.StreamResponse:
+    """A handler with a bug."""
+    raise RuntimeError("the internals of /boom")
 
 
 @dataclass
 class Endpoint:
-    api: BigAnswerApi
+    server: HttpServer
     port: int
 
 
 @pytest.fixture
 async def endpoint() -> AsyncIterator[Endpoint]:
     clock = FakeClock()
-    api = BigAnswerApi(
-        DaemonStatus(interval_s=INTERVAL_S, started_at=clock()),
-        CollectorRegistry(),
-        alerts=list,
-        clock=clock,
-        head_timeout_s=0.3,
-        write_timeout_s=0.3,
-        max_connections=8,
+    server = HttpServer(
+        Sources(
+            DaemonStatus(interval_s=INTERVAL_S, started_at=clock()),
+            Metrics(CollectorRegistry()),
+            alerts=list,
+            clock=clock,
+        ),
+        limits=Limits(
+            head_timeout_s=0.3, write_timeout_s=0.3, body_timeout_s=0.3, max_connections=8
+        ),
+        extra_routes=[web.get("/big", big_answer), web.get("/boom", boom)],
     )
-    server = await asyncio.start_server(api.handle, "127.0.0.1", 0)
-    yield Endpoint(api, server.sockets[0].getsockname()[1])
-    server.close()
-    await server.wait_closed()
+    await server.start(HOST, 0)
+    yield Endpoint(server, server.port)
+    await server.stop()
 
 
 async def exchange(port: int, data: bytes) -> bytes:
     """Send ``data``, then read until the server closes (bounded)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    reader, writer = await asyncio.open_connection(HOST, port)
     writer.write(data)
     await writer.drain()
     async with asyncio.timeout(5):
@@ -138,41 +144,69 @@ def test_http_endpoint_listens_on_loopback_unless_configured(tmp_path: Path) -> 
     assert load_config(config).http.host == "0.0.0.0"
 
 
+H = b"Host: localhost\r\n"
 OVERSIZED = {
-    "request line without end": (b"GET /" + b"a" * (4 * MAX_HEAD_BYTES), 431),
+    "request line without end": (b"GET /" + b"a" * (4 * MAX_LINE_BYTES), 400),
     "many headers": (
-        b"GET / HTTP/1.1\r\n" + b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 90) for i in range(200)),
-        431,
+        b"GET / HTTP/1.1\r\n" + H + b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 90) for i in range(200)),
+        400,
     ),
     "one huge header": (
-        b"GET / HTTP/1.1\r\nCookie: " + b"c" * (2 * MAX_HEAD_BYTES) + b"\r\n\r\n",
-        431,
+        b"GET / HTTP/1.1\r\n" + H + b"Cookie: " + b"c" * (2 * MAX_LINE_BYTES) + b"\r\n\r\n",
+        400,
     ),
-    "a gigabyte announced": (b"GET / HTTP/1.1\r\nContent-Length: 1000000000\r\n\r\n", 400),
+    "a gigabyte announced": (
+        b"GET / HTTP/1.1\r\n" + H + b"Content-Length: 1000000000\r\n\r\n",
+        400,
+    ),
     "a chunked upload": (
-        b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"GET / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
         400,
     ),
     "a POST with its body": (
-        b'POST /api/alerts HTTP/1.1\r\nContent-Length: 9\r\n\r\n{"a": 1}\n',
+        b"POST /api/alerts HTTP/1.1\r\n" + H + b'Content-Length: 9\r\n\r\n{"a": 1}\n',
         405,
     ),
-    "NUL in the target": (b"GET /\x00 HTTP/1.1\r\n\r\n", 400),
+    "a write's body past the limit": (
+        b"POST /login HTTP/1.1\r\n" + H + b"Content-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: 100000\r\n\r\n" + b"t" * 100_000,
+        413,
+    ),
+    "NUL in the target": (b"GET /\x00 HTTP/1.1\r\n" + H + b"\r\n", 400),
+    "a bad method": (b"G\x01T / HTTP/1.1\r\n" + H + b"\r\n", 400),
 }
 
 
 @pytest.mark.parametrize("data, status", OVERSIZED.values(), ids=OVERSIZED.keys())
 async def test_oversized_requests_get_4xx_and_the_connection_closes(
-    endpoint: Endpoint, data: bytes, status: int
+    endpoint: Endpoint, data: bytes, status: int, caplog: pytest.LogCaptureFixture
 ) -> None:
-    answer = await exchange(endpoint.port, data)  # returns only once the server closed
+    with caplog.at_level(logging.DEBUG):
+        answer = await exchange(endpoint.port, data)  # returns only once the server closed
     assert status_of(answer) == status
-    assert b"Connection: close" in answer
+    # Closed (exchange returns only then), and said so: HTTP/1.0 closes by default.
+    assert b"Connection: close" in answer or answer.startswith(b"HTTP/1.0 ")
+    # No traceback, neither to the client nor in the log: a bad request is not an error.
+    assert b"Traceback" not in answer and b'File "' not in answer
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    await still_serving(endpoint.port)
+
+
+async def test_a_bug_in_a_handler_is_a_500_without_its_traceback(
+    endpoint: Endpoint, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="cgwatchdog.http"):
+        answer = await exchange(endpoint.port, b"GET /boom HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    assert status_of(answer) == 500
+    assert answer.endswith(b"\r\n\r\n500 Internal Server Error: internal error (see the log)\n")
+    assert b"internals" not in answer and b"Traceback" not in answer
+    logged = [r for r in caplog.records if r.exc_info]
+    assert len(logged) == 1 and "GET /boom" in logged[0].getMessage()
     await still_serving(endpoint.port)
 
 
 async def test_slowloris_is_cut_off_while_others_are_served(endpoint: Endpoint) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", endpoint.port)
+    reader, writer = await asyncio.open_connection(HOST, endpoint.port)
     writer.write(b"GET / HTTP/1.1\r\nX-Slow: ")
     sent = 0
 
@@ -190,26 +224,29 @@ async def test_slowloris_is_cut_off_while_others_are_served(endpoint: Endpoint) 
     trickling = asyncio.create_task(trickle())
     await still_serving(endpoint.port)  # answered while the slow client holds its slot
     async with asyncio.timeout(5):
-        answer = await reader.read()
-    assert status_of(answer) == 408
+        try:
+            answer = await reader.read()
+        except ConnectionResetError:
+            answer = b""
+    assert answer == b""  # dropped at the head timeout (0.3 s here), without an answer
     writer.close()
     await trickling
-    assert sent < MAX_HEAD_BYTES
+    assert sent < MAX_LINE_BYTES
     await still_serving(endpoint.port)
 
 
 async def test_a_client_that_never_reads_its_answer_is_dropped_with_it(endpoint: Endpoint) -> None:
     sockets = []
     for _ in range(3):
-        sock = socket.create_connection(("127.0.0.1", endpoint.port))
-        sock.sendall(b"GET /big HTTP/1.1\r\n\r\n")
+        sock = socket.create_connection((HOST, endpoint.port))
+        sock.sendall(b"GET /big HTTP/1.1\r\nHost: localhost\r\n\r\n")
         sockets.append(sock)
     async with asyncio.timeout(5):
         # Every answer has begun to arrive, then past the write timeout each connection
         # is let go.
         while select.select(sockets, [], [], 0)[0] != sockets:
             await asyncio.sleep(0.01)
-        while endpoint.api._open:
+        while endpoint.server.open_connections:
             await asyncio.sleep(0.01)
     loop = asyncio.get_running_loop()
     for sock in sockets:
@@ -226,6 +263,19 @@ async def test_a_client_that_never_reads_its_answer_is_dropped_with_it(endpoint:
         # the server would otherwise have kept for a client that never reads.
         assert received < BIG_ANSWER_BYTES
     await still_serving(endpoint.port)
+
+
+async def test_a_write_whose_body_never_arrives_gets_408(endpoint: Endpoint) -> None:
+    reader, writer = await asyncio.open_connection(HOST, endpoint.port)
+    writer.write(
+        b"POST /login HTTP/1.1\r\nHost: localhost\r\nContent-Length: 50\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n\r\ntoken="
+    )
+    await writer.drain()
+    async with asyncio.timeout(5):
+        answer = await reader.read()
+    writer.close()
+    assert status_of(answer) == 408 and b"did not arrive" in answer
 
 
 # --- templates run in the sandbox -----------------------------------------------------------
@@ -373,6 +423,7 @@ async def test_exec_arguments_reach_the_program_byte_for_byte_and_no_shell_runs(
         pool=None, device=None, argv=(sys.executable, "-c", DUMP_ARGV, str(out), *hostile),
         env={}, timeout_s=10.0, dry_run=False, reason="test",
     )  # fmt: skip
+
     def no_channel(miner: MinerConfig, timeout_s: float) -> Any:
         raise AssertionError("exec needs no miner channel")
 
@@ -726,8 +777,10 @@ async def test_api_alerts_shows_no_secret(secret_files: Path) -> None:
                               " annotations: {summary: '{{ labels.miner }} is gone'}}]")
         + f"miners: [{{name: m1, host: 127.0.0.1, port: {port}, labels: {{site: north}}}}]\n"
         + "poll: {interval: 30s, timeout: 1s, connect_timeout: 0.5s}\n"
+        + "http: {token_file: token}\n"
     )  # fmt: skip
     cfg = load_config(config)
+    assert cfg.http.token is not None and cfg.http.token.get_secret_value() == BEARER_TOKEN
     clock = FakeClock(T0)
     watchdog = Watchdog(cfg, acting=False, clock=clock)
     status = DaemonStatus(interval_s=INTERVAL_S, started_at=clock())
@@ -737,21 +790,31 @@ async def test_api_alerts_shows_no_secret(secret_files: Path) -> None:
         status.cycles += 1
         status.last_cycle_at = clock()
         status.record_actions(report.action_events)
-    api = HttpApi(status, CollectorRegistry(), alerts=watchdog.alerts.alerts, clock=clock)
-    server = await asyncio.start_server(api.handle, "127.0.0.1", 0)
+    metrics = Metrics(CollectorRegistry())
+    metrics.observe_cycle(
+        report.results, watchdog.alerts.alerts(), duration_s=0.1, finished_at=clock(),
+        interval_s=INTERVAL_S, miners=cfg.miners,
+    )  # fmt: skip
+    server = HttpServer(
+        Sources(status, metrics, alerts=watchdog.alerts.alerts, clock=clock, http=cfg.http)
+    )
+    await server.start(HOST, 0)
     try:
-        served = server.sockets[0].getsockname()[1]
-        for path in ("/api/alerts", "/healthz", "/metrics"):
-            answer = await exchange(served, f"GET {path} HTTP/1.1\r\n\r\n".encode())
-            assert status_of(answer) == 200
+        served = server.port
+        for path in ("/api/alerts", "/healthz", "/metrics", "/", "/miners/m1"):
+            answer = await exchange(
+                served, f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode()
+            )
+            assert status_of(answer) == 200, path
             shows_no_secret(answer.decode())
         document = json.loads(
-            (await exchange(served, b"GET /api/alerts HTTP/1.1\r\n\r\n")).split(b"\r\n\r\n", 1)[1]
+            (await exchange(served, b"GET /api/alerts HTTP/1.1\r\nHost: localhost\r\n\r\n")).split(
+                b"\r\n\r\n", 1
+            )[1]
         )
         assert [a["alertname"] for a in document["alerts"]] == ["Gone"]
     finally:
-        server.close()
-        await server.wait_closed()
+        await server.stop()
 
 
 def test_a_config_with_inline_secrets_is_flagged_only_when_others_can_read_it(

@@ -39,7 +39,8 @@ Verification, per step (never trusting a reply: many firmwares drop the connecti
 
 Safeguards (stages, each a small function in ``SAFEGUARDS``, tried in order; the first
 that objects holds the step back, logged once per change of reason)
-    exhausted miner; read-only API; fleet incident for the alertname; the condition not
+    a maintenance silence matching the alert (``plan(maintenance=...)``); exhausted
+    miner; read-only API; fleet incident for the alertname; the condition not
     seen this cycle (an escalation goes on when the miner did not answer: a hung miner is
     what a power-cycle is for); another action on the miner in progress; restart grace
     (first steps); ``cooldown`` per miner (first steps only: an escalation after a failed
@@ -147,6 +148,7 @@ __all__ = [
     "hold_fleet_incident",
     "hold_hourly_cap",
     "hold_in_flight",
+    "hold_maintenance",
     "hold_read_only",
     "hold_restart_grace",
 ]
@@ -475,7 +477,7 @@ class Candidate:
     ``escalation``: a later step of a ladder whose previous step failed (or was verified
     and leads on): exempt from cooldown and restart grace, not from the hourly cap or
     max_in_flight. ``condition_seen``: the alert's condition was true this cycle;
-    ``miner_answered``: the miner answered this cycle's poll.
+    ``miner_answered``: the miner answered this cycle's poll; ``labels``: the alert's.
     """
 
     miner: str
@@ -487,6 +489,7 @@ class Candidate:
     dry_run: bool
     condition_seen: bool
     miner_answered: bool = True
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 class Busy(NamedTuple):
@@ -508,6 +511,10 @@ def _can_anything(do: str, device: str | None) -> str | None:
 
 
 def _any_pool(pool: Pool) -> str | None:
+    return None
+
+
+def _no_maintenance(labels: Mapping[str, str]) -> str | None:
     return None
 
 
@@ -543,6 +550,7 @@ class PlanContext:
     ``history``: per miner, (time, dry_run) of the actions of the last hour (or cooldown).
     ``busy``: what is in progress per miner. ``exhausted``: per miner, the alert whose
     ladder failed. ``incidents``: alertname -> share of the fleet it fires on.
+    ``maintenance``: an alert's labels -> why they are in maintenance (None: they are not).
     """
 
     now: float
@@ -556,6 +564,15 @@ class PlanContext:
     restarted_at: Mapping[str, float] = field(default_factory=dict)
     in_flight: int = 0
     capabilities: Callable[[str], Capabilities] = lambda miner: ANY_CAPABILITIES
+    maintenance: Callable[[Mapping[str, str]], str | None] = _no_maintenance
+
+
+def hold_maintenance(c: Candidate, ctx: PlanContext) -> Hold | None:
+    """Hands off what an operator put in maintenance (a maintenance silence matches)."""
+    why = ctx.maintenance(c.labels or {"miner": c.miner, "alertname": c.alertname})
+    if why is None:
+        return None
+    return Hold("maintenance", f"in maintenance: {why}")
 
 
 def hold_exhausted(c: Candidate, ctx: PlanContext) -> Hold | None:
@@ -679,6 +696,7 @@ def hold_in_flight(c: Candidate, ctx: PlanContext) -> Hold | None:
 
 
 SAFEGUARDS: Final[tuple[Callable[[Candidate, PlanContext], Hold | None], ...]] = (
+    hold_maintenance,
     hold_exhausted,
     hold_read_only,
     hold_fleet_incident,
@@ -1050,6 +1068,7 @@ class ActionPlanner:
         miners: Mapping[str, MinerConfig],
         now: float,
         capabilities: Callable[[str], Capabilities] | None = None,
+        maintenance: Callable[[Mapping[str, str]], str | None] | None = None,
     ) -> list[PlannedAction]:
         """The actions to take now, oldest alert first (deterministic).
 
@@ -1057,7 +1076,9 @@ class ActionPlanner:
         matter); ``results``: this cycle's poll results by miner name; ``fleet_incidents``:
         alertnames firing on a large share of the fleet (``alerts.fleet_incidents``);
         ``miners``: the configured miners by name; ``capabilities``: what each miner's
-        control channel can do (by name; default: anything).
+        control channel can do (by name; default: anything); ``maintenance``: an
+        alert's labels -> why they are in maintenance, or None (default: nothing is;
+        ``SilenceBook.maintenance_check`` makes one).
         """
         self._prune(now)
         self._expire_running(now)
@@ -1066,6 +1087,8 @@ class ActionPlanner:
         ctx = self._context(alerts, results, fleet_incidents, miners, now)
         if capabilities is not None:
             ctx.capabilities = capabilities
+        if maintenance is not None:
+            ctx.maintenance = maintenance
         planned: list[PlannedAction] = []
         for ladder in sorted(self._ladders.values(), key=_Ladder.sort_key):
             if ladder.state is LadderState.WAITING or ladder.state is LadderState.ESCALATING:
@@ -1200,6 +1223,7 @@ class ActionPlanner:
                 dry_run=self._settings.dry_run or bool(step.dry_run),
                 condition_seen=alert.last_seen >= now - _SAME_CYCLE_S,
                 miner_answered=isinstance(ctx.results.get(ladder.miner), Snapshot),
+                labels=ladder.labels,
             )
             hold = _first_hold(candidate, ctx)
             if hold is not None:

@@ -173,16 +173,58 @@ class PollConfig(Model):
         return self
 
 
+_HOST_NAME = re.compile(
+    r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\.?"
+)
+
+
+MIN_HTTP_TOKEN_CHARS = 16
+"""A shorter write token could be guessed through the sign-in form."""
+
+
+def _host_name(value: str) -> str:
+    name = value.strip().lower()
+    if not _HOST_NAME.fullmatch(name):
+        raise ValueError(
+            f"{value!r} is not a host name: give a DNS name such as miners.example.org, "
+            "without scheme or port"
+        )
+    return name.rstrip(".")
+
+
 class HttpConfig(Model):
-    """The local HTTP endpoint (``http:``): /metrics, /healthz, /api/alerts."""
+    """The local HTTP endpoint (``http:``): the status page, /metrics, /healthz, /api/alerts."""
 
     listen: str = "127.0.0.1:9841"
     """host:port to serve on; loopback by default (put a reverse proxy in front to share it)."""
+    hosts: Annotated[
+        tuple[Annotated[str, AfterValidator(_host_name)], ...], BeforeValidator(listify)
+    ] = ()
+    """Names besides the listen address that the endpoint answers to in the Host header (a
+    reverse proxy's or the box's DNS name); IP addresses and ``localhost`` always work.
+    Others get 421, so a web page elsewhere cannot reach the endpoint by DNS rebinding."""
+    token: SecretStr | None = None
+    """The token that allows writes (silences, acknowledgements) with ``Authorization:
+    Bearer`` or a sign-in on the status page; give it as ``token_file``. None: the
+    endpoint is read-only and writes get 403."""
+    per_device_metrics: bool = False
+    """Also export each device's hashrate and temperature and each fan's speed (about ten
+    more series a miner; see docs/STATUS-PAGE.md for the budget)."""
 
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
         split_host_port(value, None)
+        return value
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and 0 < len(value.get_secret_value()) < MIN_HTTP_TOKEN_CHARS:
+            raise ValueError(
+                f"the token is shorter than {MIN_HTTP_TOKEN_CHARS} characters: make a long "
+                "random one (head -c 24 /dev/urandom | base64)"
+            )
         return value
 
     @property
@@ -635,6 +677,8 @@ class SilenceConfig(Model):
     """Until when."""
     comment: str = ""
     """Why, for the people reading the alerts."""
+    maintenance: bool = False
+    """Also hold back remediation actions on the alerts (and miners) it matches."""
 
     @model_validator(mode="after")
     def _sane(self) -> Self:
@@ -772,7 +816,9 @@ class Config(Model):
         return self
 
     def model_post_init(self, context: Any, /) -> None:
-        self._redactor = Redactor(secret_values(self.receivers, self.heartbeat, self.credentials()))
+        self._redactor = Redactor(
+            secret_values(self.receivers, self.heartbeat, self.http, self.credentials())
+        )
 
     def credentials(self) -> list[Credentials]:
         """The miners' distinct credentials (a host range shares one object)."""

@@ -15,6 +15,9 @@ again) and grow without bound while a peer is down. Alertmanager does not gossip
 between cluster peers, so each push goes to every peer; it counts as done when at least
 one peer accepted it (the cluster deduplicates and notifies once), and fails (a
 recoverable NotifyError naming every peer's error) only when none did.
+
+It also keeps the silences of :mod:`cgwatchdog.silences` in the cluster
+(``/api/v2/silences``): peers *do* gossip silences, so one made on any peer holds on all.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any, Final
+from urllib.parse import quote
 
 import requests
 from pydantic import AfterValidator, Field, model_validator
@@ -42,6 +46,7 @@ __all__ = [
     "MIN_RESEND_S",
     "AlertmanagerConfig",
     "AlertmanagerIntegration",
+    "silence_remote",
 ]
 
 # endsAt of a firing alert is this many intervals ahead (Prometheus: 4 x resend delay),
@@ -287,6 +292,132 @@ class AlertmanagerIntegration(StateReceiver):
             return gathered
         raise NotifyError("no Alertmanager peer answered: " + "; ".join(errors), recoverable=True)
 
+    # -- silences (cgwatchdog.silences.SilenceRemote) -----------------------------------
+
+    def _call(self, method: str, peer: str, path: str, **kwargs: Any) -> requests.Response:
+        return self._session.request(
+            method,
+            peer + path,
+            headers={**kwargs.pop("headers", {}), **self._headers},
+            auth=self._auth,
+            timeout=self._config.timeout_s,
+            verify=self._config.verify_tls,
+            allow_redirects=False,
+            **kwargs,
+        )
+
+    def get_silences(self) -> list[dict[str, Any]]:
+        """GET /api/v2/silences from every peer that answers, merged by id (the latest
+        ``updatedAt`` wins): peers gossip silences, but one just back may lag. NotifyError
+        when no peer answers."""
+        errors: list[str] = []
+        merged: dict[str, dict[str, Any]] = {}
+        answered = False
+        for peer in self._peers:
+            target = target_of(peer)
+            try:
+                response = self._call("GET", peer, "/api/v2/silences")
+            except requests.RequestException as exc:
+                errors.append(str(request_failure(exc, target, self._config.timeout_s)))
+                continue
+            if response.status_code != 200:
+                try:
+                    check_response(response, target)
+                except NotifyError as exc:
+                    errors.append(str(exc))
+                continue
+            try:
+                found = response.json()
+            except ValueError:
+                errors.append(f"{target} answered something other than JSON")
+                continue
+            if not isinstance(found, list):
+                errors.append(f"{target} answered JSON that is not a list of silences")
+                continue
+            answered = True
+            for item in found:
+                if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+                    continue
+                known = merged.get(item["id"])
+                if known is None or str(item.get("updatedAt", "")) > str(
+                    known.get("updatedAt", "")
+                ):
+                    merged[item["id"]] = item
+        if not answered:
+            raise NotifyError(
+                "no Alertmanager peer answered for its silences: " + "; ".join(errors),
+                recoverable=True,
+            )
+        return list(merged.values())
+
+    def post_silence(self, document: Mapping[str, Any]) -> str:
+        """POST a silence to the first peer that takes it (peers gossip it to one
+        another); its id. ValueError when Alertmanager refuses the silence itself (400),
+        NotifyError when no peer could be reached."""
+        body = json.dumps(document, separators=(",", ":")).encode()
+        errors: list[str] = []
+        for peer in self._peers:
+            target = target_of(peer)
+            try:
+                response = self._call(
+                    "POST",
+                    peer,
+                    "/api/v2/silences",
+                    data=body,
+                    headers={"Content-Type": "application/json"},
+                )
+            except requests.RequestException as exc:
+                errors.append(str(request_failure(exc, target, self._config.timeout_s)))
+                continue
+            if response.status_code == 400:
+                raise ValueError(f"Alertmanager refused the silence: {response.text.strip()[:200]}")
+            if response.status_code != 200:
+                try:
+                    check_response(response, target)
+                except NotifyError as exc:
+                    errors.append(str(exc))
+                continue
+            try:
+                silence_id = response.json()["silenceID"]
+            except (ValueError, KeyError, TypeError):
+                errors.append(f"{target} did not answer with a silenceID")
+                continue
+            if isinstance(silence_id, str) and silence_id:
+                return silence_id
+            errors.append(f"{target} answered an empty silenceID")
+        raise NotifyError(
+            "no Alertmanager peer took the silence (it was not made): " + "; ".join(errors),
+            recoverable=True,
+        )
+
+    def delete_silence(self, silence_id: str) -> None:
+        """DELETE /api/v2/silence/{id} on the first peer that knows it (one expired
+        already is no error); a silence no answering peer knows is gone already.
+        NotifyError when no peer could be reached."""
+        errors: list[str] = []
+        answered = False
+        for peer in self._peers:
+            target = target_of(peer)
+            try:
+                response = self._call("DELETE", peer, f"/api/v2/silence/{quote(silence_id)}")
+            except requests.RequestException as exc:
+                errors.append(str(request_failure(exc, target, self._config.timeout_s)))
+                continue
+            if response.status_code == 200:
+                return
+            text = response.text.strip()[:200]
+            # Alertmanager answers 500 "silence not found" for an id it does not hold
+            # (yet: gossip may not have brought it), 422 for one that is not a UUID.
+            if response.status_code in (404, 422) or "not found" in text:
+                answered = True
+                continue
+            errors.append(f"{target} answered HTTP {response.status_code}: {text}")
+        if not answered:
+            raise NotifyError(
+                "no Alertmanager peer expired the silence: " + "; ".join(errors),
+                recoverable=True,
+            )
+
     def close(self) -> None:
         """Stop the peer threads and close the Session if it is this integration's own."""
         if self._pool is not None:
@@ -294,3 +425,9 @@ class AlertmanagerIntegration(StateReceiver):
             self._pool = None
         if self._own_session:
             self._session.close()
+
+
+def silence_remote(receiver: object) -> AlertmanagerIntegration | None:
+    """The cluster's receiver as the silence book's remote, if it is an Alertmanager one
+    (``SilenceBook.set_remote(silence_remote(push.cluster_receiver))``)."""
+    return receiver if isinstance(receiver, AlertmanagerIntegration) else None

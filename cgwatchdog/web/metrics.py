@@ -1,0 +1,598 @@
+"""/metrics: the daemon's own series and the fleet's, in Prometheus' formats.
+
+Two parts, one scrape:
+
+- :class:`Metrics` holds the daemon's counters and gauges (cycles, actions,
+  notifications, ...) in an injected ``CollectorRegistry``; rendered at each scrape
+  by prometheus-client, a few dozen lines, without ``*_created`` series.
+- The fleet's series (``SERIES``: per miner, per device, per pool, per alert) are
+  rendered by :func:`render_fleet` straight to bytes, once per cycle and only when
+  scraped: :meth:`Metrics.exposition` caches them per format until the next cycle, so a
+  scrape of 10,000 miners costs the copy of a cached buffer, not 200,000 samples built
+  again (``benchmarks/scrape.py`` measures both).
+
+The fleet's figures come from :meth:`Metrics.observe_cycle`, which takes each cycle's
+results, the miners' configuration (their labels join through ``cgwatchdog_miner_info``)
+and the alerts, copied: the engine changes its alerts in place after the call.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import generate_latest as _text_latest
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.openmetrics.exposition import generate_latest as _openmetrics_latest
+from prometheus_client.registry import Collector
+
+from cgwatchdog import __version__
+from cgwatchdog.alerts import Alert, AlertState
+from cgwatchdog.config import MinerConfig
+from cgwatchdog.notify.outbox import ReceiverCounters
+from cgwatchdog.snapshot import PollResult, Snapshot
+from cgwatchdog.web.fleetview import AlertRow, FleetView
+from cgwatchdog.web.status import ROLES
+
+__all__ = [
+    "OPENMETRICS",
+    "SERIES",
+    "TEXT",
+    "AlertRow",
+    "FleetView",
+    "Metrics",
+    "Series",
+    "render_fleet",
+    "series_budget",
+]
+
+TEXT: Final = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS: Final = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+_CYCLE_BUCKETS_S: Final = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+# The labels cgwatchdog_miner_info carries of its own; a miner's configured label of the
+# same name wins (the operator knows the model better than a misreporting firmware).
+INFO_LABELS: Final = ("host", "family", "model", "firmware_version", "fork")
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """One fleet metric family: what it is, and how many series a miner adds."""
+
+    name: str
+    kind: str  # "gauge" or "counter" (a counter's samples end in _total)
+    labels: tuple[str, ...]
+    help: str
+    count: str  # how many series, in words (for the docs)
+    typical: int  # series for a typical miner: 3 devices, 3 pools, 4 fans, no alert
+    per_device: bool = False  # only with http.per_device_metrics
+
+    @property
+    def sample(self) -> str:
+        """The sample name: a counter's ends in ``_total``."""
+        return f"{self.name}_total" if self.kind == "counter" else self.name
+
+
+SERIES: Final = (
+    Series("cgwatchdog_miner_up", "gauge", ("miner",),
+           "1 if the miner answered the last poll", "1", 1),
+    Series("cgwatchdog_miner_info", "gauge", ("miner", *INFO_LABELS, "<the miner's labels>"),
+           "1 per miner, to join on: its address, firmware as recognised, and its configured labels",
+           "1", 1),
+    Series("cgwatchdog_miner_hashrate_hashes_per_second", "gauge", ("miner",),
+           "Hashrate the miner reports (its shortest window), H/s", "1", 1),
+    Series("cgwatchdog_miner_hardware_error_ratio", "gauge", ("miner",),
+           "Hardware errors among work done since the miner started, 0..1", "1", 1),
+    Series("cgwatchdog_miner_temperature_max_celsius", "gauge", ("miner",),
+           "Hottest temperature the miner reports", "1", 1),
+    Series("cgwatchdog_miner_uptime_seconds", "gauge", ("miner",),
+           "Seconds since the mining process started (cgminer Elapsed)", "1", 1),
+    Series("cgwatchdog_miner_fan_speed_min_rpm", "gauge", ("miner",),
+           "Speed of the slowest fan the miner reports", "1 if it reports fans", 1),
+    Series("cgwatchdog_pool_shares", "counter", ("miner", "pool", "result"),
+           "Shares of the active pool by result (accepted, rejected, stale), as the miner counts them",
+           "3 (the active pool only)", 3),
+    Series("cgwatchdog_pool_status", "gauge", ("miner", "pool", "status"),
+           "1 for the status each pool reports", "1 per pool", 3),
+    Series("cgwatchdog_pool_active", "gauge", ("miner", "pool"),
+           "1 for the pool the miner mines on", "1 per pool", 3),
+    Series("cgwatchdog_device_status", "gauge", ("miner", "device", "status"),
+           "1 for the status each device (or board) reports", "1 per device", 3),
+    Series("cgwatchdog_device_hashrate_hashes_per_second", "gauge", ("miner", "device"),
+           "Hashrate of each device (or board), H/s", "1 per device", 3, per_device=True),
+    Series("cgwatchdog_device_temperature_celsius", "gauge", ("miner", "device"),
+           "Temperature of each device (or board)", "1 per device", 3, per_device=True),
+    Series("cgwatchdog_fan_speed_rpm", "gauge", ("miner", "fan"),
+           "Speed of each fan", "1 per fan", 4, per_device=True),
+    Series("cgwatchdog_alert", "gauge",
+           ("alertname", "alertstate", "severity", "miner", "device", "pool"),
+           "1 per pending or firing alert, like Prometheus' ALERTS", "1 per alert", 0),
+)  # fmt: skip
+"""The fleet's metric families, in the order they are exposed."""
+
+# -- rendering the fleet's families -----------------------------------------------------------
+
+
+def _escape(value: str) -> str:
+    if "\\" in value or '"' in value or "\n" in value:
+        value = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return value
+
+
+def _head(series: Series, openmetrics: bool) -> str:
+    shown = series.name if openmetrics else series.sample
+    return f"# HELP {shown} {series.help}\n# TYPE {shown} {series.kind}\n"
+
+
+def _info_labels(result: PollResult, miner: MinerConfig | None, known: tuple[str, str]) -> str:
+    model, fork = known
+    if isinstance(result, Snapshot):
+        model, fork = result.model or model, result.fork or fork
+    labels = {
+        "host": result.host,
+        "family": result.family or "",
+        "model": model,
+        "firmware_version": result.firmware_version or "",
+        "fork": fork,
+    }
+    if miner is not None:
+        for key, value in miner.labels.items():
+            if not key.startswith("__"):  # reserved by Prometheus
+                labels[key] = value
+    return "".join(f',{key}="{_escape(value)}"' for key, value in labels.items())
+
+
+_Identity = tuple[str, str, str, str, str, str, int]
+InfoCache = dict[str, tuple[_Identity, str, str]]
+"""Per miner: what its info line depends on, its ``miner="..."`` text, its info line."""
+
+
+def _miner_text(result: PollResult, view: FleetView, cache: InfoCache, fresh: InfoCache) -> str:
+    """The miner's label text, and its info line appended to ``fresh`` (kept across
+    cycles while nothing it shows changes: most of a render's time otherwise)."""
+    name = result.name
+    known = view.identity.get(name, ("", ""))
+    config = view.miners.get(name)
+    model, fork = known
+    if isinstance(result, Snapshot):
+        model, fork = result.model or model, result.fork or fork
+    identity: _Identity = (
+        result.host, result.family or "", result.firmware_version or "", model, fork,
+        name, id(config),
+    )  # fmt: skip
+    cached = cache.get(name)
+    if cached is None or cached[0] != identity:
+        m = f'miner="{_escape(name)}"'
+        info = f"cgwatchdog_miner_info{{{m}{_info_labels(result, config, known)}}} 1\n"
+        cached = (identity, m, info)
+    fresh[name] = cached
+    return cached[1]
+
+
+def render_fleet(
+    view: FleetView, *, openmetrics: bool, per_device: bool, cache: InfoCache | None = None
+) -> bytes:
+    """The fleet's families as exposition text (without OpenMetrics' ``# EOF``).
+
+    ``cache`` carries the miners' info lines from the last render; it is replaced by
+    this render's (miners gone from the fleet leave it)."""
+    old: InfoCache = {} if cache is None else dict(cache)
+    fresh: InfoCache = {}
+    lines: dict[str, list[str]] = {s.name: [] for s in SERIES}
+    up = lines["cgwatchdog_miner_up"]
+    hashrate = lines["cgwatchdog_miner_hashrate_hashes_per_second"]
+    hw_ratio = lines["cgwatchdog_miner_hardware_error_ratio"]
+    temperature = lines["cgwatchdog_miner_temperature_max_celsius"]
+    uptime = lines["cgwatchdog_miner_uptime_seconds"]
+    fan_min = lines["cgwatchdog_miner_fan_speed_min_rpm"]
+    shares = lines["cgwatchdog_pool_shares"]
+    pool_status, pool_active = lines["cgwatchdog_pool_status"], lines["cgwatchdog_pool_active"]
+    device_status = lines["cgwatchdog_device_status"]
+    device_hashrate = lines["cgwatchdog_device_hashrate_hashes_per_second"]
+    device_temperature = lines["cgwatchdog_device_temperature_celsius"]
+    fan = lines["cgwatchdog_fan_speed_rpm"]
+    isfinite = math.isfinite
+    for result in view.results:
+        m = _miner_text(result, view, old, fresh)
+        if not isinstance(result, Snapshot):
+            up.append(f"cgwatchdog_miner_up{{{m}}} 0\n")
+            continue
+        up.append(f"cgwatchdog_miner_up{{{m}}} 1\n")
+        value = result.hashrate_hs
+        if value is not None and isfinite(value):
+            hashrate.append(f"cgwatchdog_miner_hashrate_hashes_per_second{{{m}}} {value!r}\n")
+        ratio = result.hardware_error_ratio
+        if ratio is not None and isfinite(ratio):
+            hw_ratio.append(f"cgwatchdog_miner_hardware_error_ratio{{{m}}} {float(ratio)!r}\n")
+        value = result.temperature_max_c
+        if value is not None and isfinite(value):
+            temperature.append(f"cgwatchdog_miner_temperature_max_celsius{{{m}}} {value!r}\n")
+        value = result.elapsed_s
+        if value is not None and isfinite(value):
+            uptime.append(f"cgwatchdog_miner_uptime_seconds{{{m}}} {value!r}\n")
+        if result.fans_rpm:
+            fan_min.append(f"cgwatchdog_miner_fan_speed_min_rpm{{{m}}} {min(result.fans_rpm)}\n")
+        for p in result.pools:
+            pool = f'{m},pool="{p.id}"'
+            pool_status.append(f'cgwatchdog_pool_status{{{pool},status="{_escape(p.status)}"}} 1\n')
+            pool_active.append(f"cgwatchdog_pool_active{{{pool}}} {1 if p.active else 0}\n")
+            if p.active:
+                shares.append(
+                    f'cgwatchdog_pool_shares_total{{{pool},result="accepted"}} {p.accepted}\n'
+                    f'cgwatchdog_pool_shares_total{{{pool},result="rejected"}} {p.rejected}\n'
+                    f'cgwatchdog_pool_shares_total{{{pool},result="stale"}} {p.stale}\n'
+                )
+        for d in result.devices:
+            device = f'{m},device="{d.id}"'
+            device_status.append(
+                f'cgwatchdog_device_status{{{device},status="{_escape(d.status)}"}} 1\n'
+            )
+            if not per_device:
+                continue
+            value = d.hashrate_hs
+            if value is not None and isfinite(value):
+                device_hashrate.append(
+                    f"cgwatchdog_device_hashrate_hashes_per_second{{{device}}} {float(value)!r}\n"
+                )
+            value = d.temperature_c
+            if value is not None and isfinite(value):
+                device_temperature.append(
+                    f"cgwatchdog_device_temperature_celsius{{{device}}} {float(value)!r}\n"
+                )
+        if per_device:
+            for index, rpm in enumerate(result.fans_rpm):
+                fan.append(f'cgwatchdog_fan_speed_rpm{{{m},fan="{index}"}} {rpm}\n')
+    lines["cgwatchdog_miner_info"] = [entry[2] for entry in fresh.values()]
+    if cache is not None:
+        cache.clear()
+        cache.update(fresh)
+    alert_lines = lines["cgwatchdog_alert"]
+    for a in view.alerts:
+        alert_lines.append(
+            f'cgwatchdog_alert{{alertname="{_escape(a.alertname)}",alertstate="{a.state}",'
+            f'severity="{_escape(a.severity)}",miner="{_escape(a.miner)}",'
+            f'device="{_escape(a.device)}",pool="{_escape(a.pool)}"}} 1\n'
+        )
+    parts: list[str] = []
+    for series in SERIES:
+        if series.per_device and not per_device:
+            continue
+        parts.append(_head(series, openmetrics))
+        parts += lines[series.name]
+    return "".join(parts).encode()
+
+
+# -- the daemon's own metrics -------------------------------------------------------------------
+
+
+_ALERT_STATES: Final = (AlertState.PENDING, AlertState.FIRING, AlertState.RESOLVED)
+
+
+@dataclass(frozen=True, slots=True)
+class _Totals:
+    """The small figures rendered at every scrape; replaced wholesale."""
+
+    alerts_by_state: Mapping[str, int] = field(default_factory=dict)
+    alerts_by_name: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    notifications: Mapping[str, ReceiverCounters] = field(default_factory=dict)
+    failing: frozenset[str] = frozenset()
+
+
+class _TotalsCollector(Collector):
+    """Alerts by state and name, notifications and failing receivers."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        totals = self._metrics._totals
+        by_state = GaugeMetricFamily("cgwatchdog_alerts", "Alerts by state", labels=["state"])
+        for state in _ALERT_STATES:
+            by_state.add_metric((state.value,), float(totals.alerts_by_state.get(state.value, 0)))
+        yield by_state
+        by_name = GaugeMetricFamily(
+            "cgwatchdog_alerts_by_alertname",
+            "Alerts by alert name and state",
+            labels=["alertname", "state"],
+        )
+        for (alertname, state_name), count in sorted(totals.alerts_by_name.items()):
+            by_name.add_metric((alertname, state_name), float(count))
+        yield by_name
+        notifications = CounterMetricFamily(
+            "cgwatchdog_notifications",
+            "Notification attempts by receiver: sent, failed (an attempt), dropped (given up)",
+            labels=["receiver", "outcome"],
+        )
+        failing = GaugeMetricFamily(
+            "cgwatchdog_receiver_failing",
+            "1 while a receiver's last delivery attempt failed",
+            labels=["receiver"],
+        )
+        for receiver, counts in sorted(totals.notifications.items()):
+            notifications.add_metric((receiver, "sent"), float(counts.sent))
+            notifications.add_metric((receiver, "failed"), float(counts.failed))
+            notifications.add_metric((receiver, "dropped"), float(counts.dropped))
+        for receiver in sorted(set(totals.notifications) | totals.failing):
+            failing.add_metric((receiver,), 1.0 if receiver in totals.failing else 0.0)
+        yield notifications
+        yield failing
+
+
+class _WithoutCreated(Collector):
+    """A registry's families without the ``*_created`` samples (clutter nobody graphs)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self._registry.collect():
+            metric.samples = [s for s in metric.samples if not s.name.endswith("_created")]
+            yield metric
+
+
+class Metrics:
+    """The daemon's metrics: its own in ``registry``, the fleet's from the last cycle.
+
+    The daemon calls :meth:`observe_cycle` after each cycle and the ``record_*`` and
+    ``observe_*`` methods as things happen; /metrics is :meth:`exposition`.
+    """
+
+    def __init__(self, registry: CollectorRegistry, *, per_device: bool = False) -> None:
+        self.registry = registry
+        self.per_device = per_device
+        self.view = FleetView()
+        self._totals = _Totals()
+        self._cache: dict[bool, tuple[FleetView, bool, bytes]] = {}
+        self._info: InfoCache = {}
+        self._render_lock = threading.Lock()
+        registry.register(_TotalsCollector(self))
+        self._without_created = _WithoutCreated(registry)
+        self.cycles = Counter("cgwatchdog_cycles", "Cycles completed", registry=registry)
+        self.cycle_failures = Counter(
+            "cgwatchdog_cycle_failures",
+            "Cycles that failed with an internal error",
+            registry=registry,
+        )
+        self.slow_cycles = Counter(
+            "cgwatchdog_slow_cycles",
+            "Cycles that took longer than the poll interval",
+            registry=registry,
+        )
+        self.cycle_duration = Histogram(
+            "cgwatchdog_cycle_duration_seconds",
+            "Wall time of one cycle: poll, evaluate, save",
+            buckets=_CYCLE_BUCKETS_S,
+            registry=registry,
+        )
+        self.last_cycle = Gauge(
+            "cgwatchdog_last_cycle_timestamp_seconds",
+            "When the last cycle completed",
+            registry=registry,
+        )
+        self.poll_interval = Gauge(
+            "cgwatchdog_poll_interval_seconds",
+            "The poll interval (a cycle is late after three: /healthz's rule)",
+            registry=registry,
+        )
+        self.miners = Gauge("cgwatchdog_miners", "Miners configured", registry=registry)
+        self.miners_up = Gauge(
+            "cgwatchdog_miners_up", "Miners that answered the last poll", registry=registry
+        )
+        self.poll_errors = Counter(
+            "cgwatchdog_poll_errors",
+            "Miners that gave no usable answer, per cycle, by kind",
+            ["kind"],
+            registry=registry,
+        )
+        self.outbox_depth = Gauge(
+            "cgwatchdog_outbox_depth", "Notifications waiting in the outbox", registry=registry
+        )
+        self.pushes = Counter(
+            "cgwatchdog_alertmanager_pushes",
+            "Pushes of alert state to Alertmanager receivers",
+            ["receiver", "result"],
+            registry=registry,
+        )
+        self.actions = Counter(
+            "cgwatchdog_actions",
+            "Remediation steps by action and outcome",
+            ["action", "outcome"],
+            registry=registry,
+        )
+        self.store_errors = Counter(
+            "cgwatchdog_store_errors", "Failures of the sqlite state file", registry=registry
+        )
+        self.store_healthy = Gauge(
+            "cgwatchdog_store_healthy", "1 if the state file took the last write", registry=registry
+        )
+        self.reloads = Counter(
+            "cgwatchdog_config_reloads",
+            "Configuration reloads (SIGHUP) by result",
+            ["result"],
+            registry=registry,
+        )
+        self.reload_ok = Gauge(
+            "cgwatchdog_config_last_reload_successful",
+            "1 if the last reload was applied (or none was tried)",
+            registry=registry,
+        )
+        self.role = Gauge(
+            "cgwatchdog_role",
+            "1 for the role this replica runs its cycles as (leader, follower, isolated)",
+            ["role"],
+            registry=registry,
+        )
+        self.heartbeat_pings = Counter(
+            "cgwatchdog_heartbeat_pings",
+            "Dead man's switch pings (heartbeat.url) by result",
+            ["result"],
+            registry=registry,
+        )
+        self.heartbeat_last_ok = Gauge(
+            "cgwatchdog_heartbeat_last_success_timestamp_seconds",
+            "When the dead man's switch last took a ping (0: never; absent: no heartbeat.url)",
+            registry=None,
+        )
+        self._heartbeat_registered = False
+        self.build = Gauge(
+            "cgwatchdog_build_info", "The running version", ["version"], registry=registry
+        )
+        self.build.labels(version=__version__).set(1)
+        self.store_healthy.set(1)
+        self.reload_ok.set(1)
+
+    # -- the fleet ---------------------------------------------------------------------------
+
+    def observe_cycle(
+        self,
+        results: Sequence[PollResult],
+        alerts: Iterable[Alert],
+        *,
+        duration_s: float,
+        finished_at: float,
+        interval_s: float,
+        miners: Iterable[MinerConfig] = (),
+    ) -> None:
+        """Take one completed cycle's figures (``miners``: the configuration, for labels)."""
+        by_state: dict[str, int] = {}
+        by_name: dict[tuple[str, str], int] = {}
+        rows: list[AlertRow] = []
+        for alert in alerts:
+            state = alert.state.value
+            by_state[state] = by_state.get(state, 0) + 1
+            key = (alert.alertname, state)
+            by_name[key] = by_name.get(key, 0) + 1
+            if alert.state in (AlertState.PENDING, AlertState.FIRING):
+                rows.append(AlertRow.of(alert))
+        errors: dict[str, int] = {}
+        up = 0
+        known = self.view.identity
+        identity: dict[str, tuple[str, str]] = {}
+        for result in results:
+            if isinstance(result, Snapshot):
+                up += 1
+                identity[result.name] = (result.model or "", result.fork or "")
+            else:
+                errors[result.kind.value] = errors.get(result.kind.value, 0) + 1
+                if result.name in known:
+                    identity[result.name] = known[result.name]
+        for kind, count in errors.items():
+            self.poll_errors.labels(kind=kind).inc(count)
+        self.view = FleetView(
+            tuple(results),
+            {miner.name: miner for miner in miners},
+            tuple(rows),
+            identity,
+            finished_at,
+        )
+        self._totals = _Totals(by_state, by_name, self._totals.notifications, self._totals.failing)
+        self.cycles.inc()
+        self.cycle_duration.observe(duration_s)
+        if duration_s > interval_s:
+            self.slow_cycles.inc()
+        self.last_cycle.set(finished_at)
+        self.poll_interval.set(interval_s)
+        self.miners.set(len(results))
+        self.miners_up.set(up)
+
+    def observe_outbox(
+        self,
+        depth: int,
+        counters: Mapping[str, ReceiverCounters],
+        failing: Iterable[str] | None = None,
+    ) -> None:
+        """The outbox's depth, per-receiver totals and the receivers failing now."""
+        self.outbox_depth.set(depth)
+        totals = self._totals
+        self._totals = _Totals(
+            totals.alerts_by_state,
+            totals.alerts_by_name,
+            dict(counters),
+            totals.failing if failing is None else frozenset(failing),
+        )
+
+    @property
+    def notifications(self) -> Mapping[str, ReceiverCounters]:
+        """Per-receiver delivery totals, as last observed."""
+        return self._totals.notifications
+
+    @property
+    def failing_receivers(self) -> frozenset[str]:
+        """The receivers whose last attempt failed, as last observed."""
+        return self._totals.failing
+
+    def fleet_exposition(self, *, openmetrics: bool) -> bytes:
+        """The fleet's families of the last cycle, rendered once per cycle and format."""
+        view, per_device = self.view, self.per_device
+        cached = self._cache.get(openmetrics)
+        if cached is not None and cached[0] is view and cached[1] == per_device:
+            return cached[2]
+        with self._render_lock:  # two scrapes at once render once
+            cached = self._cache.get(openmetrics)
+            if cached is not None and cached[0] is view and cached[1] == per_device:
+                return cached[2]
+            body = render_fleet(
+                view, openmetrics=openmetrics, per_device=per_device, cache=self._info
+            )
+            # The other format's copy belongs to an older cycle: drop it, memory stays flat.
+            self._cache = {
+                k: v for k, v in self._cache.items() if v[0] is view and v[1] == per_device
+            }
+            self._cache[openmetrics] = (view, per_device, body)
+            return body
+
+    def exposition(self, *, openmetrics: bool) -> bytes:
+        """The whole /metrics body: the fleet's families, then the daemon's own.
+
+        Blocking (the first call after a cycle renders the fleet): run it in a thread.
+        """
+        fleet = self.fleet_exposition(openmetrics=openmetrics)
+        own = (_openmetrics_latest if openmetrics else _text_latest)(self._without_created)
+        return fleet + own
+
+    # -- events --------------------------------------------------------------------------------
+
+    def record_action(self, name: str, outcome: str) -> None:
+        """One remediation step (``restart``, ``exec``, ...) and how it ended."""
+        self.actions.labels(action=name, outcome=outcome).inc()
+
+    def record_push(self, receiver: str, ok: bool) -> None:
+        """One push of alert state to an Alertmanager receiver."""
+        self.pushes.labels(receiver=receiver, result="ok" if ok else "failed").inc()
+
+    def record_role(self, role: str) -> None:
+        """The role of this cycle: its series is 1, the other roles' 0."""
+        for name in ROLES:
+            self.role.labels(role=name).set(1 if name == role else 0)
+
+    def record_heartbeat(self, ok: bool) -> None:
+        """One ping of the dead man's switch (its gauges appear with the first ping)."""
+        if not self._heartbeat_registered:
+            self.registry.register(self.heartbeat_last_ok)
+            self._heartbeat_registered = True
+        self.heartbeat_pings.labels(result="ok" if ok else "failed").inc()
+        if ok:
+            self.heartbeat_last_ok.set_to_current_time()
+
+    def record_store(self, ok: bool) -> None:
+        """Whether the state file took the last write."""
+        if not ok:
+            self.store_errors.inc()
+        self.store_healthy.set(1 if ok else 0)
+
+    def record_reload(self, ok: bool) -> None:
+        """A configuration reload, applied or refused."""
+        self.reloads.labels(result="ok" if ok else "failed").inc()
+        self.reload_ok.set(1 if ok else 0)
+
+    def record_cycle_failure(self) -> None:
+        """A cycle that ended with an internal error."""
+        self.cycle_failures.inc()
+
+
+def series_budget(*, per_device: bool) -> int:
+    """Series a typical miner adds (3 devices, 3 pools, 4 fans, no alert)."""
+    return sum(s.typical for s in SERIES if per_device or not s.per_device)
