@@ -3,16 +3,18 @@
 Every contender polls the same fleet (``summary+devs+pools`` per miner) and runs one
 cycle per :meth:`Contender.cycle` call:
 
-``cgwatchdog`` (``cgwatchdog-gc``: with the cyclic GC left running during the poll)
+``cgwatchdog`` (``cgwatchdog-gc``: with the cyclic GC left running during the poll;
+``cgwatchdog-freeze``: left running, the heap frozen after the warm-up, ``gc.freeze``)
     :class:`cgwatchdog.poller.Poller` (one multi-command connection per miner, decode,
     Snapshot) plus :meth:`cgwatchdog.rules.RuleEngine.observe` with the shipped
     ``rules/default.yaml``, over a history pre-filled to ``history_s`` (an hour by default,
     the memory target's condition).
 ``sequential``
     the seed's pattern: pycgminer (ported, :mod:`benchmarks.pycgminer_port`), one blocking
-    connection per command, one miner after another; then the same Snapshot and rules as
-    cgwatchdog, so only the polling differs. Over a large fleet it polls an even sample
-    and scales the figures up (said in the table).
+    connection per command, one miner after another; the same commands as cgwatchdog's
+    steady cycle (``stats`` too on bmminer), then the same decoding, Snapshot and rules,
+    so only the polling differs. Over a large fleet it polls an even sample and scales
+    the figures up (said in the table).
 ``pyasic``
     pyasic 0.79's ``CGMinerRPCAPI(ip, port).multicommand("summary", "devs", "pools")``
     (its own connection, read-to-close and JSON repair), no Snapshot or rules.
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import logging
 import time
 import warnings
@@ -38,7 +41,9 @@ from typing import Any, NamedTuple
 from benchmarks.pycgminer_port import PyCgminerAPI
 from cgwatchdog.config import MinerConfig
 from cgwatchdog.config.loader import load_rule_file
+from cgwatchdog.errors import ProtocolError
 from cgwatchdog.poller import Poller
+from cgwatchdog.protocol import decode_reply
 from cgwatchdog.rules import RuleEngine
 from cgwatchdog.snapshot import PollResult, Snapshot, build_snapshot
 
@@ -56,6 +61,8 @@ class Target(NamedTuple):
     name: str
     host: str
     port: int
+    flavour: str = ""
+    """The simulator's flavour (cgminer, bmminer, bfgminer), where known."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -121,9 +128,11 @@ class CgwatchdogContender(Contender):
         *,
         history_s: float = 3600.0,
         pause_gc: bool = True,
+        freeze: bool = False,
     ) -> None:
         super().__init__(targets, concurrency)
         self.history_s = history_s
+        self.freeze = freeze
         miners = _miners(targets)
         self.poller = Poller(miners, concurrency=concurrency, pause_gc=pause_gc)
         self.engine = RuleEngine(load_rule_file(DEFAULT_RULES), miners)
@@ -134,6 +143,9 @@ class CgwatchdogContender(Contender):
         """First contact (the poller settles each miner's commands), then history."""
         results = await self.poller.poll()
         self._prefill(results)
+        if self.freeze:
+            gc.collect()
+            gc.freeze()  # the long-lived heap (history, states) out of every collection
         return _count(results)
 
     def _prefill(self, results: list[PollResult]) -> None:
@@ -176,7 +188,9 @@ def _count(results: Sequence[PollResult]) -> Outcome:
 
 
 class SequentialContender(Contender):
-    """pycgminer's pattern: three connections a miner, one miner after another."""
+    """pycgminer's pattern: one connection per command, one miner after another; the
+    same commands, decoding, Snapshot and rules as cgwatchdog, so only the polling
+    differs."""
 
     name = "sequential"
 
@@ -197,9 +211,12 @@ class SequentialContender(Contender):
         failed = 0
         for target in self.sample:
             api = PyCgminerAPI(target.host, target.port)
+            # What cgwatchdog asks each miner in its steady cycle: stats too where the
+            # boards and fans are only there (bmminer).
+            commands = (*BASE_COMMANDS, "stats") if target.flavour == "bmminer" else BASE_COMMANDS
             try:
-                replies = {command: api.command(command) for command in BASE_COMMANDS}
-            except (OSError, ValueError):
+                replies = {command: decode_reply(api.raw_command(command)) for command in commands}
+            except (OSError, ProtocolError):
                 failed += 1
                 continue
             results.append(
@@ -337,10 +354,14 @@ def make(
 ) -> Contender:
     """The contender called ``name`` (without its ``-uvloop`` suffix)."""
     base = name.removesuffix("-uvloop")
-    if base in ("cgwatchdog", "cgwatchdog-gc"):
-        # cgwatchdog-gc: the cyclic GC left running during the poll, to measure the pause
+    if base in ("cgwatchdog", "cgwatchdog-gc", "cgwatchdog-freeze"):
+        # cgwatchdog-gc: the cyclic GC left running during the poll, to measure the pause;
+        # cgwatchdog-freeze: running too, with the heap frozen after the warm-up (gc.freeze)
         pause = base == "cgwatchdog"
-        return CgwatchdogContender(targets, concurrency, history_s=history_s, pause_gc=pause)
+        return CgwatchdogContender(
+            targets, concurrency, history_s=history_s, pause_gc=pause,
+            freeze=base == "cgwatchdog-freeze",
+        )  # fmt: skip
     if base == "sequential":
         return SequentialContender(targets, concurrency, sample=sample)
     kind = CONTENDERS.get(base)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import json
 import os
 import resource
@@ -52,28 +53,46 @@ SCRIPT = Path(__file__).resolve()
 
 
 def serve_main(args: argparse.Namespace) -> None:
-    """``--serve N``: run the fleet, print its targets and READY, serve until killed."""
-    from cgwatchdog.simulator import Fleet, Scenario, ensure_file_limit, serve
+    """``--serve N``: run the fleet, print its targets and READY, serve until killed.
+
+    ``--plan`` items are ``scenario=count`` or ``scenario@seconds=count`` (that many
+    miners fail after those seconds; without ``@``, after ``--fail-after``), in order from
+    the first miner. Each target line: name, host, port, flavour, and when it fails
+    (seconds after the fleet was built; ``-`` for a healthy miner).
+    """
+    from cgwatchdog.simulator import Fleet, Scenario, ensure_file_limit, make_scenario, serve
 
     plan: dict[str | Scenario, int] = {}
     for item in filter(None, args.plan.split(",")):
         name, _, count = item.partition("=")
-        plan[name] = int(count or 1)
+        name, at, fail_after = name.partition("@")
+        choice = make_scenario(name, fail_after_s=float(fail_after)) if at else name
+        plan[choice] = plan.get(choice, 0) + int(count or 1)
     options: dict[str, float] = {"fail_after_s": args.fail_after}
     if args.reply_delay > 0 and not plan:
         # every miner answers after reply_delay seconds, as over a LAN from a busy miner
         plan = {"slow": args.serve}
         options = {"fail_after_s": 0.0, "delay_s": args.reply_delay}
     ensure_file_limit(args.serve)
+    flavours = [f for f in args.flavours.split(",") if f]
     fleet = Fleet.build(
-        args.serve, plan if plan else "healthy", listen=args.listen, scenario_options=options
+        args.serve,
+        plan if plan else "healthy",
+        listen=args.listen,
+        scenario_options=options,
+        name_prefix=args.name_prefix,
+        **({"flavours": flavours} if flavours else {}),
     )
     born = fleet.clock()
 
     async def run() -> None:
         async with serve(fleet):
             for m in fleet:
-                print(f"{m.name} {m.host} {m.port} {m.miner.flavour.name}")
+                scenario = m.miner.scenario
+                fails = (
+                    "-" if scenario.name in ("healthy", "slow") else f"{scenario.fail_after_s!r}"
+                )
+                print(f"{m.name} {m.host} {m.port} {m.miner.flavour.name} {fails}")
             print(f"READY {born!r}", flush=True)
             await asyncio.Event().wait()
 
@@ -81,8 +100,19 @@ def serve_main(args: argparse.Namespace) -> None:
         asyncio.run(run())
 
 
+def _next_address(host: str) -> str:
+    """The loopback address after ``host``, skipping x.y.z.0 and x.y.z.255 as the
+    simulator does."""
+    value = int(ipaddress.IPv4Address(host)) + 1
+    while value & 0xFF in (0, 255):
+        value += 1
+    return str(ipaddress.IPv4Address(value))
+
+
 class Simulator:
-    """The simulator child: its targets, its birth time, its CPU seconds so far."""
+    """The simulated fleet: one child process, or several for a large fleet (each
+    process serves at most ``per_process`` miners: listeners are open files, and the
+    hard limit here is 20,000 a process). Their targets, birth time and CPU seconds."""
 
     def __init__(
         self,
@@ -91,32 +121,61 @@ class Simulator:
         fail_after_s: float = 60.0,
         listen: str = "127.0.0.1",
         reply_delay_s: float = 0.0,
+        *,
+        flavours: str = "",
+        per_process: int = 10_000,
     ) -> None:
-        argv = [sys.executable, str(SCRIPT), "--serve", str(miners), "--plan", plan]
-        argv += ["--fail-after", str(fail_after_s), "--listen", listen]
-        argv += ["--reply-delay", str(reply_delay_s)]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+        self.procs: list[subprocess.Popen[str]] = []
         self.targets: list[c.Target] = []
-        self.flavours: list[str] = []
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            parts = line.split()
-            if parts and parts[0] == "READY":
-                self.born = float(parts[1])
-                break
-            self.targets.append(c.Target(parts[0], parts[1], int(parts[2])))
-            self.flavours.append(parts[3])
-        else:
-            raise SystemExit(f"the simulator exited ({self.proc.wait()}) before it was ready")
+        self.fail_at: dict[str, float] = {}
+        """Seconds after ``born`` at which each failing miner fails."""
+        self.born = 0.0
+        remaining, first, index = miners, listen, 0
+        try:
+            while remaining > 0 or not self.procs:
+                count = min(remaining, per_process)
+                # The failures of the plan go to the first process's first miners.
+                argv = [sys.executable, str(SCRIPT), "--serve", str(count)]
+                argv += ["--plan", plan if index == 0 else "", "--fail-after", str(fail_after_s)]
+                argv += ["--listen", first, "--reply-delay", str(reply_delay_s)]
+                argv += ["--flavours", flavours, "--name-prefix", f"sim{index}-"]
+                proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+                self.procs.append(proc)
+                assert proc.stdout is not None
+                for line in proc.stdout:
+                    parts = line.split()
+                    if parts and parts[0] == "READY":
+                        self.born = max(self.born, float(parts[1]))
+                        break
+                    self.targets.append(c.Target(parts[0], parts[1], int(parts[2]), parts[3]))
+                    if parts[4] != "-":
+                        self.fail_at[parts[0]] = float(parts[4])
+                else:
+                    raise SystemExit(f"a simulator exited ({proc.wait()}) before it was ready")
+                remaining -= count
+                index += 1
+                first = _next_address(self.targets[-1].host) if self.targets else first
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def flavours(self) -> list[str]:
+        return [t.flavour for t in self.targets]
 
     def cpu_s(self) -> float:
-        """user+system CPU seconds of the simulator process so far."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        """user+system CPU seconds of the simulator processes so far."""
+        total = 0.0
+        for proc in self.procs:
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return total
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait()
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            proc.wait()
 
 
 # -- a contender process -----------------------------------------------------------------
@@ -317,32 +376,46 @@ def run_contender(
 # -- alert latency -----------------------------------------------------------------------
 
 
-LATENCY_RULES = """\
+LATENCY_CONFIG = """\
+poll: {{interval: {interval}s, timeout: {timeout}s, connect_timeout: {connect}s, concurrency: {concurrency}}}
+state_dir: {state}
+http: {{listen: "127.0.0.1:{http_port}"}}
+miners:
+{miners}
 rules:
-  - name: DeviceDead
-    type: device_status
-    status: [Dead, Sick, NoStart]
-    for: {dead_for}s
-    severity: critical
-  - name: MinerUnreachable
-    type: unreachable
-    for: {unreachable_for}s
-    severity: critical
+  - {{name: DeviceDead, type: device_status, status: [Dead, Sick, NoStart], for: {dead_for}s, severity: critical}}
+  - {{name: MinerUnreachable, type: unreachable, for: {unreachable_for}s, severity: critical}}
+receivers:
+  - {{name: hook, webhook: {{url: "http://127.0.0.1:{hook_port}/"}}}}
+route: {{receiver: hook, group_by: [alertname, miner], group_wait: 0s}}
 """
 
 
-def latency_child_main(args: argparse.Namespace) -> None:
-    """``--latency-child``: a Watchdog + outbox loop and a webhook receiver (JSON out)."""
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def measure_latency(args: argparse.Namespace) -> dict[str, Any]:
+    """Alert latency of the real daemon (``cgwatchdog run``, its own schedule and
+    delivery) over a fleet of ``--latency`` miners, ``--failures`` of which lose a device
+    and as many stop listening, their failures spread over one poll interval so that they
+    fall at every phase of the cycle. Each latency is from the failure to the webhook
+    receiving its firing alert; the bound is the rule's ``for`` + one interval + 1 s."""
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from cgwatchdog.config.loader import load_config
-    from cgwatchdog.notify import Outbox, build_integration
-    from cgwatchdog.store import Store
-    from cgwatchdog.watchdog import Watchdog
-
-    spec = json.loads(Path(args.targets).read_text())
-    received: list[tuple[float, str, str]] = []
+    interval, count = args.interval, args.failures
+    warmup = args.latency_warmup
+    plan = ",".join(
+        [f"device_dead@{warmup + i * interval / count:.3f}=1" for i in range(count)]
+        + [f"unreachable@{warmup + (i + 0.5) * interval / count:.3f}=1" for i in range(count)]
+    )
+    received: dict[tuple[str, str], float] = {}
 
     class Hook(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -351,7 +424,8 @@ def latency_child_main(args: argparse.Namespace) -> None:
             for alert in json.loads(body).get("alerts", []):
                 if alert.get("status") == "firing":
                     labels = alert.get("labels", {})
-                    received.append((at, labels.get("alertname", ""), labels.get("miner", "")))
+                    key = (labels.get("alertname", ""), labels.get("miner", ""))
+                    received.setdefault(key, at)
             self.send_response(200)
             self.end_headers()
 
@@ -360,88 +434,77 @@ def latency_child_main(args: argparse.Namespace) -> None:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    interval = args.interval
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        (root / "rules.yaml").write_text(
-            LATENCY_RULES.format(dead_for=args.dead_for, unreachable_for=args.unreachable_for)
-        )
-        miners = "\n".join(
-            f"  - {{name: {name}, host: {host}, port: {port}}}"
-            for name, host, port in spec["targets"]
-        )
-        (root / "config.yaml").write_text(
-            f"poll: {{interval: {interval}s, timeout: {interval / 2}s, connect_timeout: {interval / 4}s, concurrency: {args.concurrency}}}\n"
-            f"state_dir: {root}\n"
-            f"miners:\n{miners}\n"
-            "rule_files: [rules.yaml]\n"
-            "receivers:\n"
-            f"  - {{name: hook, webhook: {{url: 'http://127.0.0.1:{server.server_port}/'}}}}\n"
-            "route: {receiver: hook, group_by: [alertname, miner], group_wait: 0s}\n"
-        )
-        config = load_config(root / "config.yaml")
-        store = Store(":memory:")
-        outbox = Outbox(
-            store,
-            {r.name: build_integration(r) for r in config.receivers},
-            clock=time.time,
-        )
-        watchdog = Watchdog(config, store=store, outbox=outbox)
-        failure_at = spec["born"] + spec["fail_after_s"]
-        deadline = failure_at + max(args.dead_for, args.unreachable_for) + 10 * interval + 30
-        cycles: list[float] = []
-
-        async def loop() -> None:
-            next_at = time.monotonic()
-            while time.time() < deadline and len({name for _, name, _ in received}) < 2:
-                started = time.perf_counter()
-                await watchdog.cycle()
-                await asyncio.to_thread(outbox.deliver_due, time.time())
-                cycles.append(time.perf_counter() - started)
-                next_at += interval
-                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-
-        asyncio.run(loop())
-        outbox.close()
-    server.shutdown()
-    first: dict[str, tuple[float, str]] = {}
-    for at, name, miner in received:
-        first.setdefault(name, (at - failure_at, miner))
-    print(
-        json.dumps(
-            {
-                "latency_s": {name: lat for name, (lat, _) in first.items()},
-                "miner": {name: miner for name, (_, miner) in first.items()},
-                "bound_s": {
-                    "DeviceDead": args.dead_for + interval + 1,
-                    "MinerUnreachable": args.unreachable_for + interval + 1,
-                },
-                "cycle_s_median": statistics.median(cycles) if cycles else None,
-                "cycles": len(cycles),
-            }
-        )
-    )
-
-
-def measure_latency(args: argparse.Namespace) -> dict[str, Any]:
-    """Alert latency over a fleet of ``--latency`` miners, two of which fail."""
-    fail_after = args.latency_warmup
-    sim = Simulator(args.latency, "device_dead=1,unreachable=1", fail_after, args.listen)
+    sim = Simulator(args.latency, plan, warmup, args.listen)
+    daemon: subprocess.Popen[bytes] | None = None
     try:
-        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-            json.dump({"targets": sim.targets, "born": sim.born, "fail_after_s": fail_after}, f)
-        argv = [sys.executable, str(SCRIPT), "--latency-child", "--targets", f.name]
-        argv += ["--interval", str(args.interval), "--concurrency", str(args.concurrency)]
-        argv += ["--dead-for", str(args.dead_for), "--unreachable-for", str(args.unreachable_for)]
-        done = subprocess.run(argv, capture_output=True, text=True, check=False)
-        os.unlink(f.name)
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            miners = "\n".join(
+                f"  - {{name: {t.name}, host: {t.host}, port: {t.port}}}" for t in sim.targets
+            )
+            (root / "config.yaml").write_text(
+                LATENCY_CONFIG.format(
+                    interval=interval,
+                    timeout=interval / 2,
+                    connect=interval / 4,
+                    concurrency=args.concurrency,
+                    state=root / "state",
+                    http_port=_free_port(),
+                    miners=miners,
+                    dead_for=args.dead_for,
+                    unreachable_for=args.unreachable_for,
+                    hook_port=server.server_port,
+                )
+            )
+            (root / "state").mkdir()
+            argv = [sys.executable, "-m", "cgwatchdog", "run", "-c", str(root / "config.yaml")]
+            argv += ["--log-level", os.environ.get("CGW_BENCH_DAEMON_LOG_LEVEL", "info")]
+            daemon = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
+            fail_times = {name: sim.born + at for name, at in sim.fail_at.items()}
+            last_failure = max(fail_times.values())
+            deadline = last_failure + max(args.dead_for, args.unreachable_for) + 4 * interval + 20
+            while time.time() < deadline and len(received) < len(fail_times):
+                if daemon.poll() is not None:
+                    break
+                time.sleep(0.1)
     finally:
+        stderr = b""
+        if daemon is not None:
+            daemon.terminate()
+            try:
+                _, stderr = daemon.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                daemon.wait()
         sim.stop()
-    if done.returncode != 0:
-        sys.stderr.write(done.stderr)
-        return {"error": f"exit {done.returncode}"}
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
+        server.shutdown()
+    if os.environ.get("CGW_BENCH_DAEMON_LOG"):
+        Path(os.environ["CGW_BENCH_DAEMON_LOG"]).write_bytes(stderr)
+    if daemon is not None and daemon.returncode not in (0, -15):
+        sys.stderr.write(stderr.decode(errors="replace")[-3000:])
+        return {"error": f"the daemon exited {daemon.returncode}"}
+    rows: dict[str, list[float]] = {"DeviceDead": [], "MinerUnreachable": []}
+    missing: list[str] = []
+    for name, failed_at in fail_times.items():
+        index = int(name.rsplit("-", 1)[1]) - 1
+        alertname = "DeviceDead" if index < count else "MinerUnreachable"
+        got = received.get((alertname, name))
+        if got is None:
+            missing.append(f"{alertname} {name}")
+        else:
+            rows[alertname].append(got - failed_at)
+    return {
+        "latency_s": rows,
+        "failed_at": fail_times,
+        "received_at": {f"{a} {m}": at for (a, m), at in received.items()},
+        "missing": missing,
+        "bound_s": {
+            "DeviceDead": args.dead_for + interval + 1,
+            "MinerUnreachable": args.unreachable_for + interval + 1,
+        },
+    }
 
 
 # -- the report --------------------------------------------------------------------------
@@ -451,27 +514,40 @@ def _fmt(value: float, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
+def _floor_of(name: str, results: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The floor-protocol row on the same event loop as contender ``name``."""
+    wanted = "floor-protocol-uvloop" if name.endswith("-uvloop") else "floor-protocol"
+    return next((r for r in results if r["name"] == wanted and "error" not in r), None)
+
+
 def table(miners: int, results: Sequence[dict[str, Any]]) -> Iterator[str]:
-    """Markdown rows for one fleet size."""
+    """Markdown rows for one fleet size: each contender's cycle, its ratios to cgwatchdog
+    and to the bare Protocol floor on the same event loop."""
     base = next((r for r in results if r["name"] == "cgwatchdog" and "error" not in r), None)
     yield f"\n### {miners:,} miners\n"
     yield (
-        "| contender | s/cycle (wall) | miners/s | CPU s/cycle | peak RSS MB | wall ÷ cgwatchdog "
-        "| CPU ÷ cgwatchdog | answered | simulator CPU s/cycle |"
+        "| contender | s/cycle (wall) | CPU s/cycle | CPU µs a miner | peak RSS MB "
+        "| CPU ÷ floor, same loop | wall ÷ floor, same loop | CPU ÷ cgwatchdog "
+        "| wall ÷ cgwatchdog | answered | simulator CPU s/cycle |"
     )
-    yield "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    yield "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for r in results:
         if "error" in r:
-            yield f"| {r['name']} | {r['error']} |||||||"
+            yield f"| {r['name']} | {r['error']} |||||||||"
             continue
-        ratio_wall = ratio_cpu = "—"
+        ratio_wall = ratio_cpu = floor_cpu = floor_wall = "—"
         if base is not None:
             ratio_wall = f"{r['wall_s'] / base['wall_s']:.2f}x"
             ratio_cpu = f"{r['cpu_s'] / base['cpu_s']:.2f}x"
+        floor = _floor_of(r["name"], results)
+        if floor is not None:
+            floor_cpu = f"{r['cpu_s'] / floor['cpu_s']:.2f}x"
+            floor_wall = f"{r['wall_s'] / floor['wall_s']:.2f}x"
         name = r["name"] + (" (extrapolated)" if r.get("scale", 1.0) > 1.0 else "")
         yield (
-            f"| {name} | {_fmt(r['wall_s'], 3)} | {r['miners_per_s']:,.0f} | {_fmt(r['cpu_s'], 3)} "
-            f"| {_fmt(r['rss_mb'], 0)} | {ratio_wall} | {ratio_cpu} "
+            f"| {name} | {_fmt(r['wall_s'], 3)} | {_fmt(r['cpu_s'], 3)} "
+            f"| {r['cpu_s'] * 1e6 / miners:,.0f} | {_fmt(r['rss_mb'], 0)} | {floor_cpu} "
+            f"| {floor_wall} | {ratio_cpu} | {ratio_wall} "
             f"| {r['answered']}/{r['polled']} | {_fmt(r['sim_cpu_s'], 2)} |"
         )
     for r in results:
@@ -482,6 +558,24 @@ def table(miners: int, results: Sequence[dict[str, Any]]) -> Iterator[str]:
                 f"\n- {r['name']}: {r['fallbacks_per_cycle']:.0f} miners a cycle answered the "
                 "multi-command with a STATUS E part and were asked again one command per connection"
             )
+
+
+def growth(everything: dict[int, list[dict[str, Any]]]) -> Iterator[str]:
+    """CPU µs a miner by fleet size, each contender a row (flat means linear cost)."""
+    sizes = sorted(size for size in everything if size > 0)
+    if len(sizes) < 2:
+        return
+    names = [r["name"] for r in everything[sizes[0]]]
+    yield "\n### CPU µs a miner by fleet size\n"
+    yield "| contender | " + " | ".join(f"{size:,}" for size in sizes) + " |"
+    yield "|---|" + "---:|" * len(sizes)
+    for name in names:
+        cells = []
+        for size in sizes:
+            row = next((r for r in everything[size] if r["name"] == name), None)
+            ok = row is not None and "error" not in row
+            cells.append(f"{row['cpu_s'] * 1e6 / size:,.0f}" if ok and row else "—")
+        yield f"| {name} | " + " | ".join(cells) + " |"
 
 
 def machine() -> str:
@@ -502,9 +596,8 @@ def machine() -> str:
 def main_run(args: argparse.Namespace, out: IO[str]) -> int:
     names = [n for n in args.contenders.split(",") if n]
     for name in names:
-        if name.removesuffix("-uvloop") not in (*c.CONTENDERS, "cgwatchdog-gc") and not _shards(
-            name
-        ):
+        base = name.removesuffix("-uvloop")
+        if base not in (*c.CONTENDERS, "cgwatchdog-gc", "cgwatchdog-freeze") and not _shards(name):
             raise SystemExit(f"unknown contender {name!r}; known: {', '.join(ALL)}")
     print(f"# cgwatchdog fleet benchmark\n\n{machine()}", file=out)
     print(f"\n`{' '.join(['python', 'benchmarks/fleet.py', *sys.argv[1:]])}`", file=out)
@@ -520,7 +613,13 @@ def main_run(args: argparse.Namespace, out: IO[str]) -> int:
     names = [n for n in names if n not in skipped]
     everything: dict[int, list[dict[str, Any]]] = {}
     for miners in (int(n) for n in args.miners.split(",")):
-        sim = Simulator(miners, listen=args.listen, reply_delay_s=args.reply_delay)
+        sim = Simulator(
+            miners,
+            listen=args.listen,
+            reply_delay_s=args.reply_delay,
+            flavours=args.flavours,
+            per_process=args.per_process,
+        )
         try:
             with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
                 json.dump(sim.targets, f)
@@ -532,26 +631,37 @@ def main_run(args: argparse.Namespace, out: IO[str]) -> int:
         for row in table(miners, results):
             print(row, file=out)
         out.flush()
+    for row in growth(everything):
+        print(row, file=out)
     if args.latency:
         lat = measure_latency(args)
         everything[-1] = [lat]
         print(
-            f"\n### Alert latency ({args.latency:,} miners, poll interval {args.interval:g} s)\n",
+            f"\n### Alert latency (the daemon over {args.latency:,} miners, poll interval "
+            f"{args.interval:g} s; {args.failures} failures of each kind spread over one "
+            "interval)\n",
             file=out,
         )
         if "error" in lat:
             print(f"failed: {lat['error']}", file=out)
         else:
-            print("| alert | failure → webhook (s) | bound: for + interval + 1 s |", file=out)
-            print("|---|---:|---:|", file=out)
-            for name, bound in lat["bound_s"].items():
-                got = lat["latency_s"].get(name)
-                shown = "not received" if got is None else _fmt(got, 2)
-                print(f"| {name} | {shown} | {_fmt(bound, 1)} |", file=out)
             print(
-                f"\n{lat['cycles']} cycles, median cycle incl. delivery {lat['cycle_s_median']:.3f} s",
+                "| alert | failures | failure → webhook (s): min / median / max "
+                "| bound: for + interval + 1 s | within |",
                 file=out,
             )
+            print("|---|---:|---|---:|---|", file=out)
+            for name, bound in lat["bound_s"].items():
+                got = lat["latency_s"][name]
+                shown = (
+                    f"{min(got):.2f} / {statistics.median(got):.2f} / {max(got):.2f}"
+                    if got
+                    else "none received"
+                )
+                within = "yes" if got and max(got) <= bound else "**no**"
+                print(f"| {name} | {len(got)} | {shown} | {bound:.1f} | {within} |", file=out)
+            if lat["missing"]:
+                print(f"\nnot received: {', '.join(lat['missing'])}", file=out)
     if args.json:
         Path(args.json).write_text(json.dumps(everything, indent=1))
     return 0
@@ -600,6 +710,12 @@ def parser() -> argparse.ArgumentParser:
         "--latency-warmup", type=float, default=12.0, help="latency: seconds until the failures"
     )
     p.add_argument(
+        "--failures",
+        type=int,
+        default=10,
+        help="latency: miners failing of each kind, spread over one interval",
+    )
+    p.add_argument(
         "--listen",
         default="127.0.0.1",
         help="the simulator's first loopback address (one address per miner, port 4028)",
@@ -611,14 +727,26 @@ def parser() -> argparse.ArgumentParser:
         metavar="S",
         help="every simulated miner waits S seconds before answering (0: at once, loopback)",
     )
+    p.add_argument(
+        "--flavours",
+        default="",
+        help="the simulated firmware, round-robin (default cgminer,bmminer,bfgminer); "
+        "cgminer,bfgminer is a fleet where pyasic's multi-command succeeds everywhere",
+    )
+    p.add_argument(
+        "--per-process",
+        type=int,
+        default=10_000,
+        help="miners a simulator process serves at most (open files: the hard limit)",
+    )
     p.add_argument("--json", help="also write every figure to this file")
     # internal: the child processes
     p.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     p.add_argument("--plan", default="", help=argparse.SUPPRESS)
     p.add_argument("--fail-after", type=float, default=60.0, help=argparse.SUPPRESS)
+    p.add_argument("--name-prefix", default="sim-", help=argparse.SUPPRESS)
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--lockstep", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--latency-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--targets", help=argparse.SUPPRESS)
     return p
 
@@ -630,9 +758,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.child:
         child_main(args)
-        return 0
-    if args.latency_child:
-        latency_child_main(args)
         return 0
     return main_run(args, sys.stdout)
 

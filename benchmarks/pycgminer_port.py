@@ -6,7 +6,9 @@ so it cannot be installed and run here; this is a faithful port of its 40-line
 ``CgminerAPI``: one blocking connection per command, ``send`` of the JSON request,
 ``recv(4096)`` until the miner closes, ``shutdown`` + ``close``, then ``json.loads`` of the
 reply without its NUL. Only the Python 2/3 differences changed (bytes on the socket,
-``str`` for ``unicode``). Nothing in ``cgwatchdog/`` imports it.
+``str`` for ``unicode``); ``raw_command`` is its exchange without the decode, for the
+sequential contender doing cgwatchdog's work per miner. Nothing in ``cgwatchdog/``
+imports it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ class PyCgminerAPI:
 
     def command(self, command: str, arg: object = None) -> Any:
         """Open a connection, send one command, read to the close, decode."""
+        return json.loads(self.raw_command(command, arg)[:-1])
+
+    def raw_command(self, command: str, arg: object = None) -> bytes:
+        """pycgminer's exchange without its decode: the reply's bytes, NUL included."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             sock.connect((self.host, self.port))
@@ -41,7 +47,7 @@ class PyCgminerAPI:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
-        return json.loads(received[:-1])
+        return received
 
     def _receive(self, sock: socket.socket, size: int = 4096) -> bytes:
         msg = b""

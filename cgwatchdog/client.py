@@ -16,12 +16,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import ipaddress
+import math
+import os
 import socket
 import time
+import weakref
+from asyncio.selector_events import BaseSelectorEventLoop
 from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
-from typing import Any
+from typing import Any, ClassVar, Final, Protocol
 
 from cgwatchdog.errors import (
+    CgwatchdogError,
     ConnectionRefused,
     ConnectionReset,
     ConnectTimeout,
@@ -51,10 +57,18 @@ whole read deadline, so the two are separate."""
 
 _READ_CHUNK = 65536
 SILENT_CLOSE_HINT = "closed without answering: is this host in the miner's --api-allow?"
+_CONNECT: Final = 0
+_READ: Final = 1
+_IN_PROGRESS: Final = frozenset({errno.EINPROGRESS, errno.EAGAIN, errno.EALREADY})
 
 
 class _BaseAPI:
     """Configuration and the request/reply logic both clients share."""
+
+    # A poller holds one client per miner: no __dict__ each.
+    __slots__ = (
+        "connect_timeout", "host", "max_reply_bytes", "multi_supported", "port", "timeout",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -125,46 +139,51 @@ class _BaseAPI:
             out[name] = self._reply_unchecked(decoder)
         return out
 
-    @contextlib.contextmanager
-    def _edge(self, decoder: ReplyDecoder, phase: list[str]) -> Iterator[None]:
-        """Convert socket exceptions into ours, with a reason an operator can act on."""
-        try:
-            yield
-        except TimeoutError:
-            if phase[0] == "connect":
-                raise ConnectTimeout(
-                    self.host, self.port, f"no connection within {self.connect_timeout:g}s"
-                ) from None
+    def _unreachable(self, exc: BaseException, connecting: bool, received: int) -> CgwatchdogError:
+        """Our error for a socket exception, with a reason an operator can act on."""
+        host, port = self.host, self.port
+        if isinstance(exc, CgwatchdogError):  # ReplyTooLarge, raised by the decoder
+            return exc
+        if isinstance(exc, TimeoutError):
+            if connecting:
+                return ConnectTimeout(host, port, f"no connection within {self.connect_timeout:g}s")
             got = (
-                f" (got {decoder.size} bytes)"
-                if decoder.size
+                f" (got {received} bytes)"
+                if received
                 else " (nothing at all: a stuck miner, or not the cgminer API: a web server "
                 "such as the miner's web UI waits silently for an HTTP request; is this "
                 "the API port, 4028?)"
             )
-            raise ReadTimeout(
-                self.host, self.port, f"no complete reply within {self.timeout:g}s{got}"
-            ) from None
-        except ConnectionRefusedError:
-            raise ConnectionRefused(
-                self.host,
-                self.port,
+            return ReadTimeout(host, port, f"no complete reply within {self.timeout:g}s{got}")
+        if isinstance(exc, ConnectionRefusedError):
+            return ConnectionRefused(
+                host,
+                port,
                 "connection refused: is the API enabled (--api-listen) and the port right?",
-            ) from None
-        except (ConnectionResetError, BrokenPipeError):
-            reason = SILENT_CLOSE_HINT if decoder.size == 0 else "connection reset mid-reply"
-            raise ConnectionReset(self.host, self.port, reason) from None
-        except socket.gaierror as exc:
-            raise HostNotFound(
-                self.host, self.port, f"cannot resolve host: {exc.strerror}"
-            ) from None
-        except OSError as exc:
+            )
+        if isinstance(exc, ConnectionResetError | BrokenPipeError):
+            reason = SILENT_CLOSE_HINT if received == 0 else "connection reset mid-reply"
+            return ConnectionReset(host, port, reason)
+        if isinstance(exc, socket.gaierror):
+            return HostNotFound(host, port, f"cannot resolve host: {exc.strerror}")
+        if isinstance(exc, OSError):
             reason = exc.strerror or errno.errorcode.get(exc.errno or 0, str(exc))
-            raise MinerUnreachable(self.host, self.port, reason) from None
+            return MinerUnreachable(host, port, reason)
+        raise TypeError(f"not a socket failure: {exc!r}")  # pragma: no cover - a bug
+
+    @contextlib.contextmanager
+    def _edge(self, decoder: ReplyDecoder, phase: list[str]) -> Iterator[None]:
+        """Convert socket exceptions into ours (the blocking client's one edge)."""
+        try:
+            yield
+        except OSError as exc:  # TimeoutError and socket.gaierror included
+            raise self._unreachable(exc, phase[0] == "connect", decoder.size) from None
 
 
 class CgminerAPI(_BaseAPI):
     """Blocking client, one connection per request (pycgminer-compatible)."""
+
+    __slots__ = ()
 
     def exchange(self, request: bytes) -> ReplyDecoder:
         """Send raw request bytes and collect the reply's bytes."""
@@ -226,32 +245,279 @@ class CgminerAPI(_BaseAPI):
         return call
 
 
-class _ReplyReader(asyncio.Protocol):
-    """Feeds one connection's bytes straight to a ReplyDecoder (no stream buffer).
+# -- the async client's two read paths ---------------------------------------------------
+#
+# Failures are kept as exception objects without their traceback (``_bare``) and raised by
+# the awaiting coroutine: an exception held by the object whose callback frame is in its
+# traceback would be a reference cycle per failing miner, left to the cyclic garbage
+# collector the poller pauses.
 
-    ``done`` resolves (always with None) when the reply is complete (NUL or close), the
-    socket fails or the deadline passes; ``error`` then says which failure, if any. The
-    error is kept here rather than in the future so that the caller can drop its last
-    reference before raising it: a raised exception held by a frame in its own traceback
-    is a reference cycle, left to the cyclic GC, per failing miner.
+
+def _bare(exc: BaseException) -> BaseException:
+    """``exc`` without its traceback (whose frames would hold the exchange)."""
+    exc.__traceback__ = None
+    exc.__context__ = None
+    return exc
+
+
+class _Expiring(Protocol):
+    def expire(self) -> None: ...
+
+
+class _Deadlines:
+    """The deadlines of every exchange in flight on one event loop, watched by one timer.
+
+    An exchange sets its deadline when it starts, moves it once when connected (connect
+    deadline, then read deadline) and drops it when done: three dict operations. A timer
+    per exchange costs more: the loop keeps timers in a heap ordered by a Python-level
+    comparison, and cancelled ones stay in it, so at 10,000 miners a cycle the heap
+    operations alone cost several microseconds an exchange. The one timer here fires at the
+    earliest deadline, expires what is due and sets itself for the next; since exchanges
+    finish long before their deadlines, it fires about once per connect timeout.
     """
 
-    __slots__ = ("decoder", "done", "error", "request")
+    __slots__ = ("handle", "items", "loop", "when")
 
-    def __init__(self, request: bytes, decoder: ReplyDecoder, done: asyncio.Future[None]) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.items: dict[_Expiring, float] = {}
+        self.handle: asyncio.TimerHandle | None = None
+        self.when = math.inf
+
+    def set(self, item: _Expiring, when: float) -> None:
+        self.items[item] = when
+        if when < self.when:
+            if self.handle is not None:
+                self.handle.cancel()
+            self.when = when
+            self.handle = self.loop.call_at(when, self._check)
+
+    def discard(self, item: _Expiring) -> None:
+        self.items.pop(item, None)
+
+    def _check(self) -> None:
+        self.handle = None
+        self.when = math.inf
+        items = self.items
+        # The loop runs a timer up to its clock resolution early: a deadline that close is
+        # due, or the timer would be set again for the same instant.
+        now = self.loop.time() + 1e-6
+        due = [item for item, when in items.items() if when <= now]
+        for item in due:
+            del items[item]
+        if items:
+            earliest = min(items.values())
+            self.when = earliest
+            self.handle = self.loop.call_at(earliest, self._check)
+        for item in due:
+            item.expire()
+
+
+_WATCHES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Deadlines] = (
+    weakref.WeakKeyDictionary()
+)
+_last_watch: tuple[weakref.ref[asyncio.AbstractEventLoop], _Deadlines] | None = None
+
+
+def _deadlines(loop: asyncio.AbstractEventLoop) -> _Deadlines:
+    """The deadline watch of ``loop`` (the last one looked up is kept at hand)."""
+    global _last_watch
+    last = _last_watch
+    if last is not None and last[0]() is loop:
+        return last[1]
+    watch = _WATCHES.get(loop)
+    if watch is None:
+        watch = _WATCHES[loop] = _Deadlines(loop)
+    _last_watch = (weakref.ref(loop), watch)
+    return watch
+
+
+class _SocketExchange:
+    """One request and its reply on a non-blocking socket, driven by the selector event
+    loop's ``add_reader``/``add_writer``.
+
+    On asyncio's own (selector) loop the transport machinery around a connection (a
+    protocol, a transport object, several ``call_soon`` per connection) costs more CPU
+    than the socket calls themselves: this path costs about a third less than a bare
+    ``asyncio.Protocol`` client (``benchmarks/RESULTS.md``).
+    """
+
+    __slots__ = (
+        "connected_at", "deadlines", "decoder", "error", "fd", "loop", "phase", "reading",
+        "request", "sock", "timeout", "waiter", "writing",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        request: bytes,
+        decoder: ReplyDecoder,
+        timeout: float,
+    ) -> None:
+        self.loop = loop
         self.request = request
         self.decoder = decoder
-        self.done = done
+        self.timeout = timeout
+        self.phase = _CONNECT
+        self.connected_at = 0.0
         self.error: BaseException | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.deadlines: _Deadlines | None = None
+        self.sock: socket.SocketType | None = None
+        self.fd = -1
+        self.reading = self.writing = False
+
+    def start(self, family: int, address: tuple[Any, ...], connect_timeout: float) -> None:
+        """Open the socket and start connecting; raises OSError when it cannot start."""
+        loop = self.loop
+        # socket.SocketType is the C socket type: none of socket.socket's Python layer
+        # (makefile, dup, reference counting for close) is needed here.
+        sock = socket.SocketType(family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            err = sock.connect_ex(address)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.waiter = loop.create_future()
+        self.deadlines = _deadlines(loop)
+        self.deadlines.set(self, loop.time() + connect_timeout)
+        if err == 0:
+            self._connected()
+        elif err in _IN_PROGRESS:
+            self.writing = True
+            loop.add_writer(self.fd, self._connected)
+        else:
+            self._end(OSError(err, os.strerror(err)))
+
+    def _connected(self) -> None:
+        """The connect finished (or failed: ``send`` then raises its error)."""
+        loop = self.loop
+        if self.phase == _CONNECT:
+            self.phase = _READ
+            now = self.connected_at = loop.time()
+            if self.deadlines is not None:
+                self.deadlines.set(self, now + self.timeout)
+        sock = self.sock
+        assert sock is not None
+        try:
+            sent = sock.send(self.request)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self._end(_bare(exc))
+            return
+        if sent < len(self.request):
+            self.request = self.request[sent:]
+            if not self.writing:
+                self.writing = True
+                loop.add_writer(self.fd, self._connected)
+            return
+        if not self.reading:
+            self.reading = True
+            loop.add_reader(self.fd, self._readable)  # before remove_writer: one MOD each
+        if self.writing:
+            self.writing = False
+            loop.remove_writer(self.fd)
+
+    def _readable(self) -> None:
+        sock = self.sock
+        assert sock is not None
+        try:
+            data = sock.recv(_READ_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._end(_bare(exc))
+            return
+        decoder = self.decoder
+        if not data:
+            decoder.feed_eof()
+            self._end(None)
+            return
+        try:
+            complete = decoder.feed(data)
+        except ReplyTooLarge as exc:
+            self._end(_bare(exc))
+            return
+        if complete:
+            self._end(None)
+
+    def expire(self) -> None:
+        """The deadline of the phase it is in passed."""
+        self._end(TimeoutError())
+
+    def _end(self, error: BaseException | None) -> None:
+        """Stop watching the socket, close it, wake the caller (once)."""
+        waiter = self.waiter
+        if waiter is None:
+            return
+        self.waiter = None
+        self.error = error
+        loop, fd = self.loop, self.fd
+        if self.reading:
+            self.reading = False
+            loop.remove_reader(fd)
+        if self.writing:
+            self.writing = False
+            loop.remove_writer(fd)
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        if self.deadlines is not None:
+            self.deadlines.discard(self)
+            self.deadlines = None
+        if not waiter.done():
+            waiter.set_result(None)
+
+
+class _ReplyReader(asyncio.Protocol):
+    """Feeds one connection's bytes straight to a ReplyDecoder (no stream buffer): the read
+    path on other event loops (uvloop's transports are C and cheaper than raw sockets
+    there) and for host names, which ``create_connection`` resolves.
+
+    ``done`` resolves (always with None) when the reply is complete (NUL or close), the
+    socket fails or the deadline passes; ``error`` then says which failure, if any.
+    """
+
+    __slots__ = (
+        "deadlines", "decoder", "done", "error", "expired", "loop", "phase", "request",
+        "task", "timeout", "transport",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        request: bytes,
+        decoder: ReplyDecoder,
+        timeout: float,
+    ) -> None:
+        self.loop = loop
+        self.request = request
+        self.decoder = decoder
+        self.timeout = timeout
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.error: BaseException | None = None
+        self.phase = _CONNECT
+        self.expired = False
+        self.task: asyncio.Task[Any] | None = None
+        self.deadlines: _Deadlines | None = None
+        self.transport: asyncio.BaseTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.phase = _READ
+        if self.deadlines is not None:
+            self.deadlines.set(self, self.loop.time() + self.timeout)
         transport.write(self.request)  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
         try:
             complete = self.decoder.feed(data)
         except ReplyTooLarge as exc:
-            self.end(exc)
+            self.end(_bare(exc))
             return
         if complete:
             self.end(None)
@@ -264,50 +530,145 @@ class _ReplyReader(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if exc is None:
             self.decoder.feed_eof()
-        self.end(exc)
+        self.end(None if exc is None else _bare(exc))
 
     def expire(self) -> None:
-        """The read deadline passed."""
-        self.end(TimeoutError())
+        """The deadline passed: a connect still under way is cancelled in its task."""
+        if self.phase == _READ:
+            self.end(TimeoutError())
+            return
+        self.expired = True
+        self.deadlines = None
+        if self.task is not None:
+            self.task.cancel()
 
     def end(self, error: BaseException | None) -> None:
-        if not self.done.done():
-            self.error = error
-            self.done.set_result(None)
+        if self.deadlines is not None:
+            self.deadlines.discard(self)
+            self.deadlines = None
+        if self.done.done():
+            return
+        self.error = error
+        self.done.set_result(None)
+
+
+def _literal(host: str, port: int) -> tuple[int, tuple[Any, ...]] | None:
+    """(address family, socket address) of an IP literal; None for a host name (or a
+    scoped IPv6 address), which takes the ``create_connection`` path."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if ip.version == 4:
+        return socket.AF_INET, (host, port)
+    if "%" in host:
+        return None
+    return socket.AF_INET6, (host, port, 0, 0)
 
 
 class AsyncCgminerAPI(_BaseAPI):
     """asyncio client, one connection per request; no thread per miner.
 
-    The read path is a bare :class:`asyncio.Protocol` feeding the decoder, with one timer
-    for the read deadline: measured cheaper per connection than streams and a second
-    ``asyncio.timeout`` (``benchmarks/RESULTS.md``), which counts at 10,000 miners.
+    On asyncio's selector loop an IP address is read on a bare non-blocking socket
+    (:class:`_SocketExchange`); elsewhere (uvloop, host names) through a bare
+    :class:`asyncio.Protocol` feeding the decoder. Either way the connect and read
+    deadlines are watched by one timer per event loop (:class:`_Deadlines`). Both are
+    measured against bare clients in ``benchmarks/RESULTS.md``.
     """
+
+    __slots__ = ("_address", "use_sockets")
+
+    USE_SOCKETS: ClassVar[bool] = True
+    """Whether new clients take the socket path where it applies (tests turn it off to
+    run the other path)."""
+
+    def __init__(
+        self,
+        host: str = "localhost",
+        port: int = DEFAULT_PORT,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        *,
+        connect_timeout: float | None = None,
+        max_reply_bytes: int = MAX_REPLY_BYTES,
+    ) -> None:
+        super().__init__(
+            host, port, timeout, connect_timeout=connect_timeout, max_reply_bytes=max_reply_bytes
+        )
+        self._address: tuple[str, int, tuple[int, tuple[Any, ...]] | None] | None = None
+        self.use_sockets = self.USE_SOCKETS
+        """Use the socket path where it applies."""
+
+    def _resolved(self) -> tuple[int, tuple[Any, ...]] | None:
+        cached = self._address
+        host, port = self.host, self.port
+        if cached is None or cached[0] != host or cached[1] != port:
+            cached = self._address = (host, port, _literal(host, port))
+        return cached[2]
 
     async def exchange(self, request: bytes) -> ReplyDecoder:
         """Send raw request bytes and collect the reply's bytes."""
-        decoder = ReplyDecoder(self.max_reply_bytes)
-        phase = ["connect"]
         loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-        reader = _ReplyReader(request, decoder, done)
-        with self._edge(decoder, phase):
-            async with asyncio.timeout(self.connect_timeout):
-                transport, _ = await loop.create_connection(lambda: reader, self.host, self.port)
-            phase[0] = "read"
-            timer = loop.call_later(self.timeout, reader.expire)
+        decoder = ReplyDecoder(self.max_reply_bytes)
+        address = self._resolved() if self.use_sockets else None
+        error: BaseException | None
+        exchange: _SocketExchange | None = None
+        if address is not None and isinstance(loop, BaseSelectorEventLoop):
+            # The socket path, inline: a coroutine less per exchange.
+            exchange = _SocketExchange(loop, request, decoder, self.timeout)
             try:
-                await done
-            finally:
-                timer.cancel()
-                transport.close()
-            if reader.error is not None:
-                error, reader.error = reader.error, None
-                try:
-                    raise error
-                finally:
-                    del error
+                exchange.start(address[0], address[1], self.connect_timeout)
+            except OSError as exc:  # no socket (EMFILE), or an address the kernel refuses
+                error, connecting = _bare(exc), True
+            else:
+                waiter = exchange.waiter
+                if waiter is not None:
+                    try:
+                        await waiter
+                    except BaseException:  # cancelled from outside: close the socket now
+                        exchange._end(None)
+                        raise
+                error, connecting = exchange.error, exchange.phase == _CONNECT
+                exchange.error = None
+        else:
+            error, connecting = await self._protocol_exchange(loop, request, decoder)
+        if error is not None:
+            failure = self._unreachable(error, connecting, decoder.size)
+            try:
+                raise failure from None
+            finally:  # this frame is in the traceback: it must not hold the exception
+                del failure
+                error = exchange = None
         return decoder
+
+    async def _protocol_exchange(
+        self, loop: asyncio.AbstractEventLoop, request: bytes, decoder: ReplyDecoder
+    ) -> tuple[BaseException | None, bool]:
+        reader = _ReplyReader(loop, request, decoder, self.timeout)
+        task = reader.task = asyncio.current_task()
+        reader.deadlines = _deadlines(loop)
+        reader.deadlines.set(reader, loop.time() + self.connect_timeout)
+        try:
+            await loop.create_connection(lambda: reader, self.host, self.port)
+        except asyncio.CancelledError:
+            if reader.expired and task is not None and task.uncancel() == 0:
+                reader.task = None
+                return TimeoutError(), True  # our deadline, not a cancel from outside
+            reader.end(None)
+            reader.task = None
+            raise
+        except OSError as exc:
+            reader.end(None)
+            reader.task = None
+            return _bare(exc), True
+        reader.task = None
+        try:
+            await reader.done
+        finally:
+            reader.end(None)
+            if reader.transport is not None:
+                reader.transport.close()
+                reader.transport = None
+        return reader.error, False
 
     async def command(
         self, command: str, arg: object = None, *, text: bool = False
@@ -320,6 +681,16 @@ class AsyncCgminerAPI(_BaseAPI):
         self, commands: Sequence[str] | str, arg: object = None
     ) -> dict[str, dict[str, Any]]:
         """As :meth:`CgminerAPI.multi`: one connection where the miner allows it."""
+        if self.multi_supported and arg is None and type(commands) is tuple and len(commands) > 1:
+            # The steady poll: a multi-command this miner is known to answer.
+            prepared = _PREPARED.get(commands)
+            if prepared is None:
+                prepared = _prepare_multi(self._multi_names(commands))
+            decoder = await self.exchange(prepared[1])
+            try:
+                return split_multi(commands, self._finish(decoder, prepared[0], False))
+            except InvalidCommand:
+                self.multi_supported = False  # as _multi_steps: one command a connection
         steps = self._multi_steps(commands, arg)
         request = next(steps)
         while True:
@@ -338,3 +709,16 @@ class AsyncCgminerAPI(_BaseAPI):
 
         call.__name__ = name
         return call
+
+
+_PREPARED: dict[tuple[str, ...], tuple[str, bytes]] = {}
+
+
+def _prepare_multi(names: list[str]) -> tuple[str, bytes]:
+    """The joined name and request bytes of a multi-command, cached (a poller asks a
+    handful of distinct ones)."""
+    joined = "+".join(names)
+    prepared = (joined, encode_request(joined))
+    if len(_PREPARED) < 256:
+        _PREPARED[tuple(names)] = prepared
+    return prepared

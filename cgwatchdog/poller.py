@@ -53,6 +53,7 @@ FIRST_CONTACT = ("version", *BASE_COMMANDS, STATS_COMMAND)
 PROBE_EVERY = 10
 """A miner whose answer is not the cgminer API is asked by the families' own read paths
 (ePIC's HTTP) at its first poll and then every this many polls, not every cycle."""
+_NOTHING_LEARNED = Learned()
 FILE_LIMIT_SPARE = 64
 """Open files kept for everything but miner connections: the store, the HTTP port,
 notification sessions, logs."""
@@ -113,7 +114,7 @@ class _MinerState:
         """The family the miner's own answers name (None until it answers)."""
         self.family: Family | None = self.configured
         """The family the miner is read as: the configured one, else the recognised one."""
-        self.learned = Learned(family=firmware if self.configured is not None else None)
+        self.learned = _NOTHING_LEARNED if self.configured is None else Learned(family=firmware)
         self.reader: Reader | None = None
         self.misses = 0
         if self.configured is not None:
@@ -127,6 +128,16 @@ class _MinerState:
         self.learned = Learned(
             read_as.name, read_as.firmware_version(identity), snapshot.fork, snapshot.api_version
         )
+
+
+def _stats_may_matter(snapshot: Snapshot) -> bool:
+    """Whether ``Family.poll_commands`` compares the answer with and without ``stats``:
+    only when the miner has devices yet lacks a hashrate, a temperature or fans (else it
+    decides without the comparison). Building the answer a second time, without
+    ``stats``, is a tenth of a first contact's CPU; skipped where it decides nothing."""
+    return bool(snapshot.devices) and (
+        snapshot.hashrate_hs is None or snapshot.temperature_max_c is None or not snapshot.fans_rpm
+    )
 
 
 def channel_target(
@@ -173,6 +184,16 @@ class Poller:
 
     def set_targets(self, targets: Sequence[Target]) -> None:
         """Replace the fleet (on reload), keeping what is known of unchanged miners."""
+        paused = gc.isenabled()  # 10,000 states and clients: no cycles, no collections
+        if paused:
+            gc.disable()
+        try:
+            self._set_targets(targets)
+        finally:
+            if paused:
+                gc.enable()
+
+    def _set_targets(self, targets: Sequence[Target]) -> None:
         states: dict[str, _MinerState] = {}
         for target in targets:
             old = self._states.get(target.name)
@@ -224,8 +245,11 @@ class Poller:
         target = state.target
         first_contact = state.commands is None
         commands = state.commands or FIRST_CONTACT
+        reader = state.reader
         try:
-            replies: dict[str, Any] = await self._read(state, commands)
+            replies: dict[str, Any] = await (
+                state.api.multi(commands) if reader is None else reader.read(commands)
+            )
             snapshot = self._build(state, replies)
             if first_contact:
                 snapshot = await self._learn(state, replies, snapshot)
@@ -282,9 +306,14 @@ class Poller:
         state.learn(recognise(identity), identity, snapshot)
         family = state.family
         assert family is not None
-        snapshot = self._build(state, replies, snapshot.at)
+        # What was learnt changes only these two fields: VERSION was in this very answer
+        # (a build with the new Learned gives the same fork and API version).
+        learned = state.learned
+        snapshot = dataclasses.replace(
+            snapshot, family=learned.family, firmware_version=learned.firmware_version
+        )
         without_stats = None
-        if STATS_COMMAND in replies:
+        if STATS_COMMAND in replies and _stats_may_matter(snapshot):
             lean = {name: reply for name, reply in replies.items() if name != STATS_COMMAND}
             without_stats = dataclasses.replace(
                 self._build(state, lean, 0.0),

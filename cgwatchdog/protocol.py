@@ -301,7 +301,8 @@ def decode_reply(data: bytes, *, command: str | None = None) -> dict[str, Any]:
     Raises :class:`ProtocolError` for bytes that are no reply at all (empty, truncated,
     not the cgminer API). It does not look at STATUS; see :func:`check_status`.
     """
-    body = data.split(b"\0", 1)[0]
+    end = data.find(b"\0")
+    body = data if end < 0 else data[:end]
     if _fast_loads is not None and body[:1] == b"{":
         fast = _fast_decode(body, _fast_loads)
         if fast is not None:
@@ -346,15 +347,24 @@ def _fast_decode(body: bytes, loads: Callable[[bytes], Any]) -> dict[str, Any] |
     """
     if body.translate(_DIGIT_MASK).find(_LONG_DIGIT_RUN) >= 0:
         return None  # orjson reads integers past 64 bits as floats; json keeps them exact
-    if body.count(b"[") + body.count(b"{") > _FAST_MAX_BRACKETS:
-        return None
+    if len(body) > _FAST_MAX_BRACKETS:
+        # count() looks at every byte; replace() finds the few brackets with memchr
+        brackets = 2 * len(body) - len(body.replace(b"[", b"")) - len(body.replace(b"{", b""))
+        if brackets > _FAST_MAX_BRACKETS:
+            return None
     ascii_only: bool | None = None
     for _ in range(_MAX_GUIDED_FIXES + 1):
         try:
             obj = loads(body)
         except ValueError as exc:
             pos = getattr(exc, "pos", None)
-            if getattr(exc, "msg", None) != "unexpected character" or not isinstance(pos, int):
+            message = getattr(exc, "msg", None)
+            # orjson 3.9 says "unexpected character", later ones add what was expected
+            if (
+                not isinstance(message, str)
+                or not message.startswith("unexpected character")
+                or not isinstance(pos, int)
+            ):
                 return None
             if ascii_only is None:
                 ascii_only = body.isascii()

@@ -51,11 +51,12 @@ from __future__ import annotations
 
 import calendar
 import math
+import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from dataclasses import field as dataclass_field
 from types import MappingProxyType
-from typing import Any, NamedTuple, TypeGuard
+from typing import Any, NamedTuple, TypeGuard, TypeVar
 
 from cgwatchdog.errors import FailureKind
 
@@ -141,6 +142,7 @@ _CHAIN_KEYS: tuple[tuple[int, str, str, str, tuple[str, ...]], ...] = tuple(
 _STATS_FAN_KEYS: tuple[str, ...] = tuple(f"fan{n}" for n in range(1, 17))
 _MM_FAN_KEYS: tuple[str, ...] = ("Fan1", "Fan2", "Fan3", "Fan4")
 _SUMMARY_FAN_KEYS: tuple[str, ...] = tuple(f"Fan{n}" for n in range(1, 9))
+_WHATSMINER_FAN_KEYS: tuple[str, ...] = ("Fan Speed In", "Fan Speed Out")
 _RATE_UNIT_SCALE: dict[str, float] = {
     "KH/S": 1e3,
     "MH/S": 1e6,
@@ -184,6 +186,10 @@ _SECTIONS: dict[str, str] = {
 }
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+# Texts every snapshot of a miner repeats (statuses, pool URLs and users, names, where
+# a figure came from) are interned: one object each instead of one per snapshot, ~1 KB
+# a miner for each cycle's snapshots held at 10,000 miners (``benchmarks/RESULTS.md``).
+_intern = sys.intern
 _NO_REFUSALS: Mapping[str, Refusal] = MappingProxyType({})
 
 
@@ -424,6 +430,38 @@ PollResult = Snapshot | Unreachable
 """What polling one miner gives: its snapshot, or why there is none."""
 
 
+_T = TypeVar("_T")
+
+
+def _fast_constructor(cls: type[_T]) -> Callable[..., _T]:
+    """A positional constructor of a frozen slotted dataclass, about 4x cheaper than its
+    ``__init__``: every field must be given, in order.
+
+    A frozen dataclass's ``__init__`` stores each field with ``object.__setattr__`` (a
+    generic attribute lookup per field); here a mutable twin with the same slots is
+    filled with plain attribute stores, then given the frozen class (the layouts are the
+    same, so Python allows it). The result is an ordinary instance of ``cls``. Built
+    from ``dataclasses.fields`` as dataclasses builds ``__init__``, so a field added to
+    the class is never left out. Snapshots of 10,000 miners are built every cycle.
+    """
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    twin = type(f"_{cls.__name__}Fields", (), {"__slots__": cls.__slots__})  # type: ignore[attr-defined]
+    body = "".join(f"    o.{name} = {name}\n" for name in names)
+    source = (
+        f"def make({', '.join(names)}):\n    o = new(twin)\n{body}    o.__class__ = cls\n"
+        "    return o\n"
+    )
+    namespace: dict[str, Any] = {"new": object.__new__, "twin": twin, "cls": cls}
+    exec(source, namespace)  # our own field names, as dataclasses does
+    make: Callable[..., _T] = namespace["make"]
+    return make
+
+
+_new_device = _fast_constructor(Device)
+_new_pool = _fast_constructor(Pool)
+_new_snapshot = _fast_constructor(Snapshot)
+
+
 def _count_alive_devices(s: Snapshot) -> float:
     return float(sum(1 for d in s.devices if d.status == "Alive"))
 
@@ -620,8 +658,9 @@ def _read_reply(reply: object, section: str) -> tuple[Mapping[str, Any] | None, 
     status = reply.get("STATUS")
     if type(status) is list:
         status = status[0] if status else None
-    if _is_map(status):
-        if _is_error(status.get("STATUS")):
+    if type(status) is dict or _is_map(status):
+        letter = status.get("STATUS")
+        if type(letter) is str and letter in _ERROR_LETTERS:
             return status, []
     elif _is_error(status):  # cgminer's bare {"STATUS":"RESTART"} strings
         return None, []
@@ -629,7 +668,8 @@ def _read_reply(reply: object, section: str) -> tuple[Mapping[str, Any] | None, 
         status = None
     body = reply.get(section)
     if type(body) is list:
-        return status, [entry for entry in body if _is_map(entry)]
+        # dict first, inline: the ABC check (and a call) only for odd entries
+        return status, [entry for entry in body if type(entry) is dict or _is_map(entry)]
     if _is_map(body):
         return status, [body]
     return status, []
@@ -855,48 +895,56 @@ def _build_pools(
 
     rows: list[tuple[int, str, str, str, int, bool, int, int, int, float | None, float | None]] = []
     unconfigured = 0
+    maximum = _MAX_COUNTER
+    # As in _build_devs: the common types inline, the helpers for anything else.
     for index, entry in enumerate(entries):
-        url_raw = entry.get("URL")
-        url = _text(url_raw)
+        get = entry.get
+        raw = get("URL")
+        url = _intern(raw.strip()) if type(raw) is str else None
         if url == "":
             unconfigured += 1  # bmminer's empty third slot: not a pool
             continue
-        pool_id = _count(entry.get("POOL"))
-        priority = _count(entry.get("Priority"))
-        accepted = _count(entry.get("Accepted")) or 0
-        rejected = _count(entry.get("Rejected")) or 0
-        stale = _count(entry.get("Stale")) or 0
+        raw = get("POOL")
+        pool_id = raw if type(raw) is int and 0 <= raw <= maximum else _count(raw)
+        raw = get("Priority")
+        priority = raw if type(raw) is int and 0 <= raw <= maximum else _count(raw)
+        raw = get("Accepted")
+        accepted = (raw if type(raw) is int and 0 <= raw <= maximum else _count(raw)) or 0
+        raw = get("Rejected")
+        rejected = (raw if type(raw) is int and 0 <= raw <= maximum else _count(raw)) or 0
+        raw = get("Stale")
+        stale = (raw if type(raw) is int and 0 <= raw <= maximum else _count(raw)) or 0
+        raw = get("User")
+        user = (_intern(raw.strip()) if type(raw) is str else None) or ""
+        raw = get("Status")
+        status = (_intern(raw.strip()) if type(raw) is str else None) or "Unknown"
+        number = index if pool_id is None else pool_id
         rows.append(
             (
-                index if pool_id is None else pool_id,
-                url or "",
-                _text(entry.get("User")) or "",
-                _text(entry.get("Status")) or "Unknown",
-                (index if pool_id is None else pool_id) if priority is None else priority,
-                entry.get("Stratum Active") is True,
-                accepted,
-                rejected,
-                stale,
-                _share_age(entry.get("Last Share Time"), when, at, tz_offset),
+                number, url or "", user, status, number if priority is None else priority,
+                get("Stratum Active") is True, accepted, rejected, stale,
+                _share_age(get("Last Share Time"), when, at, tz_offset),
                 _stale_ratio(entry, accepted, rejected, stale),
             )
-        )
+        )  # fmt: skip
     active_index = _pick_active(rows)
     pools = tuple(
-        Pool(
-            id=row[0],
-            url=row[1],
-            user=row[2],
-            status=row[3],
-            priority=row[4],
-            active=i == active_index,
-            accepted=row[6],
-            rejected=row[7],
-            stale=row[8],
-            last_share_age_s=row[9],
-            stale_ratio=row[10],
-        )
-        for i, row in enumerate(rows)
+        [
+            _new_pool(
+                row[0],
+                row[1],
+                row[2],
+                row[3],
+                row[4],
+                i == active_index,
+                row[6],
+                row[7],
+                row[8],
+                row[9],
+                row[10],
+            )
+            for i, row in enumerate(rows)
+        ]
     )
     return pools, unconfigured
 
@@ -929,19 +977,25 @@ def _build_devs(
     """Devices from ``devs``, and each one's driver ``ID`` (BOSminer temps use it)."""
     devices: list[Device] = []
     driver_ids: list[object] = []
+    # The common types (int counters, str texts, float readings) are handled inline; the
+    # helpers take anything else. Every device of every miner passes here every cycle.
     for index, entry in enumerate(entries):
+        get = entry.get
         kind = "ASC"
         number: int | None = None
         for candidate in _DEVICE_KINDS:
             if candidate in entry:
                 kind = candidate
-                number = _count(entry[candidate])
+                raw = entry[candidate]
+                number = raw if type(raw) is int and 0 <= raw <= _MAX_COUNTER else _count(raw)
                 break
+        driver_id = get("ID")
         if number is None:
-            number = _count(entry.get("ID"))
+            number = _count(driver_id)
         device_id = index if number is None else number
-        status = _text(entry.get("Status")) or "Unknown"
-        enabled_raw = entry.get("Enabled")
+        raw = get("Status")
+        status = (_intern(raw.strip()) if type(raw) is str else None) or "Unknown"
+        enabled_raw = get("Enabled")
         if enabled_raw == "Y" or enabled_raw is True:
             enabled = True
         elif enabled_raw == "N" or enabled_raw is False:
@@ -950,22 +1004,31 @@ def _build_devs(
             enabled = status != "Disabled"
         elapsed = _elapsed(entry, "Device Elapsed")
         rate = _window_hashrate(entry, miner_elapsed if elapsed is None else elapsed)
-        temperature = _max(_temp(entry.get("Temperature")), _temp(entry.get("Chip Temp Max")))
-        work = _num(entry.get("Diff1 Work"))
+        raw = get("Temperature")
+        temperature = None if raw is None else _temp(raw)
+        raw = get("Chip Temp Max")
+        if raw is not None:
+            temperature = _max(temperature, _temp(raw))
+        raw = get("Diff1 Work")
+        work = None if raw is None else _num(raw)
+        raw = get("Hardware Errors")
+        hardware_errors = raw if type(raw) is int and 0 <= raw <= _MAX_COUNTER else _count(raw)
+        raw = get("Name")
+        name = (_intern(raw.strip()) if type(raw) is str else None) or f"{kind}{device_id}"
         devices.append(
-            Device(
-                id=device_id,
-                kind=kind,
-                name=_text(entry.get("Name")) or f"{kind}{device_id}",
-                status=status,
-                enabled=enabled,
-                hashrate_hs=None if rate is None else rate.hs,
-                temperature_c=temperature,
-                hardware_errors=_count(entry.get("Hardware Errors")),
-                diff1_work=work if work is not None and work >= 0 else None,
+            _new_device(
+                device_id,
+                kind,
+                name,
+                status,
+                enabled,
+                None if rate is None else rate.hs,
+                temperature,
+                hardware_errors,
+                work if work is not None and work >= 0 else None,
             )
         )
-        driver_ids.append(entry.get("ID"))
+        driver_ids.append(driver_id)
     return devices, driver_ids
 
 
@@ -1033,15 +1096,16 @@ def _build_chains(entry: Mapping[str, Any]) -> list[Device]:
             temperature = _max(temperature, _hottest(get(key)))
         hashrate = _scaled(rate, scale)
         boards.append(
-            Device(
-                id=slot,
-                kind="BOARD",
-                name=f"chain{slot}",
-                status=_board_status(hashrate),
-                enabled=True,
-                hashrate_hs=hashrate,
-                temperature_c=temperature,
-                hardware_errors=_count(get(hw_key)),
+            _new_device(
+                slot,
+                "BOARD",
+                f"chain{slot}",
+                _board_status(hashrate),
+                True,
+                hashrate,
+                temperature,
+                _count(get(hw_key)),
+                None,
             )
         )
     return boards
@@ -1167,6 +1231,7 @@ def build_snapshot(
         if status is not None:
             description = _text(status.get("Description"))
             if description:
+                description = _intern(description)
                 break
     if learned is None:
         learned = _NOTHING_LEARNED
@@ -1226,8 +1291,12 @@ def build_snapshot(
     for board in chains:
         temperature_max = _max(temperature_max, board.temperature_c)
     if summary is not None:
-        temperature_max = _max(temperature_max, _temp(summary.get("Chip Temp Max")))  # Whatsminer
-        temperature_max = _max(temperature_max, _temp(summary.get("Temperature")))
+        raw = summary.get("Chip Temp Max")  # Whatsminer
+        if raw is not None:
+            temperature_max = _max(temperature_max, _temp(raw))
+        raw = summary.get("Temperature")
+        if raw is not None:
+            temperature_max = _max(temperature_max, _temp(raw))
     if stats_miner is not None:
         temperature_max = _max(temperature_max, _temp(stats_miner.get("temp_max")))  # bmminer
     for mm in mms.values():
@@ -1249,16 +1318,22 @@ def build_snapshot(
             for key in _MM_FAN_KEYS:
                 _add_fan(fans, mm.get(key))
     if not fans and summary is not None:
-        _add_fan(fans, summary.get("Fan Speed In"))  # Whatsminer
-        _add_fan(fans, summary.get("Fan Speed Out"))
+        summary_get = summary.get
+        for key in _WHATSMINER_FAN_KEYS:
+            raw = summary_get(key)
+            if raw is not None:
+                _add_fan(fans, raw)
         if not fans:
             for key in _SUMMARY_FAN_KEYS:  # StrongU
-                _add_fan(fans, summary.get(key))
+                raw = summary_get(key)
+                if raw is not None:
+                    _add_fan(fans, raw)
     fans_expected: int | None = None
     if stats_miner is not None:
         fans_expected = _count(stats_miner.get("fan_num"))
     if fans_expected is None and summary is not None:
-        fans_expected = _count(summary.get("Fan Num"))
+        raw = summary.get("Fan Num")
+        fans_expected = None if raw is None else _count(raw)
 
     # Hashrate: the whole miner's shortest window, else its average (SUMMARY,
     # then the bmminer STATS entry, then Avalon GHSavg), else the sum of devices or boards.
@@ -1304,7 +1379,8 @@ def build_snapshot(
             hw = _mm_number(mm, "HW")
             if hw is not None and hw >= 0:
                 hardware_errors = (hardware_errors or 0) + int(hw)
-    diff1_work = None if summary is None else _num(summary.get("Diff1 Work"))
+    raw = None if summary is None else summary.get("Diff1 Work")
+    diff1_work = None if raw is None else _num(raw)
     if diff1_work is None and from_devs:
         works = [d.diff1_work for d in devices]
         if works and all(w is not None for w in works):
@@ -1355,34 +1431,35 @@ def build_snapshot(
     if unconfigured:
         extra["unconfigured_pools"] = unconfigured
 
-    return Snapshot(
-        name=name,
-        host=host,
-        port=port,
-        at=at,
-        fork=fork,
-        description=description,
-        api_version=_text(version.get("API")) if version is not None else learned.api_version,
-        model=_model(version, stats_identity, stats_miner),
-        elapsed_s=elapsed_s,
-        hashrate_hs=None if rate is None else rate[0],
-        hashrate_source=None if rate is None else rate[1],
-        hardware_errors=hardware_errors,
-        diff1_work=diff1_work if diff1_work is None or diff1_work >= 0 else None,
-        accepted=accepted,
-        rejected=rejected,
-        stale=stale,
-        temperature_max_c=temperature_max,
-        fans_rpm=tuple(fans),
-        devices=tuple(devices),
-        pools=pools,
-        extra=MappingProxyType(extra) if extra else _EMPTY,
-        fans_expected=fans_expected,
-        hardware_error_ratio_reported=reported_ratio,
-        difficulty_accepted=_difficulty_accepted(summary),
-        refused=MappingProxyType(refused) if refused else _NO_REFUSALS,
-        family=learned.family,
-        firmware_version=learned.firmware_version,
+    # Positional, in field order (see _fast_constructor).
+    return _new_snapshot(
+        name,
+        host,
+        port,
+        at,
+        fork,
+        description,
+        _text(version.get("API")) if version is not None else learned.api_version,
+        _model(version, stats_identity, stats_miner),
+        elapsed_s,
+        None if rate is None else rate[0],
+        None if rate is None else _intern(rate[1]),
+        hardware_errors,
+        diff1_work if diff1_work is None or diff1_work >= 0 else None,
+        accepted,
+        rejected,
+        stale,
+        temperature_max,
+        tuple(fans),
+        tuple(devices),
+        pools,
+        MappingProxyType(extra) if extra else _EMPTY,
+        fans_expected,
+        reported_ratio,
+        _difficulty_accepted(summary),
+        MappingProxyType(refused) if refused else _NO_REFUSALS,
+        learned.family,
+        learned.firmware_version,
     )
 
 

@@ -3,7 +3,9 @@
 Each server here is a small thread that accepts connections and plays one behaviour of
 a miner seen in the field: a normal cgminer, one that trickles, closes, resets, hangs,
 floods, or speaks an old API without multi-commands. Every scenario runs through both
-faces, ``CgminerAPI`` and ``AsyncCgminerAPI``.
+faces, ``CgminerAPI`` and ``AsyncCgminerAPI``, the latter on both its read paths (a bare
+socket on asyncio's selector loop, and the ``asyncio.Protocol`` path uvloop and host
+names take).
 """
 
 from __future__ import annotations
@@ -278,6 +280,9 @@ class Client:
             if face == "sync"
             else AsyncCgminerAPI("127.0.0.1", port, **options)
         )
+        if face == "async-protocol":  # the read path of uvloop and host names
+            assert isinstance(self.api, AsyncCgminerAPI)
+            self.api.use_sockets = False
 
     async def command(
         self, command: str, arg: object = None, *, text: bool = False
@@ -300,7 +305,7 @@ class Client:
         return result
 
 
-@pytest.fixture(params=["sync", "async"])
+@pytest.fixture(params=["sync", "async", "async-protocol"])
 def face(request: pytest.FixtureRequest) -> str:
     value: str = request.param
     return value

@@ -203,10 +203,19 @@ UtcDatetime = Annotated[datetime, BeforeValidator(_date_to_datetime), AfterValid
 
 
 class Model(BaseModel):
-    """Base of every config model: frozen, unknown keys refused, aliases accepted."""
+    """Base of every config model: frozen, unknown keys refused, aliases accepted.
+
+    Validators are built on first use (``defer_build``): a config uses a few of the
+    models (no receivers, no silences: their validators are never needed), and every
+    command pays for the import (``benchmarks/RESULTS.md``, start-up).
+    """
 
     model_config = ConfigDict(
-        frozen=True, extra="forbid", populate_by_name=True, use_attribute_docstrings=True
+        frozen=True,
+        extra="forbid",
+        populate_by_name=True,
+        use_attribute_docstrings=True,
+        defer_build=True,
     )
 
 

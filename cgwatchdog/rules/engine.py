@@ -33,10 +33,11 @@ keeps between cycles lives in the miner's history (``hashrate_drop``'s frozen ba
 which is kept as long as the longest look back of the rules applying to the miner.
 """
 
-
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+import contextlib
+import gc
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any, Final, NamedTuple
 
 from cgwatchdog.alerts import Evaluation, Signal
@@ -52,23 +53,43 @@ _STATE_VERSION: Final = 1
 
 
 class MinerPlan(NamedTuple):
-    """What the engine runs for one miner, worked out once per configuration."""
+    """What the engine runs for one miner, worked out once per configuration (the
+    parts other than ``miner`` are shared by every miner the same rules select)."""
 
     miner: MinerConfig
     rules: tuple[CompiledRule[Any], ...]
     """The rules whose ``match`` selects this miner, in configuration order."""
-    pairs: tuple[tuple[str, str], ...]
-    """``(rule name, miner name)`` of each rule, as ``Evaluation.evaluated`` holds them."""
     retention_s: float
     """How much history the rules read back."""
     looking_back: frozenset[str]
     """The rules that read history for this miner (their baselines are kept)."""
+
+    @property
+    def pairs(self) -> tuple[tuple[str, str], ...]:
+        """``(rule name, miner name)`` of each rule, as ``Evaluation.evaluated`` holds
+        them (made when asked: kept for 10,000 miners they would be ~5 MB)."""
+        name = self.miner.name
+        return tuple([(rule.name, name) for rule in self.rules])
 
 
 class _Selection(NamedTuple):
     rules: tuple[CompiledRule[Any], ...]
     retention_s: float
     looking_back: frozenset[str]
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """The cyclic GC paused while the plans of a large fleet are built (tuples and named
+    tuples by the ten thousand, which reference counting frees); left as found."""
+    paused = gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()
 
 
 def _select(rules: tuple[CompiledRule[Any], ...], miner: MinerConfig) -> _Selection:
@@ -80,7 +101,7 @@ def _select(rules: tuple[CompiledRule[Any], ...], miner: MinerConfig) -> _Select
 class RuleEngine:
     """Runs the configured rules over each cycle's poll results; keeps the history."""
 
-    __slots__ = ("_history", "_plans", "_problems", "_restart_grace_s", "_rules")
+    __slots__ = ("_configured", "_history", "_plans", "_problems", "_restart_grace_s", "_rules")
 
     def __init__(
         self,
@@ -90,6 +111,7 @@ class RuleEngine:
         restart_grace_s: float = 300.0,
     ) -> None:
         self._history = FleetHistory()
+        self._configured: tuple[object, object] = (None, None)
         self._plans: dict[str, MinerPlan] = {}
         self._rules: tuple[CompiledRule[Any], ...] = ()
         self._problems: tuple[str, ...] = ()
@@ -104,38 +126,46 @@ class RuleEngine:
         restart_grace_s: float = 300.0,
     ) -> None:
         """Apply a (re)loaded configuration; history of miners still configured is kept."""
+        with _gc_paused():
+            # The same configuration again (a Watchdog applies it twice at start): the
+            # plans stand, only the history is fitted to them.
+            if rules is not self._configured[0] or miners is not self._configured[1]:
+                self._plan(rules, miners)
+                self._configured = (rules, miners)
+            self._restart_grace_s = restart_grace_s
+            self._fit_history()
+
+    def _plan(self, rules: Sequence[RuleBase], miners: Sequence[MinerConfig]) -> None:
         compiled = tuple(compile_rule(rule) for rule in rules)
         self._rules = compiled
         self._problems = tuple(problem for rule in compiled for problem in rule.problems)
-        self._restart_grace_s = restart_grace_s
         # Miners of one hosts: range share a label set: select rules once per set. A rule
         # may also match on the miner's name (``match_re: {miner: "rack1-.*"}``).
         by_name = any(
             "miner" in rule.config.match or "miner" in rule.config.match_re for rule in compiled
         )
-        selections: dict[
-            tuple[frozenset[tuple[str, str]], str, float | None], _Selection
-        ] = {}
+        selections: dict[tuple[frozenset[tuple[str, str]], str, float | None], _Selection] = {}
         plans: dict[str, MinerPlan] = {}
+        label_keys: dict[int, frozenset[tuple[str, str]]] = {}  # by id: a range shares one
         for miner in miners:
             labels: Mapping[str, str] = miner.labels
+            label_key = label_keys.get(id(labels))
+            if label_key is None:
+                label_key = label_keys[id(labels)] = frozenset(labels.items())
             if by_name:
                 labels = {**labels, "miner": miner.name}
-            key = (
-                frozenset(miner.labels.items()),
-                miner.name if by_name else "",
-                miner.expected_hashrate_hs,
-            )
+            key = (label_key, miner.name if by_name else "", miner.expected_hashrate_hs)
             chosen = selections.get(key)
             if chosen is None:
                 selected = tuple(rule for rule in compiled if rule.config.selects(labels))
                 chosen = selections[key] = _select(selected, miner)
-            pairs = tuple((rule.name, miner.name) for rule in chosen.rules)
             plans[miner.name] = MinerPlan(
-                miner, chosen.rules, pairs, chosen.retention_s, chosen.looking_back
+                miner, chosen.rules, chosen.retention_s, chosen.looking_back
             )
         self._plans = plans
 
+    def _fit_history(self) -> None:
+        plans = self._plans
         history = self._history
         history.retain(plans)
         for name in history:
@@ -180,17 +210,18 @@ class RuleEngine:
             plan = plans.get(result.name)
             if plan is None:
                 continue
-            miner, rules, pairs = plan.miner, plan.rules, plan.pairs
-            history = fleet.miner(miner.name, plan.retention_s)
+            miner = plan.miner
+            name = miner.name
+            history = fleet.miner(name, plan.retention_s)
             if isinstance(result, Snapshot):
                 answered = True
                 history.record_snapshot(result)
             else:
                 answered = False
                 history.mark_unreachable(result.at)
-            for rule, pair in zip(rules, pairs, strict=True):
+            for rule in plan.rules:
                 if rule.judges_unreachable:
-                    evaluated.add(pair)
+                    evaluated.add((rule.name, name))
                     if answered:
                         continue
                 elif not answered:
@@ -198,7 +229,7 @@ class RuleEngine:
                 found = rule.evaluate(rule, miner, result, history, now)
                 if found is None:
                     continue
-                evaluated.add(pair)
+                evaluated.add((rule.name, name))
                 if found:
                     signals.extend(found)
             started = history.last_restart_at

@@ -1,0 +1,240 @@
+"""Benchmark: the running daemon measured from outside, cycles and /metrics scrapes.
+
+    python benchmarks/daemon.py --miners 10000 [--python PYTHON]
+
+Starts the simulator (``fleet.py``'s), gives the daemon an hour of history the way a
+restart does (the rule engine's state, saved in the state file before the start: 120
+samples a miner from one poll of the fleet, as ``fleet.py``'s contender pre-fills it),
+then runs ``PYTHON -m cgwatchdog run -c CFG`` (the packaged rules, no receivers) and
+reads, from ``/proc/PID``, its CPU (user+system) over each cycle (a cycle ends with the
+daemon's debug line ``cycle due at ... took ...``) and its resident set (``VmRSS``) and
+peak (``VmHWM``). Between cycles it scrapes ``/metrics`` ``--scrapes`` times and takes
+the CPU and memory each scrape cost. Then the bare ``asyncio.Protocol`` floor runs its
+cycles in a process of its own over the same fleet (``fleet.py``'s ``floor-protocol``,
+on the event loop the daemon used), for the ratio.
+
+``PYTHON`` decides the event loop: ``cgwatchdog run`` takes uvloop where it is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import contenders as c
+from benchmarks.fleet import CLK_TCK, Simulator, _free_port, machine, run_contender
+
+CYCLE_LINE = re.compile(r"cycle due at [\d.]+ began ([\d.]+) s late and took ([\d.]+) s")
+
+
+def proc_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_mem_mb(pid: int) -> tuple[float, float]:
+    """(VmRSS, VmHWM) of a process, MB."""
+    values: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0]) / 1024
+    return values["VmRSS"], values["VmHWM"]
+
+
+def seed_history(targets: Sequence[c.Target], state_file: Path, history_s: float) -> int:
+    """An hour of history for every miner, saved as the daemon saves it (rule state)."""
+    from cgwatchdog.store import Store
+    from cgwatchdog.watchdog import STATE_RULES
+
+    contender = c.CgwatchdogContender(targets, 512, history_s=history_s)
+    asyncio.run(contender.warm_up())
+    store = Store(state_file)
+    try:
+        store.save_state(STATE_RULES, contender.engine.to_dict(), time.time())
+    finally:
+        store.close()
+    return len(contender.engine.history)
+
+
+def measure(args: argparse.Namespace, sim: Simulator) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        state = root / "state"
+        state.mkdir()
+        seeded = seed_history(sim.targets, state / "cgwatchdog.sqlite", args.history)
+        http_port = _free_port()
+        miners = "".join(
+            f"  - {{name: {t.name}, host: {t.host}, port: {t.port}}}\n" for t in sim.targets
+        )
+        (root / "config.yaml").write_text(
+            f"poll: {{interval: {args.interval}s, timeout: {min(5.0, args.interval / 2)}s}}\n"
+            f"state_dir: {state}\n"
+            f'http: {{listen: "127.0.0.1:{http_port}"}}\n'
+            f"miners:\n{miners}"
+        )
+        argv = [args.python, "-m", "cgwatchdog", "run", "-c", str(root / "config.yaml")]
+        argv += ["--log-level", "debug"]
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        daemon = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            env=env,
+        )  # fmt: skip
+        cycles: list[dict[str, float]] = []
+        scrapes: list[dict[str, float]] = []
+        ended = threading.Event()
+        lines: list[str] = []
+
+        def read() -> None:
+            assert daemon.stderr is not None
+            for raw in daemon.stderr:
+                line = raw.decode(errors="replace")
+                lines.append(line)
+                found = CYCLE_LINE.search(line)
+                if found:
+                    rss, hwm = proc_mem_mb(daemon.pid)
+                    cycles.append(
+                        {"at_cpu_s": proc_cpu_s(daemon.pid), "took_s": float(found[2]),
+                         "rss_mb": rss, "hwm_mb": hwm}
+                    )  # fmt: skip
+            ended.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        started = time.monotonic()
+        try:
+            scraped = 0
+            while len(cycles) < args.cycles + 1 and time.monotonic() - started < args.timeout:
+                if daemon.poll() is not None:
+                    break
+                if len(cycles) >= 2 and scraped < len(cycles) - 1 and args.scrapes:
+                    # Between cycles: a second after one ended, well before the next.
+                    time.sleep(1.0)
+                    for _ in range(args.scrapes):
+                        before, (rss0, hwm0) = proc_cpu_s(daemon.pid), proc_mem_mb(daemon.pid)
+                        wall0 = time.perf_counter()
+                        with urllib.request.urlopen(
+                            f"http://127.0.0.1:{http_port}/metrics", timeout=30
+                        ) as reply:
+                            size = len(reply.read())
+                        wall = time.perf_counter() - wall0
+                        time.sleep(0.2)  # let the CPU counters settle
+                        rss1, hwm1 = proc_mem_mb(daemon.pid)
+                        scrapes.append(
+                            {"cpu_s": proc_cpu_s(daemon.pid) - before, "wall_s": wall,
+                             "bytes": size, "rss_before_mb": rss0, "rss_after_mb": rss1,
+                             "hwm_before_mb": hwm0, "hwm_after_mb": hwm1}
+                        )  # fmt: skip
+                    scraped = len(cycles) - 1
+                time.sleep(0.05)
+        finally:
+            daemon.terminate()
+            try:
+                daemon.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                daemon.wait()
+            ended.wait(10)
+    # CPU of each cycle: from one cycle's end to the next (the scrapes' own CPU out).
+    per_cycle: list[float] = []
+    scrape_cpu = [s["cpu_s"] for s in scrapes]
+    for index in range(1, len(cycles)):
+        spent = cycles[index]["at_cpu_s"] - cycles[index - 1]["at_cpu_s"]
+        if args.scrapes and index - 1 < len(cycles) - 1:
+            spent -= sum(scrape_cpu[(index - 1) * args.scrapes : index * args.scrapes])
+        per_cycle.append(spent)
+    return {
+        "seeded_miners": seeded,
+        "cycles": cycles,
+        "cycle_cpu_s": per_cycle,
+        "scrapes": scrapes,
+        "log_tail": "".join(lines[-5:]) if len(cycles) < 2 else "",
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--miners", type=int, default=10_000)
+    p.add_argument("--interval", type=float, default=15.0, help="poll interval (s)")
+    p.add_argument("--cycles", type=int, default=5, help="cycles measured after the first")
+    p.add_argument("--scrapes", type=int, default=2, help="/metrics scrapes between cycles")
+    p.add_argument("--history", type=float, default=3600.0, help="seconds of history seeded")
+    p.add_argument("--python", default=sys.executable, help="the interpreter of the daemon")
+    p.add_argument("--timeout", type=float, default=600.0, help="give up after (s)")
+    p.add_argument("--listen", default="127.46.0.1", help="the simulator's first address")
+    p.add_argument("--json", help="also write every figure to this file")
+    args = p.parse_args(argv)
+    loop = subprocess.run(
+        [args.python, "-c", "import importlib.util as u; print(bool(u.find_spec('uvloop')))"],
+        capture_output=True, text=True, check=False,
+    ).stdout.strip() == "True"  # fmt: skip
+    print(f"# cgwatchdog daemon, measured from outside\n\n{machine()}")
+    print(f"\n`{' '.join(['python', 'benchmarks/daemon.py', *sys.argv[1:]])}`")
+    print(f"\nThe daemon's event loop: {'uvloop' if loop else 'the default asyncio loop'}.")
+    sim = Simulator(args.miners, listen=args.listen)
+    try:
+        result = measure(args, sim)
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(sim.targets, f)
+        floor_args = argparse.Namespace(cycles=args.cycles, concurrency=512, sample=500, history=0)
+        floor_name = "floor-protocol-uvloop" if loop else "floor-protocol"
+        floor = run_contender(floor_name, sim, Path(f.name), floor_args)
+        os.unlink(f.name)
+    finally:
+        sim.stop()
+    result["floor"] = floor
+    cycles, per_cycle = result["cycles"], result["cycle_cpu_s"]
+    print(
+        f"\n### {args.miners:,} miners, an hour of history ({result['seeded_miners']:,} seeded)\n"
+    )
+    if not per_cycle:
+        print(f"no cycles measured; the daemon said:\n{result['log_tail']}")
+        return 1
+    print("| cycle | CPU s | took s (wall) | RSS MB after | peak RSS MB |")
+    print("|---:|---:|---:|---:|---:|")
+    for index, cpu in enumerate(per_cycle, start=2):
+        row = cycles[index - 1]
+        print(
+            f"| {index} | {cpu:.2f} | {row['took_s']:.2f} | {row['rss_mb']:.0f} "
+            f"| {row['hwm_mb']:.0f} |"
+        )
+    median = statistics.median(per_cycle)
+    print(f"\nMedian CPU a cycle {median:.2f} s ({median * 1e6 / args.miners:.0f} µs a miner).")
+    if "error" not in floor:
+        print(
+            f"The bare Protocol floor ({floor_name}), same fleet: {floor['cpu_s']:.2f} s CPU a "
+            f"cycle, {floor['wall_s']:.2f} s wall: the daemon's cycle is "
+            f"{median / floor['cpu_s']:.2f}x its CPU."
+        )
+    if result["scrapes"]:
+        print("\n| /metrics scrape | CPU s | wall s | bytes | RSS MB before → after | peak MB |")
+        print("|---:|---:|---:|---:|---|---:|")
+        for index, s in enumerate(result["scrapes"], start=1):
+            print(
+                f"| {index} | {s['cpu_s']:.2f} | {s['wall_s']:.2f} | {s['bytes']:,} "
+                f"| {s['rss_before_mb']:.0f} → {s['rss_after_mb']:.0f} | {s['hwm_after_mb']:.0f} |"
+            )
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
