@@ -1,17 +1,18 @@
 """Benchmark: one poll cycle over a simulated fleet, cgwatchdog beside its peers.
 
-    python benchmarks/fleet.py --miners 100,1000,10000
+    python benchmarks/fleet.py --miners 100,1000,10000,20000
 
 For each fleet size it starts the simulator (``cgwatchdog.simulator``, one loopback
-address per miner, port 4028) in a process of its own, then runs each contender in a
-child process of its own against that same simulator, one after another: a warm-up
-cycle, then ``--cycles`` measured cycles. The table gives the median cycle's wall time,
-miners per second, the contender's own CPU seconds (user+system, ``getrusage`` in the
-child around each cycle), its peak RSS (``os.wait4`` of the child), and ratios to
-cgwatchdog. ``--latency N`` also measures alert latency: the time from a simulated
-failure to the webhook receiving the alert, against the rule's ``for`` plus one poll
-interval. See ``benchmarks/README.md``.
-"""
+address per miner, port 4028) in processes of its own (at most ``--per-process`` miners
+each: listeners are open files), then runs each contender in a child process of its own
+against that same simulator, one after another: a warm-up cycle, then ``--cycles``
+measured cycles. The table gives the median cycle's wall time, the contender's own CPU
+seconds (user+system, ``getrusage`` in the child around each cycle) and per miner, its
+peak RSS (``os.wait4`` of the child), its ratios to the bare ``asyncio.Protocol`` floor
+on the same event loop and to cgwatchdog; a last table gives the CPU per miner by fleet
+size. ``--latency N`` also measures the daemon's alert latency: the time from a
+simulated failure to the webhook receiving the alert, against the rule's ``for`` plus
+one poll interval plus 1 s. See ``benchmarks/README.md``."""
 
 from __future__ import annotations
 
