@@ -61,13 +61,13 @@ def proc_mem_mb(pid: int) -> tuple[float, float]:
 def seed_history(targets: Sequence[c.Target], state_file: Path, history_s: float) -> int:
     """An hour of history for every miner, saved as the daemon saves it (rule state)."""
     from cgwatchdog.store import Store
-    from cgwatchdog.watchdog import STATE_RULES
+    from cgwatchdog.watchdog import save_rules
 
     contender = c.CgwatchdogContender(targets, 512, history_s=history_s)
     asyncio.run(contender.warm_up())
     store = Store(state_file)
     try:
-        store.save_state(STATE_RULES, contender.engine.to_dict(), time.time())
+        save_rules(store, contender.engine, time.time())
     finally:
         store.close()
     return len(contender.engine.history)

@@ -38,7 +38,7 @@ import math
 import sys
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Any, Final, Literal, NamedTuple
 
 from cgwatchdog.jsonstate import opt_float
@@ -542,10 +542,15 @@ class FleetHistory:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form for the store (baselines survive a restart)."""
-        return {
-            "version": _STATE_VERSION,
-            "miners": {name: history.to_dict() for name, history in self._miners.items()},
-        }
+        return {"version": _STATE_VERSION, "miners": dict(self.records())}
+
+    def records(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Each miner's JSON-safe history, one at a time (``records_version`` tells their
+        form): a store writes them as they come, never the fleet's as one document."""
+        for name, history in self._miners.items():
+            yield name, history.to_dict()
+
+    records_version: Final = _STATE_VERSION
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FleetHistory:
@@ -555,8 +560,18 @@ class FleetHistory:
         miners = data.get("miners")
         if not isinstance(miners, Mapping):
             raise ValueError("malformed history document: 'miners' is not a mapping")
+        return cls.from_records(miners.items(), _STATE_VERSION)
+
+    @classmethod
+    def from_records(
+        cls, records: Iterable[tuple[str, Mapping[str, Any]]], version: object
+    ) -> FleetHistory:
+        """Inverse of :meth:`records`; ValueError when one is malformed or ``version`` is
+        not :attr:`records_version`."""
+        if version != _STATE_VERSION:
+            raise ValueError(f"unsupported history records (expected version {_STATE_VERSION})")
         fleet = cls()
-        for name, record in miners.items():
+        for name, record in records:
             if not isinstance(record, Mapping):
                 raise ValueError(f"malformed history of miner {name!r}")
             fleet._miners[str(name)] = MinerHistory.from_dict(record)

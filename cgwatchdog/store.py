@@ -4,6 +4,8 @@ Everything the watchdog must not forget across a restart or ``kill -9`` lives he
 
 - ``state``: JSON documents by key (alert states and the notification log, rule
   history and baselines, action safeguards), written once per cycle in one transaction;
+  ``state_rows`` beside it holds what is kept a record per miner (the rule history), so
+  that a large fleet's is never one JSON text in memory;
 - ``outbox``: every notification, written *before* it is sent and deleted only once it
   is delivered (at-least-once), with attempts, the next attempt time and the last error;
 - ``actions``: every remediation and its outcome.
@@ -20,7 +22,7 @@ import contextlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,9 @@ SCHEMA_VERSION = 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL, saved_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS state_rows (
+    key TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (key, name)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     receiver TEXT NOT NULL,
@@ -159,6 +164,36 @@ class Store:
         except json.JSONDecodeError:
             raise StoreError(f"state file {self.path}: document {key!r} is corrupt") from None
         return value if isinstance(value, dict) else None
+
+    def save_rows(self, key: str, rows: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
+        """Replace the records stored under ``key``, a JSON document each, encoded and
+        written one at a time (in the caller's transaction, if any)."""
+        encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+        with self.transaction(), self._errors("save state"):
+            self._db.execute("DELETE FROM state_rows WHERE key = ?", (key,))
+            self._db.executemany(
+                "INSERT INTO state_rows (key, name, value) VALUES (?, ?, ?)",
+                ((key, name, encode(value)) for name, value in rows),
+            )
+
+    def load_rows(self, key: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The records saved under ``key``, read and decoded one at a time."""
+        with self._errors("read state"):
+            cursor = self._db.execute(
+                "SELECT name, value FROM state_rows WHERE key = ? ORDER BY name", (key,)
+            )
+            for name, text in cursor:
+                try:
+                    value = json.loads(text)
+                except json.JSONDecodeError:
+                    raise StoreError(
+                        f"state file {self.path}: record {name!r} of {key!r} is corrupt"
+                    ) from None
+                if not isinstance(value, dict):
+                    raise StoreError(
+                        f"state file {self.path}: record {name!r} of {key!r} is not an object"
+                    )
+                yield name, value
 
     # -- outbox -------------------------------------------------------------------------
 

@@ -146,6 +146,14 @@ class CycleReport:
         return sum(1 for result in self.results if result.up)
 
 
+
+def save_rules(store: Store, rules: RuleEngine, now: float) -> None:
+    """Save the rule engine's history: a small document and a record a miner."""
+    header, records = rules.state()
+    with store.transaction():
+        store.save_state(STATE_RULES, header, now)
+        store.save_rows(STATE_RULES, records)
+
 class Watchdog:
     """The engines of one configuration and the cycle that runs them."""
 
@@ -230,10 +238,15 @@ class Watchdog:
         alerts = self._load(STATE_ALERTS, AlertEngine.from_dict)
         if alerts is not None:
             self.alerts = alerts
+        store = self.store
         rules = self._load(
             STATE_RULES,
             lambda data: RuleEngine.from_dict(
-                data, config.rules, config.miners, restart_grace_s=config.actions.restart_grace_s
+                data,
+                config.rules,
+                config.miners,
+                restart_grace_s=config.actions.restart_grace_s,
+                records=() if store is None else store.load_rows(STATE_RULES),
             ),
         )
         if rules is not None:
@@ -489,7 +502,7 @@ class Watchdog:
                 self.outbox.enqueue(self._backlog, now)
                 self.store.save_state(STATE_ALERTS, self.alerts.to_dict(), now)
                 if history or now - self._rules_saved_at >= RULES_SAVE_INTERVAL_S:
-                    self.store.save_state(STATE_RULES, self.rules.to_dict(), now)
+                    save_rules(self.store, self.rules, now)
                     self._rules_saved_at = now
                 if self.dispatcher is not None:
                     self.store.save_state(STATE_DISPATCHER, self.dispatcher.to_dict(), now)

@@ -224,6 +224,36 @@ def test_poll_exit_status_says_what_it_found(simulated: list[str], tmp_path: Pat
     assert cgwatchdog("poll", "-c", str(tmp_path / "missing.yaml")).returncode == 2
 
 
+def test_poll_json_is_one_document_pretty_on_a_terminal_and_a_miner_a_line_when_piped() -> None:
+    import io
+
+    from cgwatchdog.cli import write_poll_json
+
+    header = {"time": "2026-12-07T09:00:00Z", "shard": "1/1", "replica": None,
+              "duration_s": 0.5, "problems": []}  # fmt: skip
+    entries = [
+        {"name": "a", "up": True, "alerts": [], "pools": [{"url": "stratum+tcp://p\n1"}]},
+        {"name": "b<\u00e9>", "up": True, "alerts": [], "hashrate_hs": 1.5e14},
+    ]
+    document = {**header, "miners": entries}
+    pretty, piped = io.StringIO(), io.StringIO()
+    assert write_poll_json(header, iter(entries), pretty, pretty=True) == 0
+    assert write_poll_json(header, iter(entries), piped, pretty=False) == 0
+    # A terminal gets exactly what json.dumps(indent=2) makes of the whole document.
+    assert pretty.getvalue() == json.dumps(document, indent=2) + "\n"
+    assert json.loads(piped.getvalue()) == document
+    lines = piped.getvalue().splitlines()
+    assert sum(1 for line in lines if line.lstrip().startswith('{"name"')) == 2
+    empty = io.StringIO()
+    assert write_poll_json({**header, "problems": ["x"]}, iter([]), empty, pretty=False) == 1
+    assert json.loads(empty.getvalue()) == {**header, "problems": ["x"], "miners": []}
+    down = io.StringIO()
+    assert write_poll_json(header, iter([{"up": False, "alerts": []}]), down, pretty=False) == 1
+    with pytest.raises(ValueError):  # NaN is not JSON: never written as such
+        write_poll_json(header, iter([{"up": True, "alerts": [], "v": float("nan")}]),
+                        io.StringIO(), pretty=False)  # fmt: skip
+
+
 def test_config_defaults_to_the_service_config_and_debug_goes_anywhere(tmp_path: Path) -> None:
     result = cgwatchdog("check", "--help")
     assert "default /etc/cgwatchdog/config.yaml" in " ".join(result.stdout.split())

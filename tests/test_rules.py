@@ -785,6 +785,41 @@ def test_to_dict_from_dict_round_trip() -> None:
         RuleEngine.from_dict({"version": 7}, rules, miners)
 
 
+def test_state_in_records_through_a_store_matches_the_document_form(tmp_path: Path) -> None:
+    from cgwatchdog.errors import StoreError
+    from cgwatchdog.store import Store
+    from cgwatchdog.watchdog import STATE_RULES, save_rules
+
+    rules = [rule(**DROP), rule(**HW), rule(**DOWN)]
+    miners = [miner(), miner(name="m2")]
+    engine = RuleEngine(rules, miners)
+    now = T0
+    for i in range(60):
+        now = T0 + i * STEP
+        engine.observe(
+            [snap(now, elapsed=7200 + i * STEP, hw=30 * i, diff1=1000.0 * i),
+             snap(now, name="m2", elapsed=7200 + i * STEP)],
+            now,
+        )  # fmt: skip
+    store = Store(tmp_path / "state.sqlite")
+    save_rules(store, engine, now)
+    save_rules(store, engine, now)  # replaces, never duplicates
+    header = store.load_state(STATE_RULES)
+    assert header is not None and "history" not in header  # the records are rows
+    assert len(list(store.load_rows(STATE_RULES))) == 2
+    restored = RuleEngine.from_dict(header, rules, miners, records=store.load_rows(STATE_RULES))
+    assert restored.to_dict() == json.loads(json.dumps(engine.to_dict(), allow_nan=False))
+    # A state file written as one document (earlier versions) is still read.
+    old = RuleEngine.from_dict(json.loads(json.dumps(engine.to_dict())), rules, miners)
+    assert old.to_dict() == restored.to_dict()
+    with pytest.raises(ValueError):
+        RuleEngine.from_dict({"version": 1, "history_records": 99}, rules, miners, records=[])
+    store._db.execute("UPDATE state_rows SET value = '{broken' WHERE name = 'm2'")
+    with pytest.raises(StoreError, match="record 'm2' of 'rules' is corrupt"):
+        RuleEngine.from_dict(header, rules, miners, records=store.load_rows(STATE_RULES))
+    store.close()
+
+
 # --------------------------------------------------------------------------- field replies
 
 
