@@ -509,6 +509,9 @@ class FleetHistory:
 
     __slots__ = ("_miners",)
 
+    records_version: Final = _STATE_VERSION
+    """The form of :meth:`records`, which a store saves beside them."""
+
     def __init__(self) -> None:
         self._miners: dict[str, MinerHistory] = {}
 
@@ -550,7 +553,6 @@ class FleetHistory:
         for name, history in self._miners.items():
             yield name, history.to_dict()
 
-    records_version: Final = _STATE_VERSION
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FleetHistory:

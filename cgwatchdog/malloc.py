@@ -6,7 +6,8 @@ first ``/metrics`` render frees its 13 MB text at 10,000 miners, every later lar
 (the next render, a cycle's replies, the state's records) comes from the heap instead,
 whose freed space the process keeps: the daemon's resident set grew by ~70 MB over a
 few scrapes and stayed there. A fixed threshold keeps the first behaviour
-(``benchmarks/RESULTS.md``: steady RSS 267 -> ~200 MB at 10,000 miners). An operator's
+(``benchmarks/RESULTS.md``: the daemon's RSS after ten scrapes at 10,000 miners
+282-288 MB and rising, now 201-210 MB and flat). An operator's
 own ``MALLOC_MMAP_THRESHOLD_`` wins; on other C libraries this does nothing.
 """
 
@@ -27,7 +28,7 @@ def keep_large_blocks_unmapped() -> bool:
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt to find here)
+    except (OSError, AttributeError):  # no C library to load, or one without mallopt
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int

@@ -146,7 +146,6 @@ class CycleReport:
         return sum(1 for result in self.results if result.up)
 
 
-
 def save_rules(store: Store, rules: RuleEngine, now: float) -> None:
     """Save the rule engine's history: a small document and a record a miner."""
     header, records = rules.state()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import socket
 import subprocess
@@ -184,6 +185,7 @@ def test_poll_json_names_why_a_miner_is_down(
     config = tmp_path / "c.yaml"
     config.write_text("miners: [{name: gone, host: 127.0.97.251}]\n")
     main(["poll", "-c", str(config), "--json"])
+    assert gc.isenabled()  # a one-shot command pauses the collector, then leaves it as found
     (miner,) = json.loads(capsys.readouterr().out)["miners"]
     assert miner["up"] is False and miner["error_kind"] == "refused"
     assert "connection refused" in miner["error"]
