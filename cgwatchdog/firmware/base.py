@@ -68,6 +68,7 @@ class Identity:
     """The STATS identity entry where the firmware sends one (bmminer: ``Type``)."""
     summary: Mapping[str, Any] = field(default_factory=dict)
     """The SUMMARY entry (Whatsminer's keys: ``Power``, ``Chip Temp Max``)."""
+    _text: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def of(cls, replies: Mapping[str, Any], snapshot: Snapshot | None) -> Identity:
@@ -82,11 +83,15 @@ class Identity:
         )
 
     def text(self) -> str:
-        """Every identifying string, lower-cased and joined, for substring tests."""
-        parts = [self.description, self.fork, self.model]
-        for entry in (self.version, self.stats):
-            parts += [f"{k}={v}" for k, v in entry.items() if isinstance(v, str | int | float)]
-        return " ".join(p for p in parts if p).lower()
+        """Every identifying string, lower-cased and joined, for substring tests (made
+        once: each family's ``recognise`` asks for it)."""
+        if self._text is None:
+            parts = [self.description, self.fork, self.model]
+            for entry in (self.version, self.stats):
+                parts += [f"{k}={v}" for k, v in entry.items() if isinstance(v, str | int | float)]
+            object.__setattr__(self, "_text", " ".join(p for p in parts if p).lower())
+        assert self._text is not None
+        return self._text
 
 
 def _entries(reply: object, section: str) -> list[Mapping[str, Any]]:
