@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any, Final
 from urllib.parse import quote
@@ -251,39 +251,10 @@ class AlertmanagerIntegration(StateReceiver):
             ("inhibited", str(inhibited).lower()),
         ]
         params += [("filter", f"{k}={json.dumps(v)}") for k, v in (matchers or {}).items()]
-        errors = []
+        errors: list[str] = []
         gathered: list[dict[str, Any]] = []
         answered = False
-        for peer in self._peers:
-            target = target_of(peer)
-            try:
-                response = self._session.get(
-                    peer + "/api/v2/alerts",
-                    params=params,
-                    headers=self._headers,
-                    auth=self._auth,
-                    timeout=self._config.timeout_s,
-                    verify=self._config.verify_tls,
-                    allow_redirects=False,
-                )
-            except requests.RequestException as exc:
-                errors.append(str(request_failure(exc, target, self._config.timeout_s)))
-                continue
-            if response.status_code != 200:
-                try:
-                    check_response(response, target)
-                except NotifyError as exc:
-                    errors.append(str(exc))
-                continue
-            try:
-                found = response.json()
-            except ValueError:
-                errors.append(f"{target} answered something other than JSON")
-                continue
-            if not isinstance(found, list):
-                errors.append(f"{target} answered JSON that is not a list of alerts")
-                continue
-            alerts = [item for item in found if isinstance(item, dict)]
+        for alerts in self._lists("/api/v2/alerts", "alerts", errors, params=params):
             if not every_peer:
                 return alerts
             gathered += alerts
@@ -306,17 +277,15 @@ class AlertmanagerIntegration(StateReceiver):
             **kwargs,
         )
 
-    def get_silences(self) -> list[dict[str, Any]]:
-        """GET /api/v2/silences from every peer that answers, merged by id (the latest
-        ``updatedAt`` wins): peers gossip silences, but one just back may lag. NotifyError
-        when no peer answers."""
-        errors: list[str] = []
-        merged: dict[str, dict[str, Any]] = {}
-        answered = False
+    def _lists(
+        self, path: str, what: str, errors: list[str], **kwargs: Any
+    ) -> Iterator[list[dict[str, Any]]]:
+        """GET ``path`` from each peer in turn; yield the objects of each JSON list that
+        a peer answers, and add to ``errors`` why the others gave none."""
         for peer in self._peers:
             target = target_of(peer)
             try:
-                response = self._call("GET", peer, "/api/v2/silences")
+                response = self._call("GET", peer, path, **kwargs)
             except requests.RequestException as exc:
                 errors.append(str(request_failure(exc, target, self._config.timeout_s)))
                 continue
@@ -332,11 +301,21 @@ class AlertmanagerIntegration(StateReceiver):
                 errors.append(f"{target} answered something other than JSON")
                 continue
             if not isinstance(found, list):
-                errors.append(f"{target} answered JSON that is not a list of silences")
+                errors.append(f"{target} answered JSON that is not a list of {what}")
                 continue
+            yield [item for item in found if isinstance(item, dict)]
+
+    def get_silences(self) -> list[dict[str, Any]]:
+        """GET /api/v2/silences from every peer that answers, merged by id (the latest
+        ``updatedAt`` wins): peers gossip silences, but one just back may lag. NotifyError
+        when no peer answers."""
+        errors: list[str] = []
+        merged: dict[str, dict[str, Any]] = {}
+        answered = False
+        for found in self._lists("/api/v2/silences", "silences", errors):
             answered = True
             for item in found:
-                if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+                if not isinstance(item.get("id"), str):
                     continue
                 known = merged.get(item["id"])
                 if known is None or str(item.get("updatedAt", "")) > str(
