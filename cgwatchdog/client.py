@@ -338,8 +338,8 @@ class _SocketExchange:
 
     On asyncio's own (selector) loop the transport machinery around a connection (a
     protocol, a transport object, several ``call_soon`` per connection) costs more CPU
-    than the socket calls themselves: this path costs about a third less than a bare
-    ``asyncio.Protocol`` client (``benchmarks/RESULTS.md``).
+    than the socket calls themselves: this path costs about a fifth less than a bare
+    ``asyncio.Protocol`` client (99 against 127 µs a miner, ``benchmarks/RESULTS.md``).
     """
 
     __slots__ = (

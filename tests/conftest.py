@@ -7,10 +7,12 @@ import asyncio
 import json
 import os
 import pwd
+import select
+import socket
 import tempfile
 import time
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,3 +177,33 @@ async def until(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout_s:g} s waiting for {what}\n{context()}")
         await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def unanswered_port() -> Iterator[int]:
+    """A loopback port whose accept queue is full, so a new connect hangs in SYN_SENT.
+
+    Linux drops the SYN when a listener's accept queue is full; elsewhere the connect may
+    be refused or complete, and the test is skipped.
+    """
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port: int = listener.getsockname()[1]
+    fillers: list[socket.socket] = []
+    try:
+        for _ in range(8):
+            filler = socket.socket()
+            filler.setblocking(False)
+            fillers.append(filler)
+            filler.connect_ex(("127.0.0.1", port))
+            _, writable, _ = select.select([], [filler], [], 0.1)
+            if not writable:  # this SYN was dropped: the queue is full
+                break
+        else:
+            pytest.skip("cannot make a loopback connect hang here (accept queue never fills)")
+        yield port
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()

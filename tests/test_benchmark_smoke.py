@@ -18,7 +18,6 @@ import importlib.util
 import itertools
 import json
 import random
-import select
 import socket
 import struct
 import subprocess
@@ -249,33 +248,6 @@ class _Target:
     name: str
     host: str
     port: int
-
-
-@pytest.fixture
-def unanswered_port() -> Iterator[int]:
-    """A loopback port whose accept queue is full, so that a new connect hangs in
-    SYN_SENT (Linux drops the SYN); the connect-timeout path (as in test_client.py)."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    port: int = listener.getsockname()[1]
-    fillers: list[socket.socket] = []
-    try:
-        for _ in range(8):
-            filler = socket.socket()
-            filler.setblocking(False)
-            fillers.append(filler)
-            filler.connect_ex(("127.0.0.1", port))
-            _, writable, _ = select.select([], [filler], [], 0.1)
-            if not writable:  # this SYN was dropped: the queue is full
-                break
-        else:
-            pytest.skip("cannot make a loopback connect hang here (accept queue never fills)")
-        yield port
-    finally:
-        for filler in fillers:
-            filler.close()
-        listener.close()
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import select
 import socket
 import struct
 import threading
@@ -525,36 +524,6 @@ def test_connect_timeout_defaults() -> None:
         assert api_class(timeout=10, connect_timeout=2.5).connect_timeout == 2.5
         api = api_class()
         assert (api.host, api.port, api.timeout) == ("localhost", 4028, DEFAULT_TIMEOUT_S)
-
-
-@pytest.fixture
-def unanswered_port() -> Iterator[int]:
-    """A loopback port whose accept queue is full, so a new connect hangs in SYN_SENT.
-
-    Linux drops the SYN when a listener's accept queue is full; elsewhere the connect may
-    be refused or complete, and the test is skipped.
-    """
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    port: int = listener.getsockname()[1]
-    fillers: list[socket.socket] = []
-    try:
-        for _ in range(8):
-            filler = socket.socket()
-            filler.setblocking(False)
-            fillers.append(filler)
-            filler.connect_ex(("127.0.0.1", port))
-            _, writable, _ = select.select([], [filler], [], 0.1)
-            if not writable:  # this SYN was dropped: the queue is full
-                break
-        else:
-            pytest.skip("cannot make a loopback connect hang here (accept queue never fills)")
-        yield port
-    finally:
-        for filler in fillers:
-            filler.close()
-        listener.close()
 
 
 async def test_connect_deadline_is_separate_from_the_read_deadline(
