@@ -105,18 +105,12 @@ def _one_shot() -> Iterator[None]:
     ``poll --json``'s 6.4 s CPU at 10,000 miners, ``benchmarks/RESULTS.md``). Large
     freed blocks go back to the OS.
     """
-    import gc
-
+    from cgwatchdog.gcpause import gc_paused
     from cgwatchdog.malloc import keep_large_blocks_unmapped
 
     keep_large_blocks_unmapped()
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():
         yield
-    finally:
-        if collecting:
-            gc.enable()
 
 
 def cmd_check(args: argparse.Namespace) -> int:

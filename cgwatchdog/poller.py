@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import gc
 import logging
 import resource
 import time
@@ -40,6 +39,7 @@ from cgwatchdog.client import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_TIMEOUT_S, Asyn
 from cgwatchdog.config import MinerConfig
 from cgwatchdog.errors import CommandError, FailureKind, MinerUnreachable, ProtocolError
 from cgwatchdog.firmware import FAMILIES, ChannelTarget, Family, Identity, Reader, recognise
+from cgwatchdog.gcpause import gc_paused
 from cgwatchdog.protocol import MAX_REPLY_BYTES
 from cgwatchdog.snapshot import Learned, PollResult, Snapshot, Unreachable, build_snapshot
 
@@ -184,14 +184,8 @@ class Poller:
 
     def set_targets(self, targets: Sequence[Target]) -> None:
         """Replace the fleet (on reload), keeping what is known of unchanged miners."""
-        paused = gc.isenabled()  # 10,000 states and clients: no cycles, no collections
-        if paused:
-            gc.disable()
-        try:
+        with gc_paused():  # 10,000 states and clients: no cycles, no collections
             self._set_targets(targets)
-        finally:
-            if paused:
-                gc.enable()
 
     def _set_targets(self, targets: Sequence[Target]) -> None:
         states: dict[str, _MinerState] = {}
@@ -228,16 +222,10 @@ class Poller:
                 results[index] = await self.poll_one(states[index])
 
         workers = min(self.concurrency, len(states))
-        paused = self.pause_gc and gc.isenabled()
-        if paused:
-            gc.disable()
-        try:
+        with gc_paused(self.pause_gc):
             async with asyncio.TaskGroup() as group:
                 for _ in range(workers):
                     group.create_task(worker())
-        finally:
-            if paused:
-                gc.enable()
         return [result for result in results if result is not None]
 
     async def poll_one(self, state: _MinerState) -> PollResult:

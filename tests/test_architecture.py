@@ -25,6 +25,7 @@ LOGIC = (
     "cgwatchdog.config.models",
     "cgwatchdog.config.secrets",
     "cgwatchdog.errors",
+    "cgwatchdog.gcpause",
     "cgwatchdog.history",
     "cgwatchdog.jsonstate",
     "cgwatchdog.protocol",

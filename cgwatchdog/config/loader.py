@@ -17,9 +17,7 @@ which this module imports so that the built-in ones are there.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-import gc
 import glob
 import ipaddress
 import os
@@ -27,7 +25,7 @@ import re
 import stat
 import types
 import typing
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -62,6 +60,7 @@ from cgwatchdog.config.models import (
 from cgwatchdog.config.secrets import Redactor, secret_values
 from cgwatchdog.errors import ConfigError, ConfigProblem
 from cgwatchdog.firmware import FAMILIES
+from cgwatchdog.gcpause import gc_paused
 from cgwatchdog.notify import RECEIVER_KINDS, receiver_model
 from cgwatchdog.rules import RULE_TYPES, rule_union
 from cgwatchdog.units import value_kind
@@ -1071,24 +1070,8 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -
     ``environ`` (default ``os.environ``) supplies ``${VAR}`` values. Raises ConfigError
     listing every problem with its ``file:line``; warnings are on ``Config.warnings``.
     """
-    with _gc_paused():
+    with gc_paused():  # 10,000 miners: ~200,000 containers (YAML nodes, values, lines)
         return _Loader(environ).config(Path(path))
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a config is read: reading 10,000 miners
-    creates ~200,000 containers (YAML nodes, values, their lines), which reference
-    counting frees, but which make the collector run ~500 times, more than half the
-    load's CPU (``benchmarks/RESULTS.md``, start-up). Left as found."""
-    paused = gc.isenabled()
-    if paused:
-        gc.disable()
-    try:
-        yield
-    finally:
-        if paused:
-            gc.enable()
 
 
 def read_http_listen(

@@ -35,13 +35,12 @@ which is kept as long as the longest look back of the rules applying to the mine
 
 from __future__ import annotations
 
-import contextlib
-import gc
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final, NamedTuple
 
 from cgwatchdog.alerts import Evaluation, Signal
 from cgwatchdog.config.models import MinerConfig, RuleBase
+from cgwatchdog.gcpause import gc_paused
 from cgwatchdog.history import FleetHistory
 from cgwatchdog.jsonstate import check_version
 from cgwatchdog.rules.base import RULE_TYPES, CompiledRule, compile_rule
@@ -78,20 +77,6 @@ class _Selection(NamedTuple):
     looking_back: frozenset[str]
 
 
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """The cyclic GC paused while the plans of a large fleet are built (tuples and named
-    tuples by the ten thousand, which reference counting frees); left as found."""
-    paused = gc.isenabled()
-    if paused:
-        gc.disable()
-    try:
-        yield
-    finally:
-        if paused:
-            gc.enable()
-
-
 def _select(rules: tuple[CompiledRule[Any], ...], miner: MinerConfig) -> _Selection:
     lookbacks = {rule.name: RULE_TYPES[rule.type].lookback_s(rule.config, miner) for rule in rules}
     looking_back = frozenset(name for name, seconds in lookbacks.items() if seconds > 0)
@@ -126,7 +111,7 @@ class RuleEngine:
         restart_grace_s: float = 300.0,
     ) -> None:
         """Apply a (re)loaded configuration; history of miners still configured is kept."""
-        with _gc_paused():
+        with gc_paused():  # plans by the ten thousand
             # The same configuration again (a Watchdog applies it twice at start): the
             # plans stand, only the history is fitted to them.
             if rules is not self._configured[0] or miners is not self._configured[1]:
