@@ -530,7 +530,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     import urllib.error
     import urllib.request
 
-    from cgwatchdog.httpapi import status_lines
+    from cgwatchdog.web.status import status_lines
 
     base = status_url(args.url, args.config)
     url = base + "/api/alerts"
