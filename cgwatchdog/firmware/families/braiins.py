@@ -288,6 +288,7 @@ class Braiins(Family):
 
     def check_device(self, do: str, device: str) -> None:
         _board_label(do, device)
+
     def channel(self, target: ChannelTarget) -> Channel:
         return BraiinsChannel(self, target)
 

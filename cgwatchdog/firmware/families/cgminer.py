@@ -138,6 +138,7 @@ class Cgminer(Family):
 
     def check_device(self, do: str, device: str) -> None:
         device_command(do, device)
+
     def channel(self, target: ChannelTarget) -> Channel:
         return CgminerChannel(self, target)
 

@@ -193,6 +193,7 @@ class Luxos(Family):
 
     def check_device(self, do: str, device: str) -> None:
         board_id(do, device)
+
     def channel(self, target: ChannelTarget) -> Channel:
         return LuxosChannel(self, target)
 

@@ -537,6 +537,7 @@ class Whatsminer(Family):
 
     def pool_password_missing(self, miner: str) -> str:
         return WHY_POOL_PASSWORD
+
     def reader(self, target: ChannelTarget) -> Reader | None:
         return WhatsminerReader(target)
 
