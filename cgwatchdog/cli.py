@@ -326,6 +326,7 @@ def _poll(args: argparse.Namespace) -> int:
 
     cfg = _overrides(args).apply(load_config(args.config))
     watchdog = Watchdog(cfg, acting=False)  # poll observes; it never repairs
+    watchdog.poller.plan_ahead = False  # one cycle: no later cycle to plan for
     report = asyncio.run(watchdog.cycle())
     if args.json:
         return write_poll_json(

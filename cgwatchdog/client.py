@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import ipaddress
 import math
 import os
 import socket
@@ -555,13 +554,16 @@ class _ReplyReader(asyncio.Protocol):
 def _literal(host: str, port: int) -> tuple[int, tuple[Any, ...]] | None:
     """(address family, socket address) of an IP literal; None for a host name (or a
     scoped IPv6 address), which takes the ``create_connection`` path."""
+    # inet_pton, not ipaddress: a tenth of the cost, paid once per miner at start.
     try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return None
-    if ip.version == 4:
+        socket.inet_pton(socket.AF_INET, host)
+    except OSError:
+        pass
+    else:
         return socket.AF_INET, (host, port)
-    if "%" in host:
+    try:
+        socket.inet_pton(socket.AF_INET6, host)
+    except OSError:  # a host name, or fe80::1%eth0 (inet_pton takes no scope)
         return None
     return socket.AF_INET6, (host, port, 0, 0)
 

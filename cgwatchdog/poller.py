@@ -175,6 +175,10 @@ class Poller:
         self.concurrency = fit_file_limit(max(1, concurrency))
         self.max_reply_bytes = max_reply_bytes
         self.clock = clock
+        self.plan_ahead = True
+        """Whether a first contact works out the leanest commands for later cycles (it
+        builds the answer a second time without ``stats`` to see if ``stats`` adds
+        anything); a one-shot poll, which has no later cycle, turns it off."""
         self.keep_replies: Callable[[str], bool] | None = None
         """Which miners' last raw replies to keep (the status page shows them for miners
         that are down or alerting); None keeps none, so memory stays flat."""
@@ -301,7 +305,7 @@ class Poller:
             snapshot, family=learned.family, firmware_version=learned.firmware_version
         )
         without_stats = None
-        if STATS_COMMAND in replies and _stats_may_matter(snapshot):
+        if self.plan_ahead and STATS_COMMAND in replies and _stats_may_matter(snapshot):
             lean = {name: reply for name, reply in replies.items() if name != STATS_COMMAND}
             without_stats = dataclasses.replace(
                 self._build(state, lean, 0.0),

@@ -118,3 +118,26 @@ async def test_raw_replies_are_kept_only_for_the_miners_asked_for() -> None:
         watched.clear()
         await poller.poll()
         assert poller.last_replies("sim-002") is None
+
+
+@pytest.mark.parametrize("plan_ahead", [True, False])
+async def test_one_shot_first_contact_skips_planning_and_reads_the_same(plan_ahead: bool) -> None:
+    # A one-shot poll has no later cycle: it does not rebuild answers without `stats`
+    # to plan one, and what it reads is the same as a planning poller's first cycle.
+    clock = FakeClock(1_800_000_000.0)
+    fleet = Fleet.build(12, clock=clock, listen="127.0.31.40", base_port=0)
+    async with serve(fleet):
+        targets = [Target(m.name, m.address[0], m.address[1]) for m in fleet.members]
+        planning = Poller(targets, timeout=2.0, connect_timeout=0.5, clock=clock)
+        one_shot = Poller(targets, timeout=2.0, connect_timeout=0.5, clock=clock)
+        one_shot.plan_ahead = plan_ahead
+        assert await one_shot.poll() == await planning.poll()
+        for m in fleet.members:
+            m.commands.clear()
+        await one_shot.poll()
+        asked_stats = [m.name for m in fleet.members if m.commands.get("stats")]
+        if plan_ahead:
+            # cgminer and bfgminer say all in summary+devs+pools; bmminer needs stats.
+            assert asked_stats == ["sim-002", "sim-005", "sim-008", "sim-011"]
+        else:
+            assert asked_stats == [m.name for m in fleet.members]  # kept: never compared
