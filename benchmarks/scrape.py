@@ -181,7 +181,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 f"{max(sizes) / 1e6:.1f} MB, RSS {cycles[-1]['rss_mb']:.0f} MB",
                 flush=True,
             )
-        body = metrics.exposition(openmetrics=True).decode()
+        body = b"".join(metrics.exposition(openmetrics=True)).decode()
     finally:
         await server.stop()
     samples = [line for line in body.splitlines() if line and not line.startswith("#")]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -147,6 +149,28 @@ def completed_cycle(e: Endpoint) -> None:
     )
 
 
+def large_cycle(e: Endpoint, count: int, note_bytes: int) -> None:
+    """A cycle of ``count`` more miners, down, each with a ``note`` label of ``note_bytes``:
+    a large /metrics (``count * note_bytes`` bytes of info lines) from few objects."""
+    now = e.clock()
+    down = [
+        Unreachable(f"big{i}", "127.0.0.9", 4028, now, "timed out", FailureKind.CONNECT_TIMEOUT)
+        for i in range(count)
+    ]
+    big = [
+        MinerConfig(name=f"big{i}", host="127.0.0.9", labels={"note": "n" * note_bytes})
+        for i in range(count)
+    ]
+    e.metrics.observe_cycle(
+        [*results(now), *down],
+        e.engine.alerts(),
+        duration_s=1.25,
+        finished_at=now,
+        interval_s=INTERVAL_S,
+        miners=[*MINERS, *big],
+    )
+
+
 async def exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
     reader, writer = await asyncio.open_connection(HOST, port)
     writer.write(request)
@@ -277,7 +301,7 @@ async def test_metrics_are_rendered_once_per_cycle(endpoint: Endpoint) -> None:
     assert endpoint.metrics.fleet_exposition(openmetrics=False) is first  # cached
     endpoint.metrics.record_action("restart", "failed")  # the daemon's part stays live
     body = (await get(endpoint.port, "/metrics"))[2]
-    assert body.startswith(first)
+    assert body.startswith(b"".join(first))
     assert b'cgwatchdog_actions_total{action="restart",outcome="failed"} 1.0' in body
     completed_cycle(endpoint)  # a new cycle: rendered again, the old copy let go
     assert endpoint.metrics.fleet_exposition(openmetrics=False) is not first
@@ -297,6 +321,52 @@ async def test_metrics_speak_openmetrics_when_asked(endpoint: Endpoint) -> None:
 
     names = {family.name for family in om(body.decode())}
     assert {"cgwatchdog_miner_info", "cgwatchdog_pool_shares", "cgwatchdog_cycles"} <= names
+
+
+@pytest.mark.parametrize(
+    "accept, openmetrics",
+    [("text/plain", False), ("application/openmetrics-text;version=1.0.0", True)],
+    ids=["text", "openmetrics"],
+)
+async def test_metrics_stream_the_rendered_chunks_unchanged(
+    endpoint: Endpoint, accept: str, openmetrics: bool
+) -> None:
+    """/metrics is written chunk by chunk, never joined: what arrives is the joined
+    render byte for byte, under a Content-Length that counts every chunk."""
+    large_cycle(endpoint, 300, 1000)  # the info family is more than one write piece
+    code, headers, body = await get(endpoint.port, "/metrics", f"Accept: {accept}")
+    chunks = endpoint.metrics.exposition(openmetrics=openmetrics)
+    assert len(chunks) > 10 and max(len(chunk) for chunk in chunks) > 256 * 1024
+    assert code == 200 and "transfer-encoding" not in headers
+    assert headers["content-type"].startswith(
+        "application/openmetrics-text" if openmetrics else "text/plain"
+    )
+    assert body == b"".join(chunks)
+    assert int(headers["content-length"]) == len(body) == sum(len(chunk) for chunk in chunks)
+
+
+async def test_metrics_end_quietly_when_the_client_leaves_mid_body(
+    endpoint: Endpoint, caplog: pytest.LogCaptureFixture
+) -> None:
+    large_cycle(endpoint, 3000, 4000)  # 12 MB: far more than the socket buffers hold
+    with caplog.at_level(logging.DEBUG):
+        client = socket.socket()
+        # A receive buffer that fills at once: the server is mid-body when the client goes.
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(client, (HOST, endpoint.port))
+        reader, writer = await asyncio.open_connection(sock=client)
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        async with asyncio.timeout(5):
+            head = await reader.readuntil(b"\r\n\r\n")
+            await reader.readexactly(1000)  # some of the body, then gone
+        assert head.startswith(b"HTTP/1.1 200 ")
+        writer.transport.abort()
+        async with asyncio.timeout(5):
+            while endpoint.server.open_connections:
+                await asyncio.sleep(0.01)
+        assert (await get(endpoint.port, "/api/alerts"))[0] == 200  # still serving
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 async def test_api_alerts_lists_firing_then_pending_with_health(endpoint: Endpoint) -> None:
@@ -393,6 +463,12 @@ async def test_head_answers_without_a_body(endpoint: Endpoint) -> None:
         endpoint.port, b"HEAD /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"
     )
     assert code == 200 and headers["content-length"] == "3" and body == b""
+    # /metrics streams its body: HEAD gets its length and no byte of it.
+    code, headers, body = await exchange(
+        endpoint.port, b"HEAD /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    )
+    whole = b"".join(endpoint.metrics.exposition(openmetrics=False))
+    assert code == 200 and headers["content-length"] == str(len(whole)) and body == b""
 
 
 async def test_unknown_path_is_404_and_other_methods_405(endpoint: Endpoint) -> None:

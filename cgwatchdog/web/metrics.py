@@ -6,10 +6,11 @@ Two parts, one scrape:
   notifications, ...) in an injected ``CollectorRegistry``; rendered at each scrape
   by prometheus-client, a few dozen lines, without ``*_created`` series.
 - The fleet's series (``SERIES``: per miner, per device, per pool, per alert) are
-  rendered by :func:`render_fleet` straight to bytes, once per cycle and only when
-  scraped: :meth:`Metrics.exposition` caches them per format until the next cycle, so a
-  scrape of 10,000 miners costs the copy of a cached buffer, not 200,000 samples built
-  again (``benchmarks/scrape.py`` measures both).
+  rendered by :func:`render_fleet` straight to bytes, one chunk a family, once per cycle
+  and only when scraped: :meth:`Metrics.exposition` caches the chunks per format until
+  the next cycle, and the endpoint writes them out one by one, so a scrape of 10,000
+  miners neither builds 200,000 samples again nor copies the 13 MB body whole
+  (``benchmarks/scrape.py`` measures both).
 
 The fleet's figures come from :meth:`Metrics.observe_cycle`, which takes each cycle's
 results, the miners' configuration (their labels join through ``cgwatchdog_miner_info``)
@@ -43,6 +44,7 @@ __all__ = [
     "SERIES",
     "TEXT",
     "AlertRow",
+    "Chunks",
     "FleetView",
     "Metrics",
     "Series",
@@ -56,6 +58,9 @@ _CYCLE_BUCKETS_S: Final = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0
 # The labels cgwatchdog_miner_info carries of its own; a miner's configured label of the
 # same name wins (the operator knows the model better than a misreporting firmware).
 INFO_LABELS: Final = ("host", "family", "model", "firmware_version", "fork")
+
+Chunks = tuple[bytes, ...]
+"""An exposition in pieces, in order: ``b"".join(chunks)`` is the whole text."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,14 +179,15 @@ def _miner_text(result: PollResult, view: FleetView, cache: InfoCache, fresh: In
 
 def render_fleet(
     view: FleetView, *, openmetrics: bool, per_device: bool, cache: InfoCache | None = None
-) -> bytes:
-    """The fleet's families as exposition text (without OpenMetrics' ``# EOF``).
+) -> Chunks:
+    """The fleet's families as exposition text (without OpenMetrics' ``# EOF``), one
+    bytes chunk a family in ``SERIES`` order: no copy of the whole text is ever made.
 
     ``cache`` carries the miners' info lines from the last render; it is replaced by
     this render's (miners gone from the fleet leave it)."""
     old: InfoCache = {} if cache is None else dict(cache)
     fresh: InfoCache = {}
-    lines: dict[str, list[str]] = {s.name: [] for s in SERIES}
+    lines: dict[str, list[str]] = {s.name: [_head(s, openmetrics)] for s in SERIES}
     up = lines["cgwatchdog_miner_up"]
     hashrate = lines["cgwatchdog_miner_hashrate_hashes_per_second"]
     hw_ratio = lines["cgwatchdog_miner_hardware_error_ratio"]
@@ -245,7 +251,7 @@ def render_fleet(
         if per_device:
             for index, rpm in enumerate(result.fans_rpm):
                 fan.append(f'cgwatchdog_fan_speed_rpm{{{m},fan="{index}"}} {rpm}\n')
-    lines["cgwatchdog_miner_info"] = [entry[2] for entry in fresh.values()]
+    lines["cgwatchdog_miner_info"] += [entry[2] for entry in fresh.values()]
     if cache is not None:
         cache.clear()
         cache.update(fresh)
@@ -256,13 +262,13 @@ def render_fleet(
             f'severity="{_escape(a.severity)}",miner="{_escape(a.miner)}",'
             f'device="{_escape(a.device)}",pool="{_escape(a.pool)}"}} 1\n'
         )
-    parts: list[str] = []
+    chunks: list[bytes] = []
     for series in SERIES:
-        if series.per_device and not per_device:
-            continue
-        parts.append(_head(series, openmetrics))
-        parts += lines[series.name]
-    return "".join(parts).encode()
+        family = lines[series.name]
+        if per_device or not series.per_device:
+            chunks.append("".join(family).encode())
+        family.clear()  # free its lines now: the names bound above keep the lists alive
+    return tuple(chunks)
 
 
 # -- the daemon's own metrics -------------------------------------------------------------------
@@ -345,7 +351,7 @@ class Metrics:
         self.per_device = per_device
         self.view = FleetView()
         self._totals = _Totals()
-        self._cache: dict[bool, tuple[FleetView, bool, bytes]] = {}
+        self._cache: dict[bool, tuple[FleetView, bool, Chunks]] = {}
         self._info: InfoCache = {}
         self._render_lock = threading.Lock()
         registry.register(_TotalsCollector(self))
@@ -524,8 +530,9 @@ class Metrics:
         """The receivers whose last attempt failed, as last observed."""
         return self._totals.failing
 
-    def fleet_exposition(self, *, openmetrics: bool) -> bytes:
-        """The fleet's families of the last cycle, rendered once per cycle and format."""
+    def fleet_exposition(self, *, openmetrics: bool) -> Chunks:
+        """The fleet's families of the last cycle, rendered once per cycle and format
+        (the same chunks, not a copy, until the next cycle)."""
         view, per_device = self.view, self.per_device
         cached = self._cache.get(openmetrics)
         if cached is not None and cached[0] is view and cached[1] == per_device:
@@ -534,24 +541,26 @@ class Metrics:
             cached = self._cache.get(openmetrics)
             if cached is not None and cached[0] is view and cached[1] == per_device:
                 return cached[2]
-            body = render_fleet(
-                view, openmetrics=openmetrics, per_device=per_device, cache=self._info
-            )
-            # The other format's copy belongs to an older cycle: drop it, memory stays flat.
+            # What is cached belongs to an older cycle (this format's, maybe the other's):
+            # drop it before rendering, so two cycles' bodies are not held at once.
             self._cache = {
                 k: v for k, v in self._cache.items() if v[0] is view and v[1] == per_device
             }
-            self._cache[openmetrics] = (view, per_device, body)
-            return body
+            chunks = render_fleet(
+                view, openmetrics=openmetrics, per_device=per_device, cache=self._info
+            )
+            self._cache[openmetrics] = (view, per_device, chunks)
+            return chunks
 
-    def exposition(self, *, openmetrics: bool) -> bytes:
-        """The whole /metrics body: the fleet's families, then the daemon's own.
+    def exposition(self, *, openmetrics: bool) -> Chunks:
+        """The whole /metrics body in chunks: the fleet's families, then the daemon's own
+        (``b"".join`` them for one ``bytes``; the endpoint writes them as they are).
 
         Blocking (the first call after a cycle renders the fleet): run it in a thread.
         """
         fleet = self.fleet_exposition(openmetrics=openmetrics)
         own = (_openmetrics_latest if openmetrics else _text_latest)(self._without_created)
-        return fleet + own
+        return (*fleet, own)
 
     # -- events --------------------------------------------------------------------------------
 
