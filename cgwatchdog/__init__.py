@@ -1,6 +1,7 @@
 """cgwatchdog: an alerting watchdog for cgminer-API mining farms."""
 
-from cgwatchdog.client import AsyncCgminerAPI, CgminerAPI
+from typing import TYPE_CHECKING
+
 from cgwatchdog.errors import (
     AccessDenied,
     CgwatchdogError,
@@ -9,6 +10,9 @@ from cgwatchdog.errors import (
     MinerUnreachable,
     ProtocolError,
 )
+
+if TYPE_CHECKING:
+    from cgwatchdog.client import AsyncCgminerAPI, CgminerAPI
 
 __version__ = "0.1.0"
 
@@ -23,3 +27,13 @@ __all__ = [
     "ProtocolError",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # The clients are imported when first asked for: every command imports this package,
+    # and the client brings asyncio and sockets, which `check` never needs (PEP 562).
+    if name in ("AsyncCgminerAPI", "CgminerAPI"):
+        from cgwatchdog import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,7 +7,6 @@ line on stderr; ``--debug`` shows the traceback as well.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import functools
 import json
@@ -21,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from cgwatchdog import __version__
-from cgwatchdog.client import DEFAULT_TIMEOUT_S, CgminerAPI
 from cgwatchdog.endpoint import DEFAULT_CONFIG, DEFAULT_URL, daemon_url
 from cgwatchdog.errors import (
     EXIT_FAILURE,
@@ -37,8 +35,6 @@ from cgwatchdog.units import iso_seconds
 if TYPE_CHECKING:
     from cgwatchdog.overrides import Overrides
     from cgwatchdog.watchdog import CycleReport, Watchdog
-
-
 
 
 class UsageError(Exception):
@@ -75,8 +71,11 @@ def _port(text: str, whole: str) -> int:
 
 def cmd_query(args: argparse.Namespace) -> int:
     """One API call, any command; print the reply."""
+    from cgwatchdog.client import DEFAULT_TIMEOUT_S, CgminerAPI
+
     host, port = parse_host_port(args.target)
-    api = CgminerAPI(host, port, timeout=args.timeout, connect_timeout=args.connect_timeout)
+    timeout = DEFAULT_TIMEOUT_S if args.timeout is None else args.timeout
+    api = CgminerAPI(host, port, timeout=timeout, connect_timeout=args.connect_timeout)
     try:
         request = encode_request(args.command, args.parameter, text=args.text)
     except ProtocolError as exc:
@@ -321,6 +320,8 @@ def cmd_poll(args: argparse.Namespace) -> int:
 
 
 def _poll(args: argparse.Namespace) -> int:
+    import asyncio
+
     from cgwatchdog.config.loader import load_config
     from cgwatchdog.watchdog import Watchdog
 
@@ -373,6 +374,8 @@ def cmd_test_notify(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The embedded default: a simulated farm with failures, watched for --duration s."""
+    import asyncio
+
     from cgwatchdog.demo import run_demo
 
     asyncio.run(run_demo(args.duration))
@@ -384,6 +387,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Run simulated miners until interrupted."""
+    import asyncio
+
     from cgwatchdog import simulator
 
     flavours: Sequence[str] = simulator.DEFAULT_FLAVOURS
@@ -500,6 +505,7 @@ def _add_instance_flags(parser: argparse.ArgumentParser, *, daemon: bool) -> Non
 
 def cmd_run(args: argparse.Namespace) -> int:
     """The daemon in the foreground (what systemd runs)."""
+    import asyncio
     import logging
 
     from cgwatchdog.daemon import run_daemon
@@ -570,17 +576,49 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 class _Parser(argparse.ArgumentParser):
-    """A parser whose epilog may be made only when its help is shown (``simulate``'s
-    lists the simulator's flavours, which no other command should have to import)."""
+    """A parser completed only when it is used, so that no other command has to import
+    what completing it takes: its epilog made when its help is shown (``simulate``'s
+    lists the simulator's flavours), its arguments defined when it parses or shows its
+    help (``discover``'s module brings the firmware families and the poller)."""
 
-    def __init__(self, *args: Any, epilog_from: Callable[[], str] | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        epilog_from: Callable[[], str] | None = None,
+        arguments_from: Callable[[argparse.ArgumentParser], None] | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
         self._epilog_from = epilog_from
+        self._arguments_from = arguments_from
+
+    def _define(self) -> None:
+        if self._arguments_from is not None:
+            define, self._arguments_from = self._arguments_from, None
+            define(self)
+
+    def parse_known_args(self, *args: Any, **kwargs: Any) -> Any:
+        self._define()
+        return super().parse_known_args(*args, **kwargs)
+
+    def format_usage(self) -> str:
+        self._define()
+        return super().format_usage()
 
     def format_help(self) -> str:
+        self._define()
         if self._epilog_from is not None:
             self.epilog, self._epilog_from = self._epilog_from(), None
         return super().format_help()
+
+
+def _discover_arguments(parser: argparse.ArgumentParser) -> None:
+    from cgwatchdog import discover
+
+    discover.add_arguments(parser)
+    parser.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -629,7 +667,9 @@ def build_parser() -> argparse.ArgumentParser:
     form = query.add_mutually_exclusive_group()
     form.add_argument("--text", action="store_true", help="use the plain-text request form")
     form.add_argument("--raw", action="store_true", help="print the reply bytes as received")
-    query.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="read deadline, s")
+    # None: the client's default (importing the client for it would bring asyncio to
+    # every command).
+    query.add_argument("--timeout", type=float, default=None, help="read deadline, s")
     query.add_argument("--connect-timeout", type=float, default=None, help="connect deadline, s")
     query.set_defaults(func=cmd_query)
 
@@ -786,12 +826,17 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--timeout", type=float, default=5.0, help="seconds to wait")
     status.set_defaults(func=cmd_status)
 
-    from cgwatchdog import discover, silencecli
+    from cgwatchdog import silencecli
 
     silencecli.add_parsers(sub)
-    discover_parser = discover.add_parser(sub)
-    discover_parser.add_argument(
-        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors"
+    sub.add_parser(
+        "discover",
+        help="scan a network for miners and print a ready miners: config",
+        description="Ask every address of the targets for a miner (the poller's first "
+        "contact on the API port, the firmware families' own read paths and web "
+        "fingerprints; reads only, never a password) and print a miners: section that "
+        "cgwatchdog check accepts, or JSON. Exit 0 when the scan ran, 2 on a bad target.",
+        arguments_from=_discover_arguments,
     )
     return parser
 

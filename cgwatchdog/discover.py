@@ -65,7 +65,7 @@ __all__ = [
     "Found",
     "ScanOptions",
     "ScanReport",
-    "add_parser",
+    "add_arguments",
     "expand_targets",
     "miners_json",
     "miners_yaml",
@@ -590,18 +590,10 @@ def _family_port(text: str) -> tuple[str, int]:
     return name.strip(), _port(port.strip())
 
 
-def add_parser(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> argparse.ArgumentParser:
-    """Define the ``discover`` subcommand on ``subparsers``; its ``func`` is :func:`run`."""
-    parser = subparsers.add_parser(
-        "discover",
-        help="scan a network for miners and print a ready miners: config",
-        description="Ask every address of the targets for a miner (the poller's first "
-        "contact on the API port, the firmware families' own read paths and web "
-        "fingerprints; reads only, never a password) and print a miners: section that "
-        "cgwatchdog check accepts, or JSON. Exit 0 when the scan ran, 2 on a bad target.",
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Define the ``discover`` subcommand's arguments on ``parser`` (made by
+    :func:`cgwatchdog.cli.build_parser` when the subcommand is used); its ``func`` is
+    :func:`run`."""
     parser.add_argument(
         "targets", nargs="+", metavar="TARGET",
         help="a network (10.0.1.0/24), a range (10.0.1.1-254, 10.0.1.1-10.0.2.20) or one host",
@@ -670,7 +662,6 @@ def add_parser(
         "written as control_port: for that family's miners; repeatable",
     )
     parser.set_defaults(func=run)
-    return parser
 
 
 def _options(args: argparse.Namespace) -> ScanOptions:

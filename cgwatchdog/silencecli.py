@@ -20,18 +20,20 @@ import json
 import os
 import re
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote
 
 from cgwatchdog import endpoint
 from cgwatchdog.endpoint import DEFAULT_CONFIG, DEFAULT_URL
 from cgwatchdog.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
-from cgwatchdog.silences import Matcher
 from cgwatchdog.units import parse_duration, parse_rfc3339, short_time
+
+if TYPE_CHECKING:
+    import urllib.error
+
+    from cgwatchdog.silences import Matcher
 
 __all__ = ["DaemonAnswer", "add_parsers", "daemon_url", "parse_matchers", "read_token"]
 
@@ -131,6 +133,10 @@ def _ask(
     write: bool = False,
 ) -> dict[str, Any]:
     """One request to the daemon; its JSON answer, or DaemonAnswer."""
+    # Here, not at the top: every command builds the parser this module adds to.
+    import urllib.error
+    import urllib.request
+
     base = daemon_url(args.url, args.config)
     headers = {"Accept": "application/json"}
     data = None
@@ -183,6 +189,8 @@ def _refusal(exc: urllib.error.HTTPError, base: str, write: bool) -> DaemonAnswe
 
 def parse_matchers(texts: Sequence[str]) -> list[Matcher]:
     """``name=value`` and ``name=~regex`` arguments as matchers; DaemonAnswer (exit 2)."""
+    from cgwatchdog.silences import Matcher
+
     matchers = []
     for text in texts:
         try:

@@ -11,10 +11,14 @@ check, so a change to the code that changes a generated part fails until this is
 from __future__ import annotations
 
 import argparse
+import ast
+import functools
 import importlib
+import inspect
 import pkgutil
 import re
 import sys
+import textwrap
 import types
 import typing
 from collections.abc import Callable
@@ -169,9 +173,39 @@ def model_table(model: type[Any], skip: tuple[str, ...] = ()) -> str:
         if key in skip:
             continue
         kind = _type_text(field.annotation, field)
-        doc = _md(" ".join((field.description or "").split())).replace("|", "\\|")
+        doc = _md(" ".join(_field_doc(model, name, field).split())).replace("|", "\\|")
         rows.append(f"| `{key}` | {kind} | {_default_text(field, kind)} | {doc} |")
     return "\n".join(rows)
+
+
+def _field_doc(model: type[Any], name: str, field: FieldInfo) -> str:
+    """What a field does: its ``Field(description=...)``, else the docstring under it in
+    the class that declares it, as pydantic's ``use_attribute_docstrings`` would find it
+    (the models leave that off: it reads and parses their source on every import)."""
+    if field.description:
+        return field.description
+    for cls in model.__mro__:
+        if name in vars(cls).get("__annotations__", {}):
+            return _attribute_docs(cls).get(name, "")
+    return ""
+
+
+@functools.cache
+def _attribute_docs(cls: type[Any]) -> dict[str, str]:
+    """The string written right under each annotated attribute of ``cls``'s own body."""
+    [tree] = ast.parse(textwrap.dedent(inspect.getsource(cls))).body
+    assert isinstance(tree, ast.ClassDef)
+    docs = {}
+    for statement, after in zip(tree.body, tree.body[1:], strict=False):
+        if (
+            isinstance(statement, ast.AnnAssign)
+            and isinstance(statement.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            docs[statement.target.id] = inspect.cleandoc(after.value.value)
+    return docs
 
 
 def _md(text: str) -> str:

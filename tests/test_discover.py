@@ -37,9 +37,7 @@ JSON_KEYS = {
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="cgwatchdog")
-    discover.add_parser(root.add_subparsers(dest="subcommand"))
-    return root
+    return cli.build_parser()
 
 
 async def run_discover(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -207,14 +207,16 @@ class Model(BaseModel):
 
     Validators are built on first use (``defer_build``): a config uses a few of the
     models (no receivers, no silences: their validators are never needed), and every
-    command pays for the import (``benchmarks/RESULTS.md``, start-up).
+    command pays for the import (``benchmarks/RESULTS.md``, start-up). For the same
+    reason the docstring under a field is not its ``description``: pydantic would read
+    and parse each model's source to find it (``use_attribute_docstrings``, ~35 ms of
+    every command's start-up); ``docs/generate.py`` reads them for the reference.
     """
 
     model_config = ConfigDict(
         frozen=True,
         extra="forbid",
         populate_by_name=True,
-        use_attribute_docstrings=True,
         defer_build=True,
     )
 
@@ -226,8 +228,6 @@ def only_one(model: BaseModel, names: Sequence[str], what: str) -> None:
         listed = ", ".join(names)
         found = "none" if not given else " and ".join(given)
         raise ValueError(f"{what} takes exactly one of {listed} (found {found})")
-
-
 
 
 def _check_severity(value: str) -> str:

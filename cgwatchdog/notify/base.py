@@ -36,15 +36,17 @@ import ssl
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-import requests
 from pydantic import BaseModel, create_model
 
 from cgwatchdog.alerts import Alert, Notification
 from cgwatchdog.config.models import ReceiverConfig
 from cgwatchdog.config.secrets import Redactor, secret_values
 from cgwatchdog.registry import Registry
+
+if TYPE_CHECKING:
+    import requests
 
 __all__ = [
     "RECEIVER_KINDS",
@@ -177,7 +179,9 @@ RECEIVER_KINDS: Registry[ReceiverKind] = Registry("receiver kind")
 """Every receiver kind, by its key in a ``receivers:`` entry."""
 
 
-def receiver_kind(name: str, config: type[BaseModel]) -> Callable[[type[IntegrationT]], type[IntegrationT]]:
+def receiver_kind(
+    name: str, config: type[BaseModel]
+) -> Callable[[type[IntegrationT]], type[IntegrationT]]:
     """Register the decorated Integration class as receiver kind ``name``, configured by
     ``config`` under the key ``name`` of a receiver. Its constructor takes
     ``(receiver name, settings, context)``."""

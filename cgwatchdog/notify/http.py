@@ -4,6 +4,10 @@ Messages name the service by ``host:port`` and the cause (DNS, TLS, refused, tim
 HTTP status and the first line of the answer), never the URL: webhook URLs carry
 tokens. Callers still pass every message through the receiver's redactor, in case a
 service echoes a secret back.
+
+requests is imported where a request is made or its errors are read, here and in the
+receivers, never when their modules load: every command that reads a config with
+receivers, or builds the outbox (``poll``), loads them, and only sending needs it.
 """
 
 from __future__ import annotations
@@ -15,13 +19,14 @@ import ssl
 import time
 from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
-from typing import Final
+from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
-
-import requests
 
 from cgwatchdog import __version__
 from cgwatchdog.errors import NotifyError
+
+if TYPE_CHECKING:
+    import requests
 
 __all__ = [
     "USER_AGENT",
@@ -40,6 +45,8 @@ _CAUSE_DEPTH: Final = 12
 
 def new_session(*, pool_size: int = 10) -> requests.Session:
     """A pooled requests Session for webhooks and Alertmanager (keep-alive per host)."""
+    import requests
+
     session = requests.Session()
     adapter = requests.adapters.HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size)
     session.mount("http://", adapter)
@@ -90,6 +97,8 @@ def _tls_reason(error: ssl.SSLError | None) -> str:
 
 def request_failure(exc: requests.RequestException, target: str, timeout_s: float) -> NotifyError:
     """A NotifyError saying why a request to ``target`` got no answer; never the URL."""
+    import requests
+
     causes = list(_causes(exc))
 
     def find(kind: type[BaseException]) -> BaseException | None:
@@ -144,6 +153,8 @@ def request_failure(exc: requests.RequestException, target: str, timeout_s: floa
 
 
 def _read_capped(response: requests.Response, limit: int) -> bytes:
+    import requests
+
     body = b""
     try:
         for chunk in response.iter_content(8192):

@@ -14,14 +14,15 @@ from __future__ import annotations
 import ssl
 import time
 from dataclasses import dataclass
-from typing import ClassVar, Final
-
-import requests
+from typing import TYPE_CHECKING, ClassVar, Final
 
 from cgwatchdog.alerts import AlertView, Notification, fingerprint
 from cgwatchdog.config import Config, ReceiverConfig
 from cgwatchdog.errors import ConfigError, ConfigProblem, NotifyError
 from cgwatchdog.notify.base import build_integration
+
+if TYPE_CHECKING:
+    import requests
 
 __all__ = ["TEST_ALERTNAME", "TestResult", "send_test", "synthetic_notification"]
 

@@ -26,10 +26,9 @@ import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Annotated, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final
 from urllib.parse import quote
 
-import requests
 from pydantic import AfterValidator, Field, model_validator
 
 from cgwatchdog.alerts import Alert, AlertState, AlertView, Notification
@@ -39,6 +38,9 @@ from cgwatchdog.errors import NotifyError
 from cgwatchdog.notify.base import IntegrationContext, PushResult, StateReceiver, receiver_kind
 from cgwatchdog.notify.http import check_response, new_session, request_failure, target_of
 from cgwatchdog.units import rfc3339
+
+if TYPE_CHECKING:
+    import requests
 
 __all__ = [
     "BATCH_SIZE",
@@ -89,8 +91,6 @@ class AlertmanagerConfig(Model):
         return _one_url(data)
 
 
-
-
 def _labels(labels: Mapping[str, str]) -> dict[str, str]:
     # An empty label value means "no such label" to Alertmanager, as in Prometheus.
     return {name: value for name, value in labels.items() if value != ""}
@@ -109,7 +109,11 @@ class AlertmanagerIntegration(StateReceiver):
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(name, redactor=context.redactor)
-        session, interval_s, external_url = context.session, context.interval_s, context.external_url
+        session, interval_s, external_url = (
+            context.session,
+            context.interval_s,
+            context.external_url,
+        )
         self._config = config
         self._peers = tuple(url.rstrip("/") for url in config.urls)
         self._own_session = session is None
@@ -195,6 +199,8 @@ class AlertmanagerIntegration(StateReceiver):
         return PushResult(len(documents), accepted, failed)
 
     def _push_peer(self, peer: str, batches: Sequence[bytes]) -> tuple[str, NotifyError | None]:
+        import requests  # only to send (see cgwatchdog.notify.http)
+
         target = target_of(peer)
         for batch in batches:
             try:
@@ -282,6 +288,8 @@ class AlertmanagerIntegration(StateReceiver):
     ) -> Iterator[list[dict[str, Any]]]:
         """GET ``path`` from each peer in turn; yield the objects of each JSON list that
         a peer answers, and add to ``errors`` why the others gave none."""
+        import requests  # only to send (see cgwatchdog.notify.http)
+
         for peer in self._peers:
             target = target_of(peer)
             try:
@@ -333,6 +341,8 @@ class AlertmanagerIntegration(StateReceiver):
         """POST a silence to the first peer that takes it (peers gossip it to one
         another); its id. ValueError when Alertmanager refuses the silence itself (400),
         NotifyError when no peer could be reached."""
+        import requests  # only to send (see cgwatchdog.notify.http)
+
         body = json.dumps(document, separators=(",", ":")).encode()
         errors: list[str] = []
         for peer in self._peers:
@@ -373,6 +383,8 @@ class AlertmanagerIntegration(StateReceiver):
         """DELETE /api/v2/silence/{id} on the first peer that knows it (one expired
         already is no error); a silence no answering peer knows is gone already.
         NotifyError when no peer could be reached."""
+        import requests  # only to send (see cgwatchdog.notify.http)
+
         errors: list[str] = []
         answered = False
         for peer in self._peers:

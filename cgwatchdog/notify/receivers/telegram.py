@@ -30,7 +30,6 @@ import re
 from collections.abc import Sequence
 from typing import Annotated, Any, Final, Self
 
-import requests
 from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, model_validator
 
 from cgwatchdog.alerts import Notification
@@ -156,6 +155,8 @@ class TelegramIntegration(Integration):
 
     def send_message(self, chat: str | int, text: str, *, reply_to: int | None = None) -> str:
         """One ``sendMessage`` (HTML); ``HTTP 200`` or NotifyError (never the token)."""
+        import requests  # only to send (see cgwatchdog.notify.http)
+
         body: dict[str, Any] = {
             "chat_id": chat_value(chat),
             "text": text,

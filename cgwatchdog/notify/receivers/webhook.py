@@ -16,7 +16,6 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Self
 
-import requests
 from pydantic import (
     AfterValidator,
     BeforeValidator,
@@ -146,6 +145,8 @@ class WebhookIntegration(Integration):
 
     def notify(self, notification: Notification) -> str:
         """POST the notification; ``HTTP 2xx`` or NotifyError."""
+        import requests  # only to send (see cgwatchdog.notify.http)
+
         body = self.render(notification)
         url = body.url or self._url
         target = self._target if body.url is None else target_of(body.url)
