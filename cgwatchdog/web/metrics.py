@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import generate_latest as _text_latest
@@ -177,97 +177,175 @@ def _miner_text(result: PollResult, view: FleetView, cache: InfoCache, fresh: In
     return cached[1]
 
 
+class _Fleet(NamedTuple):
+    """What one render writes from: the miners' results and label texts, the answered
+    ones, the info lines and the alerts."""
+
+    results: Sequence[PollResult]
+    texts: list[str]  # each result's ``miner="..."``
+    answered: list[tuple[str, Snapshot]]
+    info: list[str]
+    alerts: Sequence[AlertRow]
+
+
+def _up(f: _Fleet) -> Iterator[str]:
+    for result, m in zip(f.results, f.texts, strict=True):
+        yield f"cgwatchdog_miner_up{{{m}}} {1 if isinstance(result, Snapshot) else 0}\n"
+
+
+def _hashrate(f: _Fleet) -> Iterator[str]:
+    for m, s in f.answered:
+        value = s.hashrate_hs
+        if value is not None and math.isfinite(value):
+            yield f"cgwatchdog_miner_hashrate_hashes_per_second{{{m}}} {value!r}\n"
+
+
+def _hw_ratio(f: _Fleet) -> Iterator[str]:
+    for m, s in f.answered:
+        ratio = s.hardware_error_ratio
+        if ratio is not None and math.isfinite(ratio):
+            yield f"cgwatchdog_miner_hardware_error_ratio{{{m}}} {float(ratio)!r}\n"
+
+
+def _temperature(f: _Fleet) -> Iterator[str]:
+    for m, s in f.answered:
+        value = s.temperature_max_c
+        if value is not None and math.isfinite(value):
+            yield f"cgwatchdog_miner_temperature_max_celsius{{{m}}} {value!r}\n"
+
+
+def _uptime(f: _Fleet) -> Iterator[str]:
+    for m, s in f.answered:
+        value = s.elapsed_s
+        if value is not None and math.isfinite(value):
+            yield f"cgwatchdog_miner_uptime_seconds{{{m}}} {value!r}\n"
+
+
+def _fan_min(f: _Fleet) -> Iterator[str]:
+    for m, s in f.answered:
+        if s.fans_rpm:
+            yield f"cgwatchdog_miner_fan_speed_min_rpm{{{m}}} {min(s.fans_rpm)}\n"
+
+
+def _pool_shares(f: _Fleet) -> Iterator[str]:
+    for m, s in f.answered:
+        for p in s.pools:
+            if p.active:
+                pool = f'{m},pool="{p.id}"'
+                yield (
+                    f'cgwatchdog_pool_shares_total{{{pool},result="accepted"}} {p.accepted}\n'
+                    f'cgwatchdog_pool_shares_total{{{pool},result="rejected"}} {p.rejected}\n'
+                    f'cgwatchdog_pool_shares_total{{{pool},result="stale"}} {p.stale}\n'
+                )
+
+
+def _pool_status(f: _Fleet) -> Iterator[str]:
+    for m, s in f.answered:
+        for p in s.pools:
+            yield f'cgwatchdog_pool_status{{{m},pool="{p.id}",status="{_escape(p.status)}"}} 1\n'
+
+
+def _pool_active(f: _Fleet) -> Iterator[str]:
+    for m, s in f.answered:
+        for p in s.pools:
+            yield f'cgwatchdog_pool_active{{{m},pool="{p.id}"}} {1 if p.active else 0}\n'
+
+
+def _device_status(f: _Fleet) -> Iterator[str]:
+    for m, s in f.answered:
+        for d in s.devices:
+            yield f'cgwatchdog_device_status{{{m},device="{d.id}",status="{_escape(d.status)}"}} 1\n'
+
+
+def _device_hashrate(f: _Fleet) -> Iterator[str]:
+    for m, s in f.answered:
+        for d in s.devices:
+            value = d.hashrate_hs
+            if value is not None and math.isfinite(value):
+                yield (
+                    f'cgwatchdog_device_hashrate_hashes_per_second{{{m},device="{d.id}"}} '
+                    f"{float(value)!r}\n"
+                )
+
+
+def _device_temperature(f: _Fleet) -> Iterator[str]:
+    for m, s in f.answered:
+        for d in s.devices:
+            value = d.temperature_c
+            if value is not None and math.isfinite(value):
+                yield (
+                    f'cgwatchdog_device_temperature_celsius{{{m},device="{d.id}"}} '
+                    f"{float(value)!r}\n"
+                )
+
+
+def _fans(f: _Fleet) -> Iterator[str]:
+    for m, s in f.answered:
+        for index, rpm in enumerate(s.fans_rpm):
+            yield f'cgwatchdog_fan_speed_rpm{{{m},fan="{index}"}} {rpm}\n'
+
+
+def _alerts(f: _Fleet) -> Iterator[str]:
+    for a in f.alerts:
+        yield (
+            f'cgwatchdog_alert{{alertname="{_escape(a.alertname)}",alertstate="{a.state}",'
+            f'severity="{_escape(a.severity)}",miner="{_escape(a.miner)}",'
+            f'device="{_escape(a.device)}",pool="{_escape(a.pool)}"}} 1\n'
+        )
+
+
+_WRITERS: Final[dict[str, Callable[[_Fleet], Iterable[str]]]] = {
+    "cgwatchdog_miner_up": _up,
+    "cgwatchdog_miner_info": lambda f: f.info,
+    "cgwatchdog_miner_hashrate_hashes_per_second": _hashrate,
+    "cgwatchdog_miner_hardware_error_ratio": _hw_ratio,
+    "cgwatchdog_miner_temperature_max_celsius": _temperature,
+    "cgwatchdog_miner_uptime_seconds": _uptime,
+    "cgwatchdog_miner_fan_speed_min_rpm": _fan_min,
+    "cgwatchdog_pool_shares": _pool_shares,
+    "cgwatchdog_pool_status": _pool_status,
+    "cgwatchdog_pool_active": _pool_active,
+    "cgwatchdog_device_status": _device_status,
+    "cgwatchdog_device_hashrate_hashes_per_second": _device_hashrate,
+    "cgwatchdog_device_temperature_celsius": _device_temperature,
+    "cgwatchdog_fan_speed_rpm": _fans,
+    "cgwatchdog_alert": _alerts,
+}
+"""Each family's sample lines, by family name (one for each of ``SERIES``)."""
+
+
 def render_fleet(
     view: FleetView, *, openmetrics: bool, per_device: bool, cache: InfoCache | None = None
 ) -> Chunks:
     """The fleet's families as exposition text (without OpenMetrics' ``# EOF``), one
     bytes chunk a family in ``SERIES`` order: no copy of the whole text is ever made.
 
+    One family is written at a time, each a pass over the fleet, so only one family's
+    lines (tens of thousands of small strings at 10,000 miners, not 190,000) exist at
+    once: fewer of them are left scattered among long-lived objects, which would keep
+    the allocator's memory from being reused (``benchmarks/RESULTS.md``).
+
     ``cache`` carries the miners' info lines from the last render; it is replaced by
     this render's (miners gone from the fleet leave it)."""
     old: InfoCache = {} if cache is None else dict(cache)
     fresh: InfoCache = {}
-    lines: dict[str, list[str]] = {s.name: [_head(s, openmetrics)] for s in SERIES}
-    up = lines["cgwatchdog_miner_up"]
-    hashrate = lines["cgwatchdog_miner_hashrate_hashes_per_second"]
-    hw_ratio = lines["cgwatchdog_miner_hardware_error_ratio"]
-    temperature = lines["cgwatchdog_miner_temperature_max_celsius"]
-    uptime = lines["cgwatchdog_miner_uptime_seconds"]
-    fan_min = lines["cgwatchdog_miner_fan_speed_min_rpm"]
-    shares = lines["cgwatchdog_pool_shares"]
-    pool_status, pool_active = lines["cgwatchdog_pool_status"], lines["cgwatchdog_pool_active"]
-    device_status = lines["cgwatchdog_device_status"]
-    device_hashrate = lines["cgwatchdog_device_hashrate_hashes_per_second"]
-    device_temperature = lines["cgwatchdog_device_temperature_celsius"]
-    fan = lines["cgwatchdog_fan_speed_rpm"]
-    isfinite = math.isfinite
-    for result in view.results:
-        m = _miner_text(result, view, old, fresh)
-        if not isinstance(result, Snapshot):
-            up.append(f"cgwatchdog_miner_up{{{m}}} 0\n")
-            continue
-        up.append(f"cgwatchdog_miner_up{{{m}}} 1\n")
-        value = result.hashrate_hs
-        if value is not None and isfinite(value):
-            hashrate.append(f"cgwatchdog_miner_hashrate_hashes_per_second{{{m}}} {value!r}\n")
-        ratio = result.hardware_error_ratio
-        if ratio is not None and isfinite(ratio):
-            hw_ratio.append(f"cgwatchdog_miner_hardware_error_ratio{{{m}}} {float(ratio)!r}\n")
-        value = result.temperature_max_c
-        if value is not None and isfinite(value):
-            temperature.append(f"cgwatchdog_miner_temperature_max_celsius{{{m}}} {value!r}\n")
-        value = result.elapsed_s
-        if value is not None and isfinite(value):
-            uptime.append(f"cgwatchdog_miner_uptime_seconds{{{m}}} {value!r}\n")
-        if result.fans_rpm:
-            fan_min.append(f"cgwatchdog_miner_fan_speed_min_rpm{{{m}}} {min(result.fans_rpm)}\n")
-        for p in result.pools:
-            pool = f'{m},pool="{p.id}"'
-            pool_status.append(f'cgwatchdog_pool_status{{{pool},status="{_escape(p.status)}"}} 1\n')
-            pool_active.append(f"cgwatchdog_pool_active{{{pool}}} {1 if p.active else 0}\n")
-            if p.active:
-                shares.append(
-                    f'cgwatchdog_pool_shares_total{{{pool},result="accepted"}} {p.accepted}\n'
-                    f'cgwatchdog_pool_shares_total{{{pool},result="rejected"}} {p.rejected}\n'
-                    f'cgwatchdog_pool_shares_total{{{pool},result="stale"}} {p.stale}\n'
-                )
-        for d in result.devices:
-            device = f'{m},device="{d.id}"'
-            device_status.append(
-                f'cgwatchdog_device_status{{{device},status="{_escape(d.status)}"}} 1\n'
-            )
-            if not per_device:
-                continue
-            value = d.hashrate_hs
-            if value is not None and isfinite(value):
-                device_hashrate.append(
-                    f"cgwatchdog_device_hashrate_hashes_per_second{{{device}}} {float(value)!r}\n"
-                )
-            value = d.temperature_c
-            if value is not None and isfinite(value):
-                device_temperature.append(
-                    f"cgwatchdog_device_temperature_celsius{{{device}}} {float(value)!r}\n"
-                )
-        if per_device:
-            for index, rpm in enumerate(result.fans_rpm):
-                fan.append(f'cgwatchdog_fan_speed_rpm{{{m},fan="{index}"}} {rpm}\n')
-    lines["cgwatchdog_miner_info"] += [entry[2] for entry in fresh.values()]
+    results = view.results
+    texts = [_miner_text(result, view, old, fresh) for result in results]
+    answered = [
+        (m, result)
+        for result, m in zip(results, texts, strict=True)
+        if isinstance(result, Snapshot)
+    ]
+    fleet = _Fleet(results, texts, answered, [entry[2] for entry in fresh.values()], view.alerts)
     if cache is not None:
         cache.clear()
         cache.update(fresh)
-    alert_lines = lines["cgwatchdog_alert"]
-    for a in view.alerts:
-        alert_lines.append(
-            f'cgwatchdog_alert{{alertname="{_escape(a.alertname)}",alertstate="{a.state}",'
-            f'severity="{_escape(a.severity)}",miner="{_escape(a.miner)}",'
-            f'device="{_escape(a.device)}",pool="{_escape(a.pool)}"}} 1\n'
-        )
     chunks: list[bytes] = []
     for series in SERIES:
-        family = lines[series.name]
         if per_device or not series.per_device:
-            chunks.append("".join(family).encode())
-        family.clear()  # free its lines now: the names bound above keep the lists alive
+            lines = [_head(series, openmetrics)]
+            lines += _WRITERS[series.name](fleet)
+            chunks.append("".join(lines).encode())
     return tuple(chunks)
 
 
