@@ -25,14 +25,15 @@ from __future__ import annotations
 
 import re
 import threading
-from typing import Final
+from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qsl, urlsplit
-
-import requests
 
 from cgwatchdog.config import REDACTED, HeartbeatConfig
 from cgwatchdog.errors import NotifyError
 from cgwatchdog.notify.http import check_response, new_session, request_failure, target_of
+
+if TYPE_CHECKING:
+    import requests
 
 __all__ = ["HeartbeatPinger"]
 
@@ -114,6 +115,8 @@ class HeartbeatPinger:
                 self._in_flight = False
 
     def _get(self) -> None:
+        import requests  # only to send (see cgwatchdog.notify.http)
+
         timeout_s = self._config.timeout_s
         try:
             response = self._session.get(self._url, timeout=timeout_s, allow_redirects=False)
