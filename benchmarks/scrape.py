@@ -14,8 +14,9 @@ endpoint (``HttpServer`` on 127.18.7.200), asking for OpenMetrics as Prometheus 
 It reports the daemon's CPU seconds (``time.process_time``) for the first scrape after a
 cycle (which renders the fleet's families) and for the next ones (the cached copy),
 the wall time the client saw, the exposition's size and series (per miner too), and the
-process's RSS after each cycle, so memory growth across cycles shows. ``--json FILE``
-keeps every figure.
+process's RSS after each cycle, so memory growth across cycles shows (with glibc's mmap
+threshold fixed, as ``cgwatchdog run`` fixes it: ``cgwatchdog/malloc.py``). ``--json
+FILE`` keeps every figure.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from prometheus_client import CollectorRegistry
 
 from cgwatchdog.alerts import AlertEngine, Evaluation, Signal
 from cgwatchdog.config import MinerConfig
+from cgwatchdog.malloc import keep_large_blocks_unmapped
 from cgwatchdog.poller import Poller
 from cgwatchdog.simulator import FLAVOURS, FakeClock, Fleet, serve
 from cgwatchdog.snapshot import PollResult, Snapshot
@@ -224,6 +226,7 @@ def main() -> None:
     if args.client:
         client_main(args)
         return
+    keep_large_blocks_unmapped()  # as `cgwatchdog run` does: the daemon's allocator
     figures = asyncio.run(measure(args))
     cycles = figures["cycles"]
     print(
