@@ -75,6 +75,7 @@ from cgwatchdog.errors import (
     NotifyError,
     StoreError,
 )
+from cgwatchdog.gcpause import CycleCollector
 from cgwatchdog.heartbeat import HeartbeatPinger
 from cgwatchdog.logs import FIELD_ALERTNAME, FIELD_MINER, RedactingFilter, setup_logging
 from cgwatchdog.notify.base import Integration, StateReceiver, build_integration
@@ -288,6 +289,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._reload_wanted = False
+        self.collector = CycleCollector()
         self._ready_sent = False
         self._due_at: float | None = None
         """When the cycle in flight was due, on the wall clock (the alerts' evaluation time)."""
@@ -473,7 +475,8 @@ class Daemon:
                 break
             started = loop.time()
             self._due_at = due_at
-            await self._cycle()
+            with self.collector.cycle(started):
+                await self._cycle()
             elapsed = loop.time() - started
             log.debug("cycle due at %.3f began %.3f s late and took %.3f s", due_at,
                       started - due, elapsed)  # fmt: skip
@@ -901,6 +904,7 @@ class Daemon:
         outbox.set_integrations(direct)
         outbox.round_s = config.poll.interval_s
         watchdog.configure(config, reload=True)
+        self.collector.settle_next()
         self._set_pinger(config)
         self._retired += [*self.pusher.receivers.values(), *self._direct.values()]
         old_pusher, self.pusher = self.pusher, _state_push(config, pushed)

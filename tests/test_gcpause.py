@@ -1,0 +1,126 @@
+"""The collector around a daemon's cycles: paused during one, what it leaves exempted
+without a walk, cyclic garbage found by the full collection every so often."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from cgwatchdog.gcpause import CycleCollector, gc_paused
+
+
+class Node:
+    """A container that can be part of a reference cycle."""
+
+    def __init__(self) -> None:
+        self.other: Any = None
+
+
+def garbage_cycle() -> weakref.ref[Node]:
+    """A reference cycle nobody holds, and a way to tell when it is collected."""
+    a, b = Node(), Node()
+    a.other, b.other = b, a
+    return weakref.ref(a)
+
+
+@pytest.fixture
+def collections() -> Iterator[list[int]]:
+    """The generations of the collections that start while the test runs; the collector
+    is left as the test found it (nothing exempt)."""
+    started: list[int] = []
+
+    def note(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started.append(info["generation"])
+
+    gc.collect()
+    gc.callbacks.append(note)
+    try:
+        yield started
+    finally:
+        gc.callbacks.remove(note)
+        gc.unfreeze()
+        gc.enable()
+
+
+def test_a_cycle_runs_with_the_collector_paused_and_leaves_it_as_found(
+    collections: list[int],
+) -> None:
+    collector = CycleCollector()
+    with collector.cycle(0.0):
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    with collector.cycle(1.0):
+        assert not gc.isenabled()
+    assert not gc.isenabled()  # it was off before: off after
+
+
+def test_the_first_cycle_collects_then_exempts_what_is_alive(collections: list[int]) -> None:
+    before = garbage_cycle()
+    kept = [Node() for _ in range(1000)]
+    collector = CycleCollector(settle_every_s=600.0)
+    with collector.cycle(0.0):
+        made = [Node() for _ in range(1000)]
+    assert before() is None  # the full collection found the garbage
+    assert 2 in collections
+    assert gc.get_freeze_count() >= len(kept) + len(made)
+    del kept, made
+
+
+def test_later_cycles_exempt_what_they_made_without_walking_it(collections: list[int]) -> None:
+    collector = CycleCollector(settle_every_s=600.0)
+    with collector.cycle(0.0):
+        pass
+    frozen = gc.get_freeze_count()
+    collections.clear()
+    with collector.cycle(30.0):
+        made = [Node() for _ in range(50_000)]  # many times gen 0's threshold
+        during = garbage_cycle()
+    assert collections == []  # no collection during the cycle, none at its end
+    assert gc.get_freeze_count() >= frozen + len(made)
+    assert during() is not None  # exempt for now, with what the cycle made
+    with collector.cycle(300.0):
+        pass
+    assert during() is not None
+    with collector.cycle(630.0):  # settle_every_s after the last full collection
+        pass
+    assert during() is None
+    assert 2 in collections
+
+
+def test_a_reload_asks_for_a_full_collection_after_the_next_cycle(
+    collections: list[int],
+) -> None:
+    collector = CycleCollector(settle_every_s=600.0)
+    with collector.cycle(0.0):
+        pass
+    with collector.cycle(30.0):
+        old_config = garbage_cycle()  # the state a reload lets go of
+    collector.settle_next()
+    with collector.cycle(60.0):
+        pass
+    assert old_config() is None
+
+
+def test_exempt_objects_that_die_are_still_freed(collections: list[int]) -> None:
+    collector = CycleCollector()
+    with collector.cycle(0.0):
+        pass
+    with collector.cycle(30.0):
+        held = Node()
+    gone = weakref.ref(held)
+    frozen = gc.get_freeze_count()
+    del held  # no cycle: reference counting frees it, exempt or not
+    assert gone() is None
+    assert gc.get_freeze_count() == frozen - 1
+
+
+def test_gc_paused_still_leaves_the_collector_as_found() -> None:
+    with gc_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
