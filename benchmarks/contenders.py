@@ -3,8 +3,10 @@
 Every contender polls the same fleet (``summary+devs+pools`` per miner) and runs one
 cycle per :meth:`Contender.cycle` call:
 
-``cgwatchdog`` (``cgwatchdog-gc``: with the cyclic GC left running during the poll;
-``cgwatchdog-freeze``: left running, the heap frozen after the warm-up, ``gc.freeze``)
+``cgwatchdog`` (the collector as ``cgwatchdog run`` has it: paused through each cycle,
+what the cycle leaves exempted after it, :class:`cgwatchdog.gcpause.CycleCollector`;
+``cgwatchdog-pause``: paused during the poll only, as before it; ``cgwatchdog-gc``: left
+running; ``cgwatchdog-freeze``: left running, the heap frozen after the warm-up)
     :class:`cgwatchdog.poller.Poller` (one multi-command connection per miner, decode,
     Snapshot) plus :meth:`cgwatchdog.rules.RuleEngine.observe` with the shipped
     ``rules/default.yaml``, over a history pre-filled to ``history_s`` (an hour by default,
@@ -42,6 +44,7 @@ from benchmarks.pycgminer_port import PyCgminerAPI
 from cgwatchdog.config import MinerConfig
 from cgwatchdog.config.loader import load_rule_file
 from cgwatchdog.errors import ProtocolError
+from cgwatchdog.gcpause import CycleCollector
 from cgwatchdog.poller import Poller
 from cgwatchdog.protocol import decode_reply
 from cgwatchdog.rules import RuleEngine
@@ -129,10 +132,12 @@ class CgwatchdogContender(Contender):
         history_s: float = 3600.0,
         pause_gc: bool = True,
         freeze: bool = False,
+        collector: bool = False,
     ) -> None:
         super().__init__(targets, concurrency)
         self.history_s = history_s
         self.freeze = freeze
+        self.collector = CycleCollector() if collector else None
         miners = _miners(targets)
         self.poller = Poller(miners, concurrency=concurrency, pause_gc=pause_gc)
         self.engine = RuleEngine(load_rule_file(DEFAULT_RULES), miners)
@@ -146,6 +151,9 @@ class CgwatchdogContender(Contender):
         if self.freeze:
             gc.collect()
             gc.freeze()  # the long-lived heap (history, states) out of every collection
+        if self.collector is not None:
+            with self.collector.cycle(time.monotonic()):
+                pass  # its first full collection, as the daemon's after its first cycle
         return _count(results)
 
     def _prefill(self, results: list[PollResult]) -> None:
@@ -174,6 +182,12 @@ class CgwatchdogContender(Contender):
         )
 
     async def cycle(self) -> Outcome:
+        if self.collector is None:
+            return await self._cycle()
+        with self.collector.cycle(time.monotonic()):
+            return await self._cycle()
+
+    async def _cycle(self) -> Outcome:
         results = await self.poller.poll()
         self.engine.observe(results, time.time())
         return _count(results)
@@ -337,6 +351,9 @@ class FloorProtocol(Contender):
         return outcome
 
 
+GC_VARIANTS = ("cgwatchdog", "cgwatchdog-pause", "cgwatchdog-gc", "cgwatchdog-freeze")
+"""cgwatchdog with each way of running the cyclic collector (see the module's docstring)."""
+
 CONTENDERS: dict[str, type[Contender]] = {
     c.name: c
     for c in (
@@ -354,13 +371,11 @@ def make(
 ) -> Contender:
     """The contender called ``name`` (without its ``-uvloop`` suffix)."""
     base = name.removesuffix("-uvloop")
-    if base in ("cgwatchdog", "cgwatchdog-gc", "cgwatchdog-freeze"):
-        # cgwatchdog-gc: the cyclic GC left running during the poll, to measure the pause;
-        # cgwatchdog-freeze: running too, with the heap frozen after the warm-up (gc.freeze)
-        pause = base == "cgwatchdog"
+    if base in GC_VARIANTS:
         return CgwatchdogContender(
-            targets, concurrency, history_s=history_s, pause_gc=pause,
-            freeze=base == "cgwatchdog-freeze",
+            targets, concurrency, history_s=history_s,
+            pause_gc=base in ("cgwatchdog", "cgwatchdog-pause"),
+            freeze=base == "cgwatchdog-freeze", collector=base == "cgwatchdog",
         )  # fmt: skip
     if base == "sequential":
         return SequentialContender(targets, concurrency, sample=sample)

@@ -598,7 +598,7 @@ def main_run(args: argparse.Namespace, out: IO[str]) -> int:
     names = [n for n in args.contenders.split(",") if n]
     for name in names:
         base = name.removesuffix("-uvloop")
-        if base not in (*c.CONTENDERS, "cgwatchdog-gc", "cgwatchdog-freeze") and not _shards(name):
+        if base not in (*c.CONTENDERS, *c.GC_VARIANTS) and not _shards(name):
             raise SystemExit(f"unknown contender {name!r}; known: {', '.join(ALL)}")
     print(f"# cgwatchdog fleet benchmark\n\n{machine()}", file=out)
     print(f"\n`{' '.join(['python', 'benchmarks/fleet.py', *sys.argv[1:]])}`", file=out)

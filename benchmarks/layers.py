@@ -100,7 +100,9 @@ class Layers:
     def __init__(self, targets: Sequence[c.Target], concurrency: int, history_s: float) -> None:
         self.targets = list(targets)
         self.concurrency = concurrency
-        self.cgwatchdog = c.CgwatchdogContender(targets, concurrency, history_s=history_s)
+        self.cgwatchdog = c.CgwatchdogContender(
+            targets, concurrency, history_s=history_s, collector=True
+        )  # the collector as the daemon runs it
         self.floor = c.FloorProtocol(targets, concurrency)
         self.requests: list[tuple[AsyncCgminerAPI, tuple[str, ...], bytes]] = []
 
