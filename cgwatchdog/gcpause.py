@@ -14,7 +14,7 @@ import gc
 from collections.abc import Iterator
 from typing import Final
 
-__all__ = ["SETTLE_EVERY_S", "CycleCollector", "gc_paused", "settle_long_lived"]
+__all__ = ["SETTLE_EVERY_S", "SETTLE_GROWTH", "CycleCollector", "gc_paused", "settle_long_lived"]
 
 
 @contextlib.contextmanager
@@ -31,8 +31,14 @@ def gc_paused(pause: bool = True) -> Iterator[None]:
 
 
 SETTLE_EVERY_S: Final = 600.0
-"""How often :class:`CycleCollector` runs a full collection (a few tenths of a second at
-10,000 miners) to find cyclic garbage: each cycle is designed to leave none."""
+"""How often :class:`CycleCollector` runs a full collection (a walk over the whole heap)
+to find cyclic garbage: each cycle is designed to leave none."""
+
+SETTLE_GROWTH: Final = 0.25
+"""... and sooner once the exempt objects have grown by this share since the last one
+(CPython's own rule for a full collection): asyncio's selector transports, which a miner
+named by host name is read through, leave a few objects in reference cycles per
+connection, and those wait for a full collection."""
 
 
 def settle_long_lived() -> None:
@@ -53,17 +59,19 @@ class CycleCollector:
     A daemon holds its configuration, each miner's state and an hour of history for as
     long as it runs, and each cycle leaves a new snapshot of every miner: hundreds of
     thousands of objects at 10,000 miners with no reference cycle among them, which the
-    collector would walk through three generations every cycle to find nothing (0.3 s
-    of CPU a cycle, a fifth of it; ``benchmarks/RESULTS.md``). So the collector is
-    paused while a cycle runs, what the cycle leaves is exempted from collection without
-    a walk (``gc.freeze``), and a full collection runs after the first cycle, after a
-    reload and every ``settle_every_s``, for whatever cyclic garbage the rest of the
+    collector would walk through its generations every cycle to find nothing (a tenth
+    of the daemon's CPU: 1.62 s a cycle before, 1.46 s after; ``benchmarks/RESULTS.md``,
+    row 19). So the collector is paused while a cycle runs, what the cycle leaves is
+    exempted from collection without a walk (``gc.freeze``), and a full collection runs
+    after the first cycle, after a reload, every ``settle_every_s`` and whenever the
+    exempt objects have grown by ``SETTLE_GROWTH``, for whatever cyclic garbage the
     process makes.
     """
 
     def __init__(self, settle_every_s: float = SETTLE_EVERY_S) -> None:
         self.settle_every_s = settle_every_s
         self._settled_at: float | None = None  # None: settle after the next cycle
+        self._settled_count = 0  # exempt objects right after the last full collection
 
     def settle_next(self) -> None:
         """Run the full collection after the next cycle (the fleet's state is new)."""
@@ -80,10 +88,11 @@ class CycleCollector:
         finally:
             # Exempt before enabling: the first allocation after would otherwise start
             # a collection of everything the cycle made.
-            if self._settled_at is None or now - self._settled_at >= self.settle_every_s:
+            gc.freeze()
+            due = self._settled_at is None or now - self._settled_at >= self.settle_every_s
+            if due or gc.get_freeze_count() > self._settled_count * (1 + SETTLE_GROWTH):
                 settle_long_lived()
                 self._settled_at = now
-            else:
-                gc.freeze()
+                self._settled_count = gc.get_freeze_count()
             if enabled:
                 gc.enable()
