@@ -100,9 +100,9 @@ def _one_shot() -> Iterator[None]:
 
     No cyclic garbage collection while it runs (left as found after): what such a command
     makes lives until it exits and holds no reference cycles worth finding, so the
-    collector would only walk the 10,000 miners' objects again and again (0.8 s of
-    ``poll --json``'s 6.4 s CPU at 10,000 miners, ``benchmarks/RESULTS.md``). Large
-    freed blocks go back to the OS.
+    collector would only walk the 10,000 miners' objects again and again (``poll --json``
+    at 10,000 miners: 5.67 s CPU with it, 4.97 s without, ``benchmarks/RESULTS.md``, row
+    12). Large freed blocks go back to the OS.
     """
     from cgwatchdog.gcpause import gc_paused
     from cgwatchdog.malloc import keep_large_blocks_unmapped

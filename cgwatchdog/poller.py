@@ -13,11 +13,12 @@ recognised again (a reboot may have brought new firmware).
 
 The cyclic garbage collector is paused while a cycle runs (``pause_gc``): a cycle over
 10,000 miners allocates millions of acyclic containers (decoded replies, snapshots) that
-reference counting frees, yet they made the collector run ~600 times a cycle, 5 of them
-over the whole heap, about a quarter of the cycle's CPU (``benchmarks/RESULTS.md``). The
-client's paths leave no reference cycles of their own; asyncio's selector transports are
-cycles by design (a few small objects per connection, its socket already closed), and
-they wait for the one collection after the cycle.
+reference counting frees, yet they made the collector run hundreds of times a cycle (the
+collector left running costs 22% more CPU a cycle, ``benchmarks/RESULTS.md``). The
+client's paths leave no reference cycles of their own; asyncio's selector transports
+(miners named by host name) are cycles by design (a few small objects per connection,
+its socket already closed), and they wait for the next collection: in the daemon, the
+full one :class:`cgwatchdog.gcpause.CycleCollector` runs.
 
 Each connection is an open file: the poller raises the soft ``RLIMIT_NOFILE`` toward the
 hard limit for ``concurrency`` sockets, and where even the hard limit is too low it polls
