@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from cgwatchdog.gcpause import CycleCollector, gc_paused
+from cgwatchdog.gcpause import SETTLE_GROWTH, CycleCollector, gc_paused
 
 
 class Node:
@@ -128,24 +128,29 @@ def test_gc_paused_still_leaves_the_collector_as_found() -> None:
     assert gc.isenabled()
 
 
+def leave_garbage(objects: float) -> None:
+    """Reference cycles, at least ``objects`` new tracked objects in all (the collector
+    is paused: every new one is young)."""
+    while len(gc.get_objects(generation=0)) < objects:
+        for _ in range(1_000):
+            garbage_cycle()
+
+
 def test_cycles_that_leave_cyclic_garbage_get_a_full_collection_sooner(
     collections: list[int],
 ) -> None:
     # As a fleet read through asyncio's transports (miners named by host name) does:
     # a few objects in reference cycles a connection, every cycle.
     collector = CycleCollector(settle_every_s=600.0)
-    kept = [Node() for _ in range(20_000)]
     with collector.cycle(0.0):
         pass
+    exempt = gc.get_freeze_count()  # the whole process's objects: the test suite's too
     collections.clear()
     first = garbage_cycle()
     with collector.cycle(15.0):
-        for _ in range(1_000):  # under a quarter of what is exempt: no full collection yet
-            garbage_cycle()
+        leave_garbage(exempt * SETTLE_GROWTH / 2)  # half of a quarter: not yet
     assert first() is not None and collections == []
     with collector.cycle(30.0):
-        for _ in range(20_000):
-            garbage_cycle()
+        leave_garbage(exempt * SETTLE_GROWTH * 0.6)  # past a quarter in all
     assert first() is None  # found long before settle_every_s
     assert 2 in collections
-    del kept
