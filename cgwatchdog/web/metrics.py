@@ -35,7 +35,7 @@ from cgwatchdog import __version__
 from cgwatchdog.alerts import Alert, AlertState
 from cgwatchdog.config import MinerConfig
 from cgwatchdog.notify.outbox import ReceiverCounters
-from cgwatchdog.snapshot import PollResult, Snapshot
+from cgwatchdog.snapshot import Device, PollResult, Snapshot
 from cgwatchdog.web.fleetview import AlertRow, FleetView
 from cgwatchdog.web.status import ROLES
 
@@ -193,32 +193,37 @@ def _up(f: _Fleet) -> Iterator[str]:
         yield f"cgwatchdog_miner_up{{{m}}} {1 if isinstance(result, Snapshot) else 0}\n"
 
 
-def _hashrate(f: _Fleet) -> Iterator[str]:
-    for m, s in f.answered:
-        value = s.hashrate_hs
-        if value is not None and math.isfinite(value):
-            yield f"cgwatchdog_miner_hashrate_hashes_per_second{{{m}}} {value!r}\n"
+def _miner_gauge(
+    sample: str, read: Callable[[Snapshot], float | None]
+) -> Callable[[_Fleet], Iterator[str]]:
+    """A family of one sample a miner: what ``read`` gives, where known and finite."""
+
+    def lines(f: _Fleet) -> Iterator[str]:
+        for m, s in f.answered:
+            value = read(s)
+            if value is not None and math.isfinite(value):
+                yield f"{sample}{{{m}}} {value!r}\n"
+
+    return lines
 
 
-def _hw_ratio(f: _Fleet) -> Iterator[str]:
-    for m, s in f.answered:
-        ratio = s.hardware_error_ratio
-        if ratio is not None and math.isfinite(ratio):
-            yield f"cgwatchdog_miner_hardware_error_ratio{{{m}}} {float(ratio)!r}\n"
+def _device_gauge(
+    sample: str, read: Callable[[Device], float | None]
+) -> Callable[[_Fleet], Iterator[str]]:
+    """A family of one sample a device: what ``read`` gives, where known and finite."""
+
+    def lines(f: _Fleet) -> Iterator[str]:
+        for m, s in f.answered:
+            for d in s.devices:
+                value = read(d)
+                if value is not None and math.isfinite(value):
+                    yield f'{sample}{{{m},device="{d.id}"}} {float(value)!r}\n'
+
+    return lines
 
 
-def _temperature(f: _Fleet) -> Iterator[str]:
-    for m, s in f.answered:
-        value = s.temperature_max_c
-        if value is not None and math.isfinite(value):
-            yield f"cgwatchdog_miner_temperature_max_celsius{{{m}}} {value!r}\n"
-
-
-def _uptime(f: _Fleet) -> Iterator[str]:
-    for m, s in f.answered:
-        value = s.elapsed_s
-        if value is not None and math.isfinite(value):
-            yield f"cgwatchdog_miner_uptime_seconds{{{m}}} {value!r}\n"
+def _as_float(value: float | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def _fan_min(f: _Fleet) -> Iterator[str]:
@@ -257,28 +262,6 @@ def _device_status(f: _Fleet) -> Iterator[str]:
             yield f'cgwatchdog_device_status{{{m},device="{d.id}",status="{_escape(d.status)}"}} 1\n'
 
 
-def _device_hashrate(f: _Fleet) -> Iterator[str]:
-    for m, s in f.answered:
-        for d in s.devices:
-            value = d.hashrate_hs
-            if value is not None and math.isfinite(value):
-                yield (
-                    f'cgwatchdog_device_hashrate_hashes_per_second{{{m},device="{d.id}"}} '
-                    f"{float(value)!r}\n"
-                )
-
-
-def _device_temperature(f: _Fleet) -> Iterator[str]:
-    for m, s in f.answered:
-        for d in s.devices:
-            value = d.temperature_c
-            if value is not None and math.isfinite(value):
-                yield (
-                    f'cgwatchdog_device_temperature_celsius{{{m},device="{d.id}"}} '
-                    f"{float(value)!r}\n"
-                )
-
-
 def _fans(f: _Fleet) -> Iterator[str]:
     for m, s in f.answered:
         for index, rpm in enumerate(s.fans_rpm):
@@ -297,17 +280,29 @@ def _alerts(f: _Fleet) -> Iterator[str]:
 _WRITERS: Final[dict[str, Callable[[_Fleet], Iterable[str]]]] = {
     "cgwatchdog_miner_up": _up,
     "cgwatchdog_miner_info": lambda f: f.info,
-    "cgwatchdog_miner_hashrate_hashes_per_second": _hashrate,
-    "cgwatchdog_miner_hardware_error_ratio": _hw_ratio,
-    "cgwatchdog_miner_temperature_max_celsius": _temperature,
-    "cgwatchdog_miner_uptime_seconds": _uptime,
+    "cgwatchdog_miner_hashrate_hashes_per_second": _miner_gauge(
+        "cgwatchdog_miner_hashrate_hashes_per_second", lambda s: s.hashrate_hs
+    ),
+    "cgwatchdog_miner_hardware_error_ratio": _miner_gauge(
+        "cgwatchdog_miner_hardware_error_ratio", lambda s: _as_float(s.hardware_error_ratio)
+    ),
+    "cgwatchdog_miner_temperature_max_celsius": _miner_gauge(
+        "cgwatchdog_miner_temperature_max_celsius", lambda s: s.temperature_max_c
+    ),
+    "cgwatchdog_miner_uptime_seconds": _miner_gauge(
+        "cgwatchdog_miner_uptime_seconds", lambda s: s.elapsed_s
+    ),
     "cgwatchdog_miner_fan_speed_min_rpm": _fan_min,
     "cgwatchdog_pool_shares": _pool_shares,
     "cgwatchdog_pool_status": _pool_status,
     "cgwatchdog_pool_active": _pool_active,
     "cgwatchdog_device_status": _device_status,
-    "cgwatchdog_device_hashrate_hashes_per_second": _device_hashrate,
-    "cgwatchdog_device_temperature_celsius": _device_temperature,
+    "cgwatchdog_device_hashrate_hashes_per_second": _device_gauge(
+        "cgwatchdog_device_hashrate_hashes_per_second", lambda d: d.hashrate_hs
+    ),
+    "cgwatchdog_device_temperature_celsius": _device_gauge(
+        "cgwatchdog_device_temperature_celsius", lambda d: d.temperature_c
+    ),
     "cgwatchdog_fan_speed_rpm": _fans,
     "cgwatchdog_alert": _alerts,
 }
