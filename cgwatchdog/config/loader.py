@@ -882,10 +882,11 @@ class _Loader:
     def read_fast(self, text: str, file: str, base_dir: Path) -> dict[str, Any] | None:
         """The data of a plainly written document, read from libyaml's events
         (:class:`_EventBuilder`); None where the exact reading must read the text."""
-        if _CLoader is None or yaml.reader.Reader.NON_PRINTABLE.search(text):
+        libyaml = _libyaml_for(text)
+        if libyaml is None:
             return None
         scratch = _Loader(self.environ)  # what ${ENV} and *_file add, kept if it succeeds
-        loader = _CLoader(text)
+        loader = libyaml(text)
         try:
             data = _EventBuilder(scratch, loader, file, base_dir).document(loader)
         except Exception:  # _Fallback, or libyaml's complaint: the exact reading words it
@@ -1290,15 +1291,24 @@ class _Loader:
 _CLoader: type[Any] | None = getattr(yaml, "CSafeLoader", None)
 
 
+def _libyaml_for(text: str) -> type[Any] | None:
+    """libyaml's loader where it may read ``text``: it is installed, and the text holds no
+    character YAML forbids (the pure-Python reader words that problem, with its line)."""
+    if yaml.reader.Reader.NON_PRINTABLE.search(text):
+        return None
+    return _CLoader
+
+
 def _compose_fast(text: str) -> tuple[Any, yaml.Node | None] | None:
     """(loader, root node) composed by libyaml, or None where the pure-Python loader must
     read the text: libyaml absent, or the text is not plainly valid YAML (the pure loader
     then words the error exactly as it always has). The same SafeConstructor builds the
     values either way; libyaml only finds the nodes, about 10x faster (a 10,000-miner
     config: ~0.1 s instead of ~1 s)."""
-    if _CLoader is None or yaml.reader.Reader.NON_PRINTABLE.search(text):
+    libyaml = _libyaml_for(text)
+    if libyaml is None:
         return None
-    loader = _CLoader(text)
+    loader = libyaml(text)
     try:
         root = loader.get_single_node()
     except Exception:  # any complaint: the pure loader says it in its own words
