@@ -47,6 +47,14 @@ def collections() -> Iterator[list[int]]:
         gc.enable()
 
 
+def settled(settle_every_s: float = 600.0) -> CycleCollector:
+    """A collector past its first cycle (its first full collection done)."""
+    collector = CycleCollector(settle_every_s=settle_every_s)
+    with collector.cycle(0.0):
+        pass
+    return collector
+
+
 def test_a_cycle_runs_with_the_collector_paused_and_leaves_it_as_found(
     collections: list[int],
 ) -> None:
@@ -73,10 +81,8 @@ def test_the_first_cycle_collects_then_exempts_what_is_alive(collections: list[i
 
 
 def test_later_cycles_exempt_what_they_made_without_walking_it(collections: list[int]) -> None:
-    collector = CycleCollector(settle_every_s=600.0)
     kept = [Node() for _ in range(100_000)]  # a daemon's long-lived state
-    with collector.cycle(0.0):
-        pass
+    collector = settled()
     frozen = gc.get_freeze_count()
     collections.clear()
     with collector.cycle(30.0):
@@ -98,9 +104,7 @@ def test_later_cycles_exempt_what_they_made_without_walking_it(collections: list
 def test_a_reload_asks_for_a_full_collection_after_the_next_cycle(
     collections: list[int],
 ) -> None:
-    collector = CycleCollector(settle_every_s=600.0)
-    with collector.cycle(0.0):
-        pass
+    collector = settled()
     with collector.cycle(30.0):
         old_config = garbage_cycle()  # the state a reload lets go of
     collector.settle_next()
@@ -110,9 +114,7 @@ def test_a_reload_asks_for_a_full_collection_after_the_next_cycle(
 
 
 def test_exempt_objects_that_die_are_still_freed(collections: list[int]) -> None:
-    collector = CycleCollector()
-    with collector.cycle(0.0):
-        pass
+    collector = settled()
     with collector.cycle(30.0):
         held = Node()
     gone = weakref.ref(held)
@@ -141,9 +143,7 @@ def test_cycles_that_leave_cyclic_garbage_get_a_full_collection_sooner(
 ) -> None:
     # As a fleet read through asyncio's transports (miners named by host name) does:
     # a few objects in reference cycles a connection, every cycle.
-    collector = CycleCollector(settle_every_s=600.0)
-    with collector.cycle(0.0):
-        pass
+    collector = settled()
     exempt = gc.get_freeze_count()  # the whole process's objects: the test suite's too
     collections.clear()
     first = garbage_cycle()
