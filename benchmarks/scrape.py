@@ -9,12 +9,14 @@ are copied to ``--miners`` miners (each its own name, address, labels ``site`` a
 process, for each of ``--cycles`` cycles: ``Metrics.observe_cycle`` takes a fresh copy of
 the fleet (new objects, as a real cycle makes), and a client in a child process (so its
 own CPU is not counted) scrapes /metrics ``--scrapes`` times over HTTP from the real
-endpoint (``HttpServer`` on 127.18.7.200), asking for OpenMetrics as Prometheus does.
+endpoint (``HttpServer`` on 127.18.7.200), asking for OpenMetrics in gzip as Prometheus
+does (``--plain``: without gzip, as curl does).
 
 It reports the daemon's CPU seconds (``time.process_time``) for the first scrape after a
 cycle (which renders the fleet's families) and for the next ones (the cached copy),
-the wall time the client saw, the exposition's size and series (per miner too), and the
-process's RSS after each cycle, so memory growth across cycles shows (with glibc's mmap
+the wall time the client saw, the exposition's size as text and on the wire and its
+series (per miner too), what gzip costs at zlib's levels 1 and 6 (``GZIP_LEVEL`` is
+1), and the process's RSS after each cycle, so memory growth across cycles shows (with glibc's mmap
 threshold fixed, as ``cgwatchdog run`` fixes it: ``cgwatchdog/malloc.py``). ``--json
 FILE`` keeps every figure.
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import gzip
 import http.client
 import json
 import os
@@ -32,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +50,7 @@ from cgwatchdog.malloc import keep_large_blocks_unmapped
 from cgwatchdog.poller import Poller
 from cgwatchdog.simulator import FLAVOURS, FakeClock, Fleet, serve
 from cgwatchdog.snapshot import PollResult, Snapshot
-from cgwatchdog.web.metrics import SERIES, Metrics, series_budget
+from cgwatchdog.web.metrics import SERIES, Metrics, render_fleet, series_budget
 from cgwatchdog.web.server import HttpServer
 from cgwatchdog.web.sources import Sources
 from cgwatchdog.web.status import DaemonStatus
@@ -97,29 +101,39 @@ def fleet_of(shapes: list[Snapshot], n: int, rng: random.Random) -> list[PollRes
 
 
 def client_main(args: argparse.Namespace) -> None:
-    """``--client HOST PORT N``: scrape N times, print the wall seconds and bytes of each."""
+    """``--client HOST PORT N``: scrape N times, print the wall seconds, the bytes of the
+    text, the status and the bytes on the wire of each (the wall time leaves out the
+    client's own inflating)."""
     host, port, count = args.client[0], int(args.client[1]), int(args.client[2])
+    headers = {"Accept": ACCEPT, "Host": "localhost"}
+    if not args.plain:
+        headers["Accept-Encoding"] = "gzip"
     out = []
     for _ in range(count):
         connection = http.client.HTTPConnection(host, port, timeout=60)
         started = time.perf_counter()
-        connection.request("GET", "/metrics", headers={"Accept": ACCEPT, "Host": "localhost"})
+        connection.request("GET", "/metrics", headers=headers)
         answer = connection.getresponse()
         body = answer.read()
-        out.append((time.perf_counter() - started, len(body), answer.status))
+        wall = time.perf_counter() - started
+        wire = len(body)
+        if answer.getheader("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        out.append((wall, len(body), answer.status, wire))
         connection.close()
     print(json.dumps(out))
 
 
-def scrape_from_child(port: int, count: int) -> list[tuple[float, int, int]]:
+def scrape_from_child(port: int, count: int, plain: bool) -> list[tuple[float, int, int, int]]:
     done = subprocess.run(
-        [sys.executable, __file__, "--client", HTTP_HOST, str(port), str(count)],
+        [sys.executable, __file__, "--client", HTTP_HOST, str(port), str(count)]
+        + (["--plain"] if plain else []),
         capture_output=True,
         text=True,
         check=True,
         timeout=600,
     )
-    return [tuple(item) for item in json.loads(done.stdout)]  # type: ignore[misc]
+    return [tuple(item) for item in json.loads(done.stdout)]
 
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -159,20 +173,23 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             del results
             # The first scrape renders; the rest take the cached copy.
             cpu0 = time.process_time()
-            first = await asyncio.to_thread(scrape_from_child, server.port, 1)
+            first = await asyncio.to_thread(scrape_from_child, server.port, 1, args.plain)
             cpu1 = time.process_time()
-            rest = await asyncio.to_thread(scrape_from_child, server.port, args.scrapes)
+            rest = await asyncio.to_thread(
+                scrape_from_child, server.port, args.scrapes, args.plain
+            )
             cpu2 = time.process_time()
-            sizes = {size for _, size, _ in first + rest}
-            assert all(status == 200 for _, _, status in first + rest)
+            sizes = {size for _, size, _, _ in first + rest}
+            assert all(status == 200 for _, _, status, _ in first + rest)
             cycles.append(
                 {
                     "cycle": cycle + 1,
                     "first_scrape_cpu_s": cpu1 - cpu0,
                     "first_scrape_wall_s": first[0][0],
                     "cached_scrape_cpu_s": (cpu2 - cpu1) / args.scrapes,
-                    "cached_scrape_wall_s": statistics.median(w for w, _, _ in rest),
+                    "cached_scrape_wall_s": statistics.median(w for w, _, _, _ in rest),
                     "bytes": max(sizes),
+                    "wire_bytes": max(wire for _, _, _, wire in first + rest),
                     "rss_mb": rss_mb(),
                 }
             )
@@ -180,7 +197,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 f"cycle {cycle + 1}: first scrape {cpu1 - cpu0:.3f} s CPU "
                 f"({first[0][0]:.3f} s wall), cached {(cpu2 - cpu1) / args.scrapes:.4f} s CPU "
                 f"({cycles[-1]['cached_scrape_wall_s']:.3f} s wall), "
-                f"{max(sizes) / 1e6:.1f} MB, RSS {cycles[-1]['rss_mb']:.0f} MB",
+                f"{max(sizes) / 1e6:.1f} MB ({cycles[-1]['wire_bytes'] / 1e6:.2f} MB on the "
+                f"wire), RSS {cycles[-1]['rss_mb']:.0f} MB",
                 flush=True,
             )
         body = b"".join(metrics.exposition(openmetrics=True)).decode()
@@ -195,6 +213,18 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         metrics._cache.clear()
         metrics.fleet_exposition(openmetrics=True)
         render_cpu.append(time.process_time() - started)
+    # What gzip costs on its own, on this cycle's families as text, at two levels.
+    families = render_fleet(metrics.view, openmetrics=True, per_device=args.per_device)
+    gzip_levels = {}
+    for level in (1, 6):
+        spent = []
+        for _ in range(3):
+            started = time.process_time()
+            compressor = zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+            size = sum(len(compressor.compress(family)) for family in families)
+            size += len(compressor.flush())
+            spent.append(time.process_time() - started)
+        gzip_levels[level] = {"cpu_s": min(spent), "bytes": size}
     return {
         "miners": n,
         "per_device": args.per_device,
@@ -204,6 +234,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "series_per_miner": len(per_miner) / n,
         "budget_per_miner": series_budget(per_device=args.per_device),
         "render_cpu_s": min(render_cpu),
+        "text_bytes": sum(len(family) for family in families),
+        "gzip_levels": gzip_levels,
         "cycles": cycles,
         # The allocator settles over the first cycles (two fleets' objects live at once
         # while a cycle replaces the last); what must not happen is growth after that.
@@ -220,6 +252,7 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=5)
     parser.add_argument("--scrapes", type=int, default=10, help="cached scrapes per cycle")
     parser.add_argument("--per-device", action="store_true", help="http.per_device_metrics")
+    parser.add_argument("--plain", action="store_true", help="scrape without gzip, as curl does")
     parser.add_argument("--json", type=Path, help="write every figure to this file")
     parser.add_argument("--client", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -235,7 +268,15 @@ def main() -> None:
         f"  exposition {cycles[-1]['bytes'] / 1e6:.1f} MB, {figures['series_total']:,} series "
         f"({figures['series_per_miner']:.1f} a miner; budget for a typical miner "
         f"{figures['budget_per_miner']})\n"
-        f"  render once per cycle: {figures['render_cpu_s']:.3f} s CPU\n"
+        f"  render and compress once per cycle: {figures['render_cpu_s']:.3f} s CPU\n"
+        f"  gzip of the fleet's {figures['text_bytes'] / 1e6:.1f} MB alone: "
+        + ", ".join(
+            f"level {level} {g['bytes'] / 1e6:.2f} MB in {g['cpu_s']:.3f} s CPU"
+            for level, g in figures["gzip_levels"].items()
+        )
+        + "\n"
+        f"  scrapes {'plain' if args.plain else 'in gzip'}: "
+        f"{cycles[-1]['wire_bytes'] / 1e6:.2f} MB on the wire\n"
         f"  scrape, first after a cycle: median "
         f"{statistics.median(c['first_scrape_cpu_s'] for c in cycles):.3f} s CPU\n"
         f"  scrape, cached: median "

@@ -7,9 +7,11 @@ written byte by byte where the defences are the point.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import logging
 import socket
+import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -23,8 +25,14 @@ from cgwatchdog.errors import FailureKind
 from cgwatchdog.notify.outbox import DeliveryProblem, ReceiverCounters
 from cgwatchdog.simulator import FakeClock
 from cgwatchdog.snapshot import Device, Pool, Snapshot, Unreachable
-from cgwatchdog.web.metrics import Metrics
-from cgwatchdog.web.server import MAX_LINE_BYTES, HttpServer, Limits, host_allowed
+from cgwatchdog.web.metrics import Metrics, render_fleet
+from cgwatchdog.web.server import (
+    MAX_LINE_BYTES,
+    HttpServer,
+    Limits,
+    accepts_gzip,
+    host_allowed,
+)
 from cgwatchdog.web.sources import Sources
 from cgwatchdog.web.status import (
     HEALTHY_WITHIN_INTERVALS,
@@ -301,7 +309,9 @@ async def test_metrics_are_rendered_once_per_cycle(endpoint: Endpoint) -> None:
     assert endpoint.metrics.fleet_exposition(openmetrics=False) is first  # cached
     endpoint.metrics.record_action("restart", "failed")  # the daemon's part stays live
     body = (await get(endpoint.port, "/metrics"))[2]
-    assert body.startswith(b"".join(first))
+    fleet_text = b"".join(render_fleet(endpoint.metrics.view, openmetrics=False, per_device=False))
+    assert len(fleet_text) == first.text_bytes
+    assert body.startswith(fleet_text)
     assert b'cgwatchdog_actions_total{action="restart",outcome="failed"} 1.0' in body
     completed_cycle(endpoint)  # a new cycle: rendered again, the old copy let go
     assert endpoint.metrics.fleet_exposition(openmetrics=False) is not first
@@ -328,21 +338,72 @@ async def test_metrics_speak_openmetrics_when_asked(endpoint: Endpoint) -> None:
     [("text/plain", False), ("application/openmetrics-text;version=1.0.0", True)],
     ids=["text", "openmetrics"],
 )
-async def test_metrics_stream_the_rendered_chunks_unchanged(
-    endpoint: Endpoint, accept: str, openmetrics: bool
+@pytest.mark.parametrize("gzip_", [False, True], ids=["plain", "gzip"])
+async def test_metrics_stream_the_rendered_families_unchanged(
+    endpoint: Endpoint, accept: str, openmetrics: bool, gzip_: bool
 ) -> None:
-    """/metrics is written chunk by chunk, never joined: what arrives is the joined
-    render byte for byte, under a Content-Length that counts every chunk."""
+    """/metrics is written piece by piece, never joined: what arrives (inflated, when a
+    gzip answer) is the render followed by the daemon's own families, byte for byte,
+    under a Content-Length that counts what was sent."""
     large_cycle(endpoint, 300, 1000)  # the info family is more than one write piece
-    code, headers, body = await get(endpoint.port, "/metrics", f"Accept: {accept}")
-    chunks = endpoint.metrics.exposition(openmetrics=openmetrics)
-    assert len(chunks) > 10 and max(len(chunk) for chunk in chunks) > 256 * 1024
+    extra = [f"Accept: {accept}"] + (["Accept-Encoding: gzip, deflate"] if gzip_ else [])
+    code, headers, body = await get(endpoint.port, "/metrics", *extra)
     assert code == 200 and "transfer-encoding" not in headers
     assert headers["content-type"].startswith(
         "application/openmetrics-text" if openmetrics else "text/plain"
     )
-    assert body == b"".join(chunks)
-    assert int(headers["content-length"]) == len(body) == sum(len(chunk) for chunk in chunks)
+    assert headers["vary"] == "Accept-Encoding"
+    assert int(headers["content-length"]) == len(body)
+    if gzip_:
+        assert headers["content-encoding"] == "gzip"
+        text = gzip.decompress(body)  # one gzip member: zlib stops at the first
+        assert zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(body) == text
+        assert len(body) * 5 < len(text)
+    else:
+        assert "content-encoding" not in headers
+        text = body
+    fleet = render_fleet(endpoint.metrics.view, openmetrics=openmetrics, per_device=False)
+    whole = b"".join(fleet)
+    assert len(fleet) > 10 and max(len(family) for family in fleet) > 256 * 1024
+    assert text.startswith(whole)
+    own = text[len(whole) :]
+    assert own.startswith(b"# HELP cgwatchdog_") and b"cgwatchdog_cycles_total" in own
+    assert own.endswith(b"# EOF\n") == openmetrics
+    assert text == b"".join(endpoint.metrics.exposition(openmetrics=openmetrics))
+
+
+@pytest.mark.parametrize(
+    "header, takes",
+    [
+        ("gzip", True),
+        ("gzip, deflate, br", True),
+        ("deflate, GZIP;q=0.5", True),
+        ("x-gzip", True),
+        ("*", True),
+        ("", False),
+        ("identity", False),
+        ("br, deflate", False),
+        ("gzip;q=0", False),
+        ("gzip; q=0.000", False),
+        ("gzip;q=0, *", False),
+        ("*;q=0", False),
+        ("gzip;q=nonsense", False),
+    ],
+)
+def test_accept_encoding_is_read_as_http_says(header: str, takes: bool) -> None:
+    assert accepts_gzip(header) is takes
+
+
+async def test_metrics_in_gzip_and_plain_say_the_same(endpoint: Endpoint) -> None:
+    """The two encodings of one scrape carry the same text, and the cached stream is not
+    used up by being answered from: the next scrape of either gets it all again."""
+    large_cycle(endpoint, 50, 100)
+    for _ in range(2):
+        _, zipped_headers, zipped = await get(endpoint.port, "/metrics", "Accept-Encoding: gzip")
+        _, plain_headers, plain = await get(endpoint.port, "/metrics", "Accept-Encoding: gzip;q=0")
+        assert zipped_headers["content-encoding"] == "gzip"
+        assert "content-encoding" not in plain_headers
+        assert gzip.decompress(zipped) == plain and b"cgwatchdog_miner_up" in plain
 
 
 async def test_metrics_end_quietly_when_the_client_leaves_mid_body(
@@ -469,6 +530,13 @@ async def test_head_answers_without_a_body(endpoint: Endpoint) -> None:
     )
     whole = b"".join(endpoint.metrics.exposition(openmetrics=False))
     assert code == 200 and headers["content-length"] == str(len(whole)) and body == b""
+    code, headers, body = await exchange(
+        endpoint.port,
+        b"HEAD /metrics HTTP/1.1\r\nHost: localhost\r\nAccept-Encoding: gzip\r\n\r\n",
+    )
+    zipped = endpoint.metrics.exposition(openmetrics=False, compressed=True)
+    assert code == 200 and headers["content-length"] == str(zipped.length) and body == b""
+    assert headers["content-encoding"] == "gzip" and zipped.length < len(whole)
 
 
 async def test_unknown_path_is_404_and_other_methods_405(endpoint: Endpoint) -> None:

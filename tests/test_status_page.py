@@ -534,7 +534,7 @@ async def test_each_miner_stays_within_the_series_budget(page: Page) -> None:
     documented budget (docs/STATUS-PAGE.md), with per-device series off and on."""
     for per_device in (False, True):
         page.metrics.per_device = per_device
-        text = b"".join(page.metrics.fleet_exposition(openmetrics=False)).decode()
+        text = b"".join(page.metrics.exposition(openmetrics=False)).decode()
         per_miner: dict[str, int] = {}
         for line in text.splitlines():
             found = re.match(r'(\w+)\{miner="((?:[^"\\]|\\.)*)"', line)

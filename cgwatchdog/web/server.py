@@ -58,6 +58,7 @@ __all__ = [
     "Limits",
     "PageSources",
     "Sources",
+    "accepts_gzip",
     "build_app",
     "host_allowed",
 ]
@@ -272,18 +273,49 @@ async def _guard(request: web.Request, handler: pages.Handler) -> web.StreamResp
 
 
 async def _metrics(request: web.Request) -> web.StreamResponse:
-    """The exposition's chunks streamed as they are (13 MB at 10,000 miners: never
-    joined), so this handler hardens and sends its answer itself."""
+    """The exposition streamed as it is kept: gzip to a scraper that takes it (0.9 MB
+    instead of 13.6 MB at 10,000 miners), else inflated piece by piece as it is written;
+    so this handler hardens and sends its answer itself."""
     sources, limits = request.app[SOURCES], request.app[LIMITS]
     _, content_type = choose_encoder(request.headers.get("Accept", ""))
     openmetrics = content_type.startswith("application/openmetrics-text")
-    chunks = await asyncio.to_thread(sources.metrics.exposition, openmetrics=openmetrics)
+    compressed = accepts_gzip(request.headers.get("Accept-Encoding", ""))
+    body = await asyncio.to_thread(
+        sources.metrics.exposition, openmetrics=openmetrics, compressed=compressed
+    )
     response = web.StreamResponse()
     response.headers["Content-Type"] = content_type
-    response.content_length = sum(len(chunk) for chunk in chunks)
+    if compressed:
+        response.headers["Content-Encoding"] = "gzip"
+    response.headers["Vary"] = "Accept-Encoding"
+    response.content_length = body.length
     _harden(response)
-    await _send(request, response, limits.write_timeout_s, chunks)
+    await _send(request, response, limits.write_timeout_s, body)
     return response
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an ``Accept-Encoding`` header takes gzip: named (or ``*``) without
+    ``q=0``; gzip named with ``q=0`` refuses it whatever ``*`` says (RFC 9110)."""
+    wildcard = False
+    for item in accept_encoding.split(","):
+        coding, _, parameters = item.partition(";")
+        coding = coding.strip().lower()
+        if coding not in ("gzip", "x-gzip", "*"):
+            continue
+        refused = False
+        for parameter in parameters.split(";"):
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    refused = float(value) <= 0
+                except ValueError:
+                    refused = True
+        if coding == "*":
+            wildcard = not refused
+        else:
+            return not refused
+    return wildcard
 
 
 async def _healthz(request: web.Request) -> web.StreamResponse:
