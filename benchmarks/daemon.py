@@ -8,12 +8,17 @@ samples a miner from one poll of the fleet, as ``fleet.py``'s contender pre-fill
 then runs ``PYTHON -m cgwatchdog run -c CFG`` (the packaged rules, no receivers) and
 reads, from ``/proc/PID``, its CPU (user+system) over each cycle (a cycle ends with the
 daemon's debug line ``cycle due at ... took ...``) and its resident set (``VmRSS``) and
-peak (``VmHWM``). Between cycles it scrapes ``/metrics`` ``--scrapes`` times and takes
-the CPU and memory each scrape cost. Then the bare ``asyncio.Protocol`` floor runs its
+peak (``VmHWM``). Between cycles it scrapes ``/metrics`` ``--scrapes`` times, in gzip as
+Prometheus asks, and takes the CPU and memory each scrape cost (``bytes`` are those on
+the wire). Then the bare ``asyncio.Protocol`` floor runs its
 cycles in a process of its own over the same fleet (``fleet.py``'s ``floor-protocol``,
 on the event loop the daemon used), for the ratio.
 
 ``PYTHON`` decides the event loop: ``cgwatchdog run`` takes uvloop where it is installed.
+
+``--tracemalloc`` runs the daemon under ``tracemalloc`` instead (``benchmarks/traced.py``)
+and, after the last cycle, lists what it holds by the file that allocated it: where the
+memory goes. Tracing slows it several times over, so that run's CPU and RSS mean nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import asyncio
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -89,7 +95,11 @@ def measure(args: argparse.Namespace, sim: Simulator) -> dict[str, Any]:
             f'http: {{listen: "127.0.0.1:{http_port}"}}\n'
             f"miners:\n{miners}"
         )
+        traced = root / "traced.json"
         argv = [args.python, "-m", "cgwatchdog", "run", "-c", str(root / "config.yaml")]
+        if args.tracemalloc:
+            here = Path(__file__).resolve().parent
+            argv[1:3] = ["-X", "tracemalloc=1", str(here / "traced.py"), str(traced)]
         argv += ["--log-level", "debug"]
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
         daemon = subprocess.Popen(
@@ -100,6 +110,7 @@ def measure(args: argparse.Namespace, sim: Simulator) -> dict[str, Any]:
         scrapes: list[dict[str, float]] = []
         ended = threading.Event()
         lines: list[str] = []
+        live: dict[str, Any] | None = None
 
         def read() -> None:
             assert daemon.stderr is not None
@@ -128,9 +139,11 @@ def measure(args: argparse.Namespace, sim: Simulator) -> dict[str, Any]:
                     for _ in range(args.scrapes):
                         before, (rss0, hwm0) = proc_cpu_s(daemon.pid), proc_mem_mb(daemon.pid)
                         wall0 = time.perf_counter()
-                        with urllib.request.urlopen(
-                            f"http://127.0.0.1:{http_port}/metrics", timeout=30
-                        ) as reply:
+                        ask = urllib.request.Request(
+                            f"http://127.0.0.1:{http_port}/metrics",
+                            headers={"Accept-Encoding": "gzip"},  # as Prometheus asks
+                        )
+                        with urllib.request.urlopen(ask, timeout=30) as reply:
                             size = len(reply.read())
                         wall = time.perf_counter() - wall0
                         time.sleep(0.2)  # let the CPU counters settle
@@ -142,6 +155,12 @@ def measure(args: argparse.Namespace, sim: Simulator) -> dict[str, Any]:
                         )  # fmt: skip
                     scraped = len(cycles) - 1
                 time.sleep(0.05)
+            if args.tracemalloc and daemon.poll() is None:
+                daemon.send_signal(signal.SIGUSR1)
+                deadline = time.monotonic() + 120
+                while not traced.exists() and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                live = json.loads(traced.read_text()) if traced.exists() else None
         finally:
             daemon.terminate()
             try:
@@ -164,6 +183,7 @@ def measure(args: argparse.Namespace, sim: Simulator) -> dict[str, Any]:
         "cycle_cpu_s": per_cycle,
         "scrapes": scrapes,
         "log_tail": "".join(lines[-5:]) if len(cycles) < 2 else "",
+        "traced": live,
     }
 
 
@@ -180,6 +200,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=600.0, help="give up after (s)")
     p.add_argument("--listen", default="127.46.0.1", help="the simulator's first address")
     p.add_argument("--json", help="also write every figure to this file")
+    p.add_argument(
+        "--tracemalloc", action="store_true", help="list the live memory by file (slow)"
+    )
     args = p.parse_args(argv)
     loop = subprocess.run(
         [args.python, "-c", "import importlib.util as u; print(bool(u.find_spec('uvloop')))"],
@@ -231,6 +254,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"| {index} | {s['cpu_s']:.2f} | {s['wall_s']:.2f} | {s['bytes']:,} "
                 f"| {s['rss_before_mb']:.0f} → {s['rss_after_mb']:.0f} | {s['hwm_after_mb']:.0f} |"
             )
+    if result["traced"] is not None:
+        traced = result["traced"]
+        print(
+            f"\nLive memory after the last cycle (tracemalloc, this run's CPU and RSS mean "
+            f"nothing): {traced['traced_bytes'] / 1e6:.1f} MB traced, "
+            f"{traced['traced_bytes'] / args.miners:,.0f} bytes a miner.\n"
+        )
+        print("| allocated in | MB | bytes a miner | objects |")
+        print("|---|---:|---:|---:|")
+        for row in traced["by_file"][:25]:
+            print(
+                f"| `{row['where']}` | {row['bytes'] / 1e6:.1f} "
+                f"| {row['bytes'] / args.miners:,.0f} | {row['count']:,} |"
+            )
+    elif args.tracemalloc:
+        print("\nno tracemalloc figures: the daemon did not write them")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     return 0
