@@ -110,6 +110,16 @@ def test_the_other_benchmark_scripts_run(tmp_path: Path) -> None:
                      "--scrapes", "1", "--history", "300", "--listen", "127.0.97.1",
                      timeout=180)  # fmt: skip
     assert "Median CPU a cycle" in daemon and "| /metrics scrape |" in daemon
+    assert "before and after the daemon" in daemon
+    traced = _script("daemon.py", "--miners", "50", "--interval", "1", "--cycles", "1",
+                     "--scrapes", "0", "--history", "300", "--listen", "127.0.97.1",
+                     "--tracemalloc", timeout=180)  # fmt: skip
+    assert "| allocated in | MB | bytes a miner | objects |" in traced
+    assert "| `cgwatchdog/" in traced  # our own files, named from the checkout
+    scrape = _script("scrape.py", "--miners", "100", "--cycles", "2", "--scrapes", "2")
+    assert "MB on the wire" in scrape and "level 1" in scrape
+    plain = _script("scrape.py", "--miners", "100", "--cycles", "1", "--scrapes", "1", "--plain")
+    assert "scrapes plain" in plain
 
 
 # -- orjson decodes as the lenient decoder does ----------------------------------------------
