@@ -1,9 +1,10 @@
 """Per-miner sample history for the rule engine: compact, bounded, clock-free.
 
-Each miner keeps, per answered poll, five figures in ``array.array`` columns (no object
-per sample, 24 bytes a sample): the poll time, ``Elapsed``, the hashrate, and how much the
+Each miner keeps, per answered poll, five figures in one ``array.array`` (no object per
+sample, 20 bytes a sample): the poll time, ``Elapsed``, the hashrate, and how much the
 hardware-error and work counters grew since the previous answer. 10,000 miners x one
-hour at a 30 s interval take about 40 MB. Unknown figures are NaN.
+hour at a 30 s interval take about 30 MB. Unknown figures are NaN. Times are kept to
+1/128 s (see ``_TIME_GRID_S``): exactly when on that grid, as whole and half seconds are.
 
 Samples older than ``retention_s`` are trimmed as new ones arrive, except the newest one
 at or before the cut (the anchor a counter increase over exactly ``retention_s`` is
@@ -38,7 +39,8 @@ import math
 import sys
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from itertools import compress, pairwise
 from typing import Any, Final, Literal, NamedTuple
 
 from cgwatchdog.jsonstate import opt_float
@@ -71,7 +73,7 @@ _NAN: Final = math.nan
 _STATE_VERSION: Final = 1
 WorkSource = Literal["diff1", "difficulty_accepted"]
 Counter = Literal["hardware_errors", "work"]
-# Column type codes: time needs float64 (an epoch); Elapsed, hashrate and per-poll
+# The columns as saved (to_dict): time as float64 epochs; Elapsed, hashrate and per-poll
 # counter increases keep 7 significant digits in float32, which is plenty.
 _COLUMNS: Final[tuple[tuple[str, str], ...]] = (
     ("t", "d"),
@@ -80,6 +82,47 @@ _COLUMNS: Final[tuple[tuple[str, str], ...]] = (
     ("hardware_errors_added", "f"),
     ("work_added", "f"),
 )
+
+# In memory a miner's five columns lie one after another in one array.array, each _cap
+# long, the samples at [_head, _end) of each:
+#     [ time offsets | elapsed | hashrate | hardware_errors_added | work_added ]
+# One array instead of five pays an array's object and over-allocation once. Whole
+# columns rather than records side by side: a query's slice of a column is a contiguous
+# copy (a strided one, a[j::5], costs about five times as much) and bisect runs on the
+# time column in place, bisect(a, x, _head, _end). Trimming only moves _head; when the
+# newest sample reaches the columns' end, the whole array moves down by _head in one
+# slice (every column moves by as much), every few records (see _capacity).
+#
+# Times are float32 offsets from a per-miner base, a whole second (float64): 4 bytes a
+# sample instead of 8. Offsets, and every query's boundaries, are rounded to a grid of
+# 1/128 s, on which float32 is exact up to 2**17 s (36 h) either side of the base. So
+# times on the grid (whole and half seconds among them) are kept exactly, others move by
+# 3.9 ms at most, and a sample taken exactly at a boundary stays on the same side of it,
+# both rounded alike. The base being a whole second, where it lies changes no rounding:
+# a rebase (when an offset would reach 2**17 s, every 36 h: the base moves to the new
+# sample's second) subtracts a whole number of seconds from the offsets kept, exactly.
+# Samples that span more than 2**17 s (a retention over 36 h, or an anchor from before a
+# longer outage) are kept in a float64 array instead, the same grid counted from 0,
+# until they fit again; the figures in it are still rounded to float32.
+_TIME_GRID_S: Final = 2.0**-7
+# (x + _ROUND) - _ROUND is x rounded to the grid (to even on a tie) while |x| < 2**44:
+# x + _ROUND lies in [2**45, 2**46), where float64's step is the grid's. Written out
+# where used: a call would cost more than the rounding.
+_ROUND: Final = 1.5 * 2.0**52 * _TIME_GRID_S
+_SPAN_S: Final = 2.0**24 * _TIME_GRID_S  # 24 bits of float32 mantissa
+_ZERO: Final = (0.0,)
+
+
+def _capacity(count: int) -> int:
+    """The columns' length for ``count`` samples: a few places more, so that they move
+    down every few records rather than at every one (6 or 7 at an hour of 30 s samples)."""
+    return count + (count >> 5) + 3
+
+
+def _fits(oldest: float, newest: float) -> bool:
+    """Whether samples from ``oldest`` to ``newest`` fit float32 offsets from the whole
+    second of ``newest`` (False for NaN)."""
+    return math.isfinite(newest) and (oldest - math.floor(newest) + _ROUND) - _ROUND > -_SPAN_S
 
 
 class Sample(NamedTuple):
@@ -138,12 +181,14 @@ class MinerHistory:
     """The recent samples of one miner, and what was learnt from them."""
 
     __slots__ = (
+        "_a",
         "_active_pool_id",
         "_active_pool_since",
-        "_el",
+        "_base",
+        "_cap",
+        "_end",
         "_frozen",
-        "_hs",
-        "_hw",
+        "_head",
         "_last_at",
         "_last_elapsed",
         "_last_elapsed_at",
@@ -151,18 +196,18 @@ class MinerHistory:
         "_last_restart_at",
         "_last_work",
         "_retention_s",
-        "_t",
         "_unreachable_since",
-        "_work",
         "_work_source",
     )
 
     def __init__(self, retention_s: float = DEFAULT_RETENTION_S) -> None:
-        self._t = array("d")
-        self._el = array("f")
-        self._hs = array("f")
-        self._hw = array("f")  # increases since the previous sample
-        self._work = array("f")
+        # The five columns, each _cap long, the samples at [_head, _end) of each; times as
+        # offsets from _base (see the comment above _TIME_GRID_S).
+        self._a: array[float] = array("f")
+        self._base = _NAN  # the time offsets' origin: set by the first sample
+        self._cap = 0
+        self._head = 0
+        self._end = 0
         self._retention_s = max(0.0, float(retention_s))
         self._last_at: float | None = None
         self._last_elapsed = _NAN
@@ -186,8 +231,8 @@ class MinerHistory:
     @retention_s.setter
     def retention_s(self, value: float) -> None:
         self._retention_s = max(0.0, float(value))
-        if self._t:
-            self._trim(self._t[-1])
+        if self._end > self._head:
+            self._trim(self._a[self._end - 1])
 
     def record(
         self,
@@ -203,8 +248,11 @@ class MinerHistory:
 
         A sample older than the newest one is ignored (returns False).
         """
-        t = self._t
-        if t and at < t[-1]:
+        a = self._a
+        head = self._head
+        end = self._end
+        off = (at - self._base + _ROUND) - _ROUND  # on the time grid, as stored
+        if end > head and off < a[end - 1]:
             return False
         self._unreachable_since = None
         elapsed = _known(elapsed_s)
@@ -231,22 +279,29 @@ class MinerHistory:
             self._last_work = done
             self._work_source = work_source
 
-        if len(t) >= 2 and t[-1] - t[-2] < self._retention_s / MAX_SAMPLES:
+        hashrate = _known(hashrate_hs)
+        cap = self._cap
+        if end - head >= 2 and a[end - 1] - a[end - 2] < self._retention_s / MAX_SAMPLES:
             # The newest sample is too close to the one before it: it moves forward to
             # this one (keeping what the counters added) instead of a sample being added.
-            t[-1] = at
-            self._el[-1] = elapsed
-            self._hs[-1] = _known(hashrate_hs)
-            self._hw[-1] = _accumulate(self._hw[-1], hw_added)
-            self._work[-1] = _accumulate(self._work[-1], work_added)
+            i = end - 1
+            hw_added = _accumulate(a[3 * cap + i], hw_added)
+            work_added = _accumulate(a[4 * cap + i], work_added)
         else:
-            t.append(at)
-            self._el.append(elapsed)
-            self._hs.append(_known(hashrate_hs))
-            self._hw.append(hw_added)
-            self._work.append(work_added)
+            i = end
+        if i == cap or not off < _SPAN_S or a.itemsize != 4:
+            # No room after the newest (one record in 7 at an hour of 30 s samples, see
+            # _capacity), an offset past float32's exact range (or NaN), float64 times.
+            off = self._put_rare(at, i, elapsed, hashrate, hw_added, work_added)
+        else:
+            a[i] = off
+            a[cap + i] = elapsed
+            a[2 * cap + i] = hashrate
+            a[3 * cap + i] = hw_added
+            a[4 * cap + i] = work_added
+            self._end = i + 1
         self._last_at = at
-        self._trim(at)
+        self._trim(off)
         return restarted
 
     def record_snapshot(self, snapshot: Snapshot) -> bool:
@@ -282,26 +337,136 @@ class MinerHistory:
             self._unreachable_since = at
 
     def _trim(self, newest: float) -> None:
-        t = self._t
-        cut = newest - self._retention_s
-        if len(t) < 2 or t[1] > cut:
+        """Drop the samples before ``newest - retention_s`` (offsets) but the last one."""
+        head = self._head
+        end = self._end
+        if end - head < 2:
             return
-        drop = bisect_right(t, cut) - 1  # keep the newest sample at or before the cut
-        if drop > 0:
-            for column in (t, self._el, self._hs, self._hw, self._work):
-                del column[:drop]
+        a = self._a
+        cut = (newest - self._retention_s + _ROUND) - _ROUND
+        if a[head + 1] > cut:
+            return
+        first = bisect_right(a, cut, head, end) - 1  # the newest sample at or before the cut
+        if first > head:
+            self._head = first  # the columns move down when the newest reaches their end
+
+    def _put_rare(
+        self,
+        at: float,
+        i: int,
+        elapsed: float,
+        hashrate: float,
+        hw_added: float,
+        work_added: float,
+    ) -> float:
+        """:meth:`record`'s store when its fast path cannot: at ``i`` (``_end``, or
+        ``_end - 1`` to replace the newest) after making room, rebasing, or between
+        float32 and float64 times. Return the offset of ``at`` stored."""
+        a = self._a
+        kept = i - self._head  # the samples before the new one
+        narrow = a.itemsize == 4
+        if narrow and (at - self._base + _ROUND) - _ROUND < _SPAN_S:
+            self._make_room()  # the only reason to be here
+        elif narrow or _fits(self._base + a[self._head] if kept else at, at):
+            # An offset past float32's exact range: every 36 h (see _TIME_GRID_S). Or
+            # float64 times whose span fits again (an anchor from before an outage gone).
+            self._relayout(kept, at)
+        elif i == self._cap:
+            self._make_room()
+        a = self._a
+        cap = self._cap
+        i = self._head + kept
+        off = (at - self._base + _ROUND) - _ROUND
+        if a.itemsize != 4:
+            # The figures are float32 whatever the times: round them as a float32 array does.
+            elapsed, hashrate, hw_added, work_added = array(
+                "f", (elapsed, hashrate, hw_added, work_added)
+            )
+        a[i] = off
+        a[cap + i] = elapsed
+        a[2 * cap + i] = hashrate
+        a[3 * cap + i] = hw_added
+        a[4 * cap + i] = work_added
+        self._end = i + 1
+        return off
+
+    def _make_room(self) -> None:
+        """Room for one sample after the newest: the columns moved down over the trimmed
+        samples where that frees a few places, else into a larger (or smaller) array."""
+        a = self._a
+        count = self._end - self._head
+        want = _capacity(count + 1)
+        if (count >> 6) + 2 <= self._cap - count and self._cap <= 2 * want:
+            # Room for a few samples once every column moves down by _head: one move of
+            # the whole array does it.
+            a[: len(a) - self._head] = a[self._head :]
+            self._head = 0
+            self._end = count
+        else:
+            self._resize(want)
+
+    def _resize(self, cap: int) -> None:
+        a = self._a
+        head = self._head
+        count = self._end - head
+        old = self._cap
+        new = array(a.typecode, _ZERO) * (5 * cap)  # allocated to the size, not over
+        for c in range(5):
+            new[c * cap : c * cap + count] = a[c * old + head : c * old + head + count]
+        self._a, self._cap, self._head, self._end = new, cap, 0, count
+
+    def _relayout(self, kept: int, newest: float) -> None:
+        """The first ``kept`` samples laid out afresh for ``newest``, with room for it."""
+        a = self._a
+        base = self._base
+        head = self._head
+        old = self._cap
+        times = [base + t for t in a[head : head + kept]]  # exact: base and t are on the grid
+        columns = [a[c * old + head : c * old + head + kept] for c in range(1, 5)]
+        self._lay_out(times, columns, newest, _capacity(kept + 1))
+
+    def _lay_out(
+        self,
+        times: Sequence[float],
+        columns: Sequence[array[float]],
+        newest: float,
+        cap: int,
+    ) -> None:
+        """Store these samples (epochs; the figures' columns) in a new array of ``cap``:
+        float32 offsets from ``newest``'s whole second where they all fit, which leaves
+        36 h before the next rebase, else float64 grid times from 0."""
+        count = len(times)
+        typecode = "d"
+        base = 0.0
+        if math.isfinite(newest):
+            base = float(math.floor(newest))
+            offsets = [(t - base + _ROUND) - _ROUND for t in times]
+            total = sum(offsets)
+            # All finite (else the sum is NaN or infinite), hence in order (record and
+            # from_dict see to it): the first and the last tell whether all fit.
+            if total - total == 0 and (not count or -_SPAN_S < offsets[0] <= offsets[-1] < _SPAN_S):
+                typecode = "f"
+        if typecode == "d":
+            base = 0.0
+            offsets = [(t + _ROUND) - _ROUND for t in times]
+        a = array(typecode, _ZERO) * (5 * cap)  # allocated to the size, not over
+        a[:count] = array(typecode, offsets)
+        for c, column in enumerate(columns, 1):
+            if column.typecode != typecode:
+                column = array(typecode, column)  # exact: float32 values
+            a[c * cap : c * cap + count] = column
+        self._a, self._base, self._cap, self._head, self._end = a, base, cap, 0, count
 
     # ------------------------------------------------------------------ what is known
 
     def __len__(self) -> int:
-        return len(self._t)
+        return self._end - self._head
 
     def samples(self) -> list[Sample]:
         """Every stored sample, oldest first."""
-        return [
-            Sample(*row)
-            for row in zip(self._t, self._el, self._hs, self._hw, self._work, strict=True)
-        ]
+        base = self._base
+        times, el, hs, hw, work = self._slices()
+        return [Sample(base + t, *row) for t, *row in zip(times, el, hs, hw, work, strict=True)]
 
     @property
     def last_at(self) -> float | None:
@@ -371,60 +536,68 @@ class MinerHistory:
         """Median hashrate of the samples in [now - window_s, now], leaving out those
         taken less than ``startup_grace_s`` after a (re)start (``Elapsed`` below it) and
         those without a hashrate; None when no sample is left."""
-        t = self._t
-        start = bisect_left(t, now - window_s)
-        end = bisect_right(t, now)
+        a = self._a
+        base = self._base
+        # The window's ends on the time grid, as the stored times (bisect on the time
+        # column, the first of the array, between _head and _end).
+        start = bisect_left(a, (now - window_s - base + _ROUND) - _ROUND, self._head, self._end)
+        end = bisect_right(a, (now - base + _ROUND) - _ROUND, self._head, self._end)
         if start >= end:
             return None
-        hs = self._hs[start:end]
-        total = sum(hs)
+        cap = self._cap
+        hs = a[2 * cap + start : 2 * cap + end]
+        values = sorted(hs)
+        # Sum of the sorted list: about half the time of the array's (whose items become
+        # float objects one by one), and any order tells whether one is NaN or infinite.
+        total = sum(values)
         # Fast path, the usual case: every hashrate known (a NaN makes the sum NaN) and
-        # no sample in a startup grace (min() of the known Elapsed values, all C loops).
-        values: list[float] | None = None
-        if total - total == 0:
-            if startup_grace_s <= 0:
-                values = sorted(hs)
-            else:
-                lowest = min(self._el[start:end])  # NaN only if the first is NaN
-                if lowest >= startup_grace_s:
-                    values = sorted(hs)
-        if values is not None:
+        # no sample in a startup grace (min() of the known Elapsed values, all C loops;
+        # NaN only if the first is NaN).
+        if total - total == 0 and (
+            startup_grace_s <= 0 or min(a[cap + start : cap + end]) >= startup_grace_s
+        ):
             first, last = 0, len(values) - 1
         else:
-            el = self._el[start:end]
-            # An unknown Elapsed (NaN) compares False: its sample is kept.
-            kept = [
-                i for i, (h, e) in enumerate(zip(hs, el, strict=True))
-                if h == h and not e < startup_grace_s
-            ]  # fmt: skip
-            if not kept:
+            el = a[cap + start : cap + end]
+            # An unknown Elapsed (NaN) compares False: its sample is kept. One Python
+            # loop and the rest in C, which makes up for the sort above, lost here.
+            kept = [h == h and not e < startup_grace_s for h, e in zip(hs, el, strict=True)]
+            if True not in kept:
                 return None
-            first, last = kept[0], kept[-1]
-            values = sorted(hs[i] for i in kept)
+            first = kept.index(True)
+            last = len(kept) - 1 - kept[::-1].index(True)
+            values = sorted(compress(hs, kept))
         n = len(values)
         middle = n // 2
         value = values[middle] if n % 2 else (values[middle - 1] + values[middle]) / 2
-        return Median(value, n, t[start + last] - t[start + first])
+        return Median(value, n, a[start + last] - a[start + first])
 
     def increase(self, counter: Counter, now: float, window_s: float) -> Increase | None:
         """How much a counter grew over [now - window_s, now], from the newest sample at
         or before the window's start (else the oldest one) to the newest sample; resets
         count from the new low. None with fewer than two samples where it is known."""
-        t = self._t
-        end = bisect_right(t, now)
-        start = max(0, bisect_right(t, now - window_s) - 1)
+        a = self._a
+        base = self._base
+        head = self._head
+        # The window's ends on the time grid, as in median_hashrate.
+        end = bisect_right(a, (now - base + _ROUND) - _ROUND, head, self._end)
+        start = bisect_right(a, (now - window_s - base + _ROUND) - _ROUND, head, self._end) - 1
+        if start < head:
+            start = head
         if end - start < 2:
             return None
-        added = (self._hw if counter == "hardware_errors" else self._work)[start:end]
-        total = sum(added[1:])  # NaN when unknown somewhere
-        if total - total == 0 and added[0] == added[0]:
-            return Increase(total, t[end - 1] - t[start])
+        column = (3 if counter == "hardware_errors" else 4) * self._cap
+        total = sum(a[column + start + 1 : column + end])  # NaN when unknown somewhere
+        anchor = a[column + start]
+        if total - total == 0 and anchor == anchor:
+            return Increase(total, a[end - 1] - a[start])
+        added = a[column + start : column + end]
         known = [i for i, value in enumerate(added) if value == value]
         if len(known) < 2:
             return None
         # The first known sample is the anchor: what it added lies before the window.
         amount = math.fsum(added[i] for i in known[1:])
-        return Increase(amount, t[start + known[-1]] - t[start + known[0]])
+        return Increase(amount, a[start + known[-1]] - a[start + known[0]])
 
     # ------------------------------------------------------------------ persistence
 
@@ -433,8 +606,7 @@ class MinerHistory:
         columns = {}
         for (name, _), column in zip(_COLUMNS, self._columns(), strict=True):
             if sys.byteorder != "little":
-                column = array(column.typecode, column)
-                column.byteswap()
+                column.byteswap()  # a copy already
             columns[name] = base64.b64encode(column.tobytes()).decode("ascii")
         return {
             "retention_s": self._retention_s,
@@ -467,9 +639,11 @@ class MinerHistory:
                 loaded.append(column)
             if len({len(c) for c in loaded}) != 1:
                 raise ValueError("columns differ in length")
-            history._t, history._el, history._hs, history._hw, history._work = loaded
-            if any(b < a for a, b in zip(history._t, history._t[1:], strict=False)):
+            times = loaded[0]
+            if any(b < a for a, b in pairwise(times)):
                 raise ValueError("sample times go backwards")
+            if times:
+                history._lay_out(times, loaded[1:], times[-1], _capacity(len(times)))
             history._last_at = opt_float(data.get("last_at"))
             history._last_elapsed = _nan_float(data.get("last_elapsed"))
             history._last_elapsed_at = _nan_float(data.get("last_elapsed_at"))
@@ -491,8 +665,22 @@ class MinerHistory:
             raise ValueError(f"malformed miner history: {exc}") from None
         return history
 
-    def _columns(self) -> tuple[array[float], ...]:
-        return (self._t, self._el, self._hs, self._hw, self._work)
+    def _slices(self) -> list[array[float]]:
+        """The stored part of each column: time offsets, then the figures."""
+        a = self._a
+        head = self._head
+        end = self._end
+        cap = self._cap
+        return [a[c * cap + head : c * cap + end] for c in range(5)]
+
+    def _columns(self) -> list[array[float]]:
+        """The columns as saved (see _COLUMNS): epochs as float64, the figures float32."""
+        base = self._base
+        times, *figures = self._slices()
+        return [
+            array("d", [base + t for t in times]),
+            *(c if c.typecode == "f" else array("f", c) for c in figures),
+        ]
 
 
 def _json_float(value: float) -> float | None:
