@@ -86,6 +86,10 @@ class FleetView:
     identity: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     """(model, fork) last seen of each miner, so a miner that is down still joins."""
     at: float | None = None
+    serial: int = 0
+    """Which view this is (each cycle's one more than the last): what is made from a view
+    and kept (the /metrics body, the page's table) names it by this, never holds it, so
+    that a cycle's snapshots are let go as soon as the next cycle's view replaces them."""
 
 
 @dataclass(frozen=True, slots=True)

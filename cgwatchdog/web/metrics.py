@@ -80,9 +80,10 @@ class FleetBody:
 
     ``pieces`` are what the compressor gave out so far; the stream is left open in
     ``compressor`` so that each scrape can end a copy of it with the daemon's own
-    families (which change between cycles) and every answer is one gzip member."""
+    families (which change between cycles) and every answer is one gzip member. The view
+    is named by its serial, not held: its snapshots go when the next cycle's replace it."""
 
-    view: FleetView
+    serial: int  # the view's (see FleetView.serial)
     per_device: bool
     pieces: Chunks
     text_bytes: int  # the fleet's families as text, uncompressed
@@ -632,6 +633,7 @@ class Metrics:
             tuple(rows),
             identity,
             finished_at,
+            self.view.serial + 1,
         )
         self._totals = _Totals(by_state, by_name, self._totals.notifications, self._totals.failing)
         self.cycles.inc()
@@ -674,15 +676,21 @@ class Metrics:
         and format (the same :class:`FleetBody`, not a copy, until the next cycle)."""
         view, per_device = self.view, self.per_device
         cached = self._cache.get(openmetrics)
-        if cached is not None and cached.view is view and cached.per_device == per_device:
+        if cached is not None and cached.serial == view.serial and cached.per_device == per_device:
             return cached
         with self._render_lock:  # two scrapes at once render once
             cached = self._cache.get(openmetrics)
-            if cached is not None and cached.view is view and cached.per_device == per_device:
+            if (
+                cached is not None
+                and cached.serial == view.serial
+                and cached.per_device == per_device
+            ):
                 return cached
             # What is cached belongs to an older cycle (this format's, maybe the other's).
             self._cache = {
-                k: v for k, v in self._cache.items() if v.view is view and v.per_device == per_device
+                k: v
+                for k, v in self._cache.items()
+                if v.serial == view.serial and v.per_device == per_device
             }
             compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, _GZIP_WBITS)
             pieces: list[bytes] = []
@@ -694,7 +702,7 @@ class Metrics:
                 piece = compressor.compress(family)
                 if piece:
                     pieces.append(piece)
-            body = FleetBody(view, per_device, tuple(pieces), text_bytes, compressor)
+            body = FleetBody(view.serial, per_device, tuple(pieces), text_bytes, compressor)
             self._cache[openmetrics] = body
             return body
 

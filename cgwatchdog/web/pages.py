@@ -153,7 +153,7 @@ class _Table:
     """The fleet's rows and totals, built once per cycle (and alert counts): 10,000
     rows take ~90 ms, too long to build at every request."""
 
-    view: fleetview.FleetView | None = None
+    serial: int | None = None  # the view's (see FleetView.serial)
     counts: tuple[tuple[str, tuple[int, int]], ...] = ()
     rows: list[fleetview.MinerRow] = field(default_factory=list)
     sites: list[fleetview.SiteTotal] = field(default_factory=list)
@@ -179,11 +179,11 @@ def install(app: web.Application) -> None:
 def _table(table: _Table, view: fleetview.FleetView, counts: dict[str, tuple[int, int]]) -> _Table:
     """The table for this view and these alert counts (the cached one if it is that)."""
     counted = tuple(sorted(counts.items()))
-    if table.view is view and table.counts == counted:
+    if table.serial == view.serial and table.counts == counted:
         return table
     rows = fleetview.miner_rows(view, (), counts=counts)
     return _Table(
-        view,
+        view.serial,
         counted,
         rows,
         fleetview.site_totals(rows),
