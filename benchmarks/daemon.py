@@ -56,12 +56,19 @@ def proc_cpu_s(pid: int) -> float:
 
 def proc_mem_mb(pid: int) -> tuple[float, float]:
     """(VmRSS, VmHWM) of a process, MB."""
+    values = proc_status_mb(pid)
+    return values["VmRSS"], values["VmHWM"]
+
+
+def proc_status_mb(pid: int) -> dict[str, float]:
+    """The memory lines of ``/proc/PID/status`` (VmRSS, VmHWM, RssAnon, RssFile), MB:
+    RssFile is the pages of the interpreter and its shared libraries it has touched."""
     values: dict[str, float] = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
+        if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
             values[key] = int(rest.split()[0]) / 1024
-    return values["VmRSS"], values["VmHWM"]
+    return values
 
 
 def seed_history(targets: Sequence[c.Target], state_file: Path, history_s: float) -> int:
@@ -119,10 +126,11 @@ def measure(args: argparse.Namespace, sim: Simulator) -> dict[str, Any]:
                 lines.append(line)
                 found = CYCLE_LINE.search(line)
                 if found:
-                    rss, hwm = proc_mem_mb(daemon.pid)
+                    memory = proc_status_mb(daemon.pid)
                     cycles.append(
                         {"at_cpu_s": proc_cpu_s(daemon.pid), "took_s": float(found[2]),
-                         "rss_mb": rss, "hwm_mb": hwm}
+                         "rss_mb": memory["VmRSS"], "hwm_mb": memory["VmHWM"],
+                         "anon_mb": memory["RssAnon"], "file_mb": memory["RssFile"]}
                     )  # fmt: skip
             ended.set()
 
@@ -234,13 +242,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not per_cycle:
         print(f"no cycles measured; the daemon said:\n{result['log_tail']}")
         return 1
-    print("| cycle | CPU s | took s (wall) | RSS MB after | peak RSS MB |")
-    print("|---:|---:|---:|---:|---:|")
+    print(
+        "| cycle | CPU s | took s (wall) | RSS MB after | of it anonymous / files MB "
+        "| peak RSS MB |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|")
     for index, cpu in enumerate(per_cycle, start=2):
         row = cycles[index - 1]
         print(
             f"| {index} | {cpu:.2f} | {row['took_s']:.2f} | {row['rss_mb']:.0f} "
-            f"| {row['hwm_mb']:.0f} |"
+            f"| {row['anon_mb']:.0f} / {row['file_mb']:.0f} | {row['hwm_mb']:.0f} |"
         )
     median = statistics.median(per_cycle)
     print(f"\nMedian CPU a cycle {median:.2f} s ({median * 1e6 / args.miners:.0f} µs a miner).")
