@@ -250,3 +250,50 @@ def test_a_webhook_format_from_test_code_is_a_format_choice(
     )
     with pytest.raises(ConfigError, match=r"format: must be one of .*'shout'"):
         load_config(config)
+
+
+# -- built-ins registered on first use ------------------------------------------------------
+
+_FIRST_USE = """
+import sys
+from pathlib import Path
+from cgwatchdog.config.loader import load_config
+import cgwatchdog.watchdog  # what a one-shot poll imports
+
+config = load_config(Path(sys.argv[1]))
+assert not config.receivers
+loaded = sorted(m for m in sys.modules if m.startswith("cgwatchdog.notify.receivers")
+                or m.startswith("cgwatchdog.notify.formats"))
+assert loaded == [], loaded  # a config without receivers never imports them
+
+from cgwatchdog.notify import RECEIVER_KINDS, WEBHOOK_FORMATS
+print(",".join(RECEIVER_KINDS.names()))
+print(",".join(WEBHOOK_FORMATS.names()))
+with_receivers = load_config(Path(sys.argv[2]))
+print(with_receivers.receivers[0].kind)
+"""
+
+
+def test_the_built_in_receivers_and_formats_register_on_first_use(tmp_path: Path) -> None:
+    """A one-shot poll sends nothing, so importing the watchdog imports no receiver kind
+    or format (their modules and the email package they need: part of its start-up);
+    the first look at either registry finds every built-in, in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("miners:\n  - {name: a, host: 127.0.0.1}\n")
+    chat = tmp_path / "chat.yaml"
+    chat.write_text(
+        "miners:\n  - {name: a, host: 127.0.0.1}\n"
+        "receivers:\n  - name: chat\n    webhook: {url: 'http://127.0.0.1:9/hook', format: slack}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", _FIRST_USE, str(plain), str(chat)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    kinds, formats, chosen = done.stdout.split()
+    assert {"alertmanager", "apprise", "email", "telegram", "webhook"} <= set(kinds.split(","))
+    assert {"slack", "discord", "teams", "custom", "alertmanager"} <= set(formats.split(","))
+    assert chosen == "webhook"

@@ -9,10 +9,10 @@ alert state instead (:class:`StateReceiver`, Alertmanager) are pushed each cycle
 
 ``base.py`` holds the interface and the registry of receiver kinds, ``receivers/`` the
 built-in kinds, ``render.py`` and ``formats/`` the webhook bodies, ``http.py`` the HTTP
-edge. Importing this package registers the built-in kinds and formats.
+edge. The built-in kinds and formats register themselves the first time their registry
+is used (importing this package does not import them: a one-shot poll sends nothing).
 """
 
-from cgwatchdog.notify import receivers as _receivers  # noqa: F401 - registers the built-ins
 from cgwatchdog.notify.base import (
     RECEIVER_KINDS,
     Integration,

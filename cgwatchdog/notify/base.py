@@ -175,7 +175,9 @@ class ReceiverKind:
     pushes_state: bool = False
 
 
-RECEIVER_KINDS: Registry[ReceiverKind] = Registry("receiver kind")
+RECEIVER_KINDS: Registry[ReceiverKind] = Registry(
+    "receiver kind", builtins="cgwatchdog.notify.receivers"
+)
 """Every receiver kind, by its key in a ``receivers:`` entry."""
 
 

@@ -102,7 +102,9 @@ class WebhookFormat:
     from it fails every notification of the receiver with its message."""
 
 
-WEBHOOK_FORMATS: Registry[WebhookFormat] = Registry("webhook format")
+WEBHOOK_FORMATS: Registry[WebhookFormat] = Registry(
+    "webhook format", builtins="cgwatchdog.notify.formats"
+)
 """Every webhook format, by its ``format:`` name."""
 
 
