@@ -292,14 +292,20 @@ class MinerHistory:
         if i == cap or not off < _SPAN_S or a.itemsize != 4:
             # No room after the newest (one record in 7 at an hour of 30 s samples, see
             # _capacity), an offset past float32's exact range (or NaN), float64 times.
-            off = self._put_rare(at, i, elapsed, hashrate, hw_added, work_added)
-        else:
-            a[i] = off
-            a[cap + i] = elapsed
-            a[2 * cap + i] = hashrate
-            a[3 * cap + i] = hw_added
-            a[4 * cap + i] = work_added
-            self._end = i + 1
+            i = self._make_place(at, i)
+            a, cap = self._a, self._cap
+            off = (at - self._base + _ROUND) - _ROUND
+            if a.itemsize != 4:
+                # The figures are float32 whatever the times: rounded as float32 stores them.
+                elapsed, hashrate, hw_added, work_added = array(
+                    "f", (elapsed, hashrate, hw_added, work_added)
+                )
+        a[i] = off
+        a[cap + i] = elapsed
+        a[2 * cap + i] = hashrate
+        a[3 * cap + i] = hw_added
+        a[4 * cap + i] = work_added
+        self._end = i + 1
         self._last_at = at
         self._trim(off)
         return restarted
@@ -350,18 +356,10 @@ class MinerHistory:
         if first > head:
             self._head = first  # the columns move down when the newest reaches their end
 
-    def _put_rare(
-        self,
-        at: float,
-        i: int,
-        elapsed: float,
-        hashrate: float,
-        hw_added: float,
-        work_added: float,
-    ) -> float:
-        """:meth:`record`'s store when its fast path cannot: at ``i`` (``_end``, or
-        ``_end - 1`` to replace the newest) after making room, rebasing, or between
-        float32 and float64 times. Return the offset of ``at`` stored."""
+    def _make_place(self, at: float, i: int) -> int:
+        """Where :meth:`record` stores ``at`` when its fast path cannot (``i`` is
+        ``_end``, or ``_end - 1`` to replace the newest): after making room, rebasing,
+        or moving between float32 and float64 times."""
         a = self._a
         kept = i - self._head  # the samples before the new one
         narrow = a.itemsize == 4
@@ -373,22 +371,7 @@ class MinerHistory:
             self._relayout(kept, at)
         elif i == self._cap:
             self._make_room()
-        a = self._a
-        cap = self._cap
-        i = self._head + kept
-        off = (at - self._base + _ROUND) - _ROUND
-        if a.itemsize != 4:
-            # The figures are float32 whatever the times: round them as a float32 array does.
-            elapsed, hashrate, hw_added, work_added = array(
-                "f", (elapsed, hashrate, hw_added, work_added)
-            )
-        a[i] = off
-        a[cap + i] = elapsed
-        a[2 * cap + i] = hashrate
-        a[3 * cap + i] = hw_added
-        a[4 * cap + i] = work_added
-        self._end = i + 1
-        return off
+        return self._head + kept
 
     def _make_room(self) -> None:
         """Room for one sample after the newest: the columns moved down over the trimmed

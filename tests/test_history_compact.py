@@ -22,12 +22,17 @@ from hypothesis import strategies as st
 from cgwatchdog.history import (
     DEFAULT_RETENTION_S,
     MAX_SAMPLES,
-    RESTART_SLACK_S,
     FleetHistory,
     Increase,
     Median,
     MinerHistory,
     Sample,
+    _accumulate,
+    _added,
+    _json_float,
+    _known,
+    _nan_float,
+    _restarted,
 )
 from cgwatchdog.jsonstate import opt_float
 
@@ -49,34 +54,8 @@ _COLUMNS: Final[tuple[tuple[str, str], ...]] = (
 
 # --------------------------------------------------------------------------- the oracle
 # cgwatchdog/history.py's MinerHistory before the compact storage (commit d71607e): five
-# array columns, float64 epochs. Pools, snapshots and frozen baselines left out.
-
-
-def _known(value: float | int | None) -> float:
-    return _NAN if value is None else float(value)
-
-
-def _added(previous: float, value: float, reset: bool) -> float:
-    """A counter's increase since its previous known value; from the new low after a
-    reset or a decrease (0), and 0 for its first value."""
-    if reset or previous != previous or value < previous:
-        return 0.0
-    return value - previous
-
-
-def _accumulate(stored: float, added: float) -> float:
-    if stored != stored:
-        return added
-    if added != added:
-        return stored
-    return stored + added
-
-
-def _restarted(prev_at: float, prev_elapsed: float, at: float, elapsed: float) -> bool:
-    """Whether a miner restarted between two samples whose Elapsed are known."""
-    if elapsed < prev_elapsed:
-        return True
-    return elapsed + RESTART_SLACK_S < prev_elapsed + (at - prev_at)
+# array columns, float64 epochs. Pools, snapshots and frozen baselines left out. The
+# counter and JSON helpers, which the compact storage did not change, are history.py's.
 
 
 class ReferenceHistory:
@@ -350,12 +329,6 @@ class ReferenceHistory:
         return (self._t, self._el, self._hs, self._hw, self._work)
 
 
-def _json_float(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
-def _nan_float(value: Any) -> float:
-    return _NAN if value is None else float(value)
 
 
 # --------------------------------------------------------------------------- helpers
