@@ -67,7 +67,7 @@ ACTION_ALERTNAME = "RemediationAction"
 ANNOUNCED_ACTION_EVENTS = frozenset({"succeeded", "failed", "dry-run"})
 """Action events told to receivers; exhaustion and read-only miners go out as alerts."""
 RULES_SAVE_INTERVAL_S = 300.0
-"""The history (baselines) is ~4 KB a miner, 40 MB at 10,000: saved every few minutes,
+"""In the state file the history (baselines) is ~4 KB a miner, 40 MB at 10,000: saved every few minutes,
 not every cycle; after a crash a baseline is at most this much older."""
 
 
