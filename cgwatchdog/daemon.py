@@ -391,6 +391,7 @@ class Daemon:
             round_s=config.poll.interval_s,
         )
         self.watchdog = Watchdog(config, store=self.store, outbox=self.outbox, clock=self.clock)
+        self.watchdog.poller.on_result = self.metrics.take_result
         self.watchdog.silence_book.set_remote(silence_remote(self.pusher.cluster_receiver))
         self._set_pinger(config)
         return EXIT_OK

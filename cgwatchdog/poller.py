@@ -183,6 +183,9 @@ class Poller:
         self.keep_replies: Callable[[str], bool] | None = None
         """Which miners' last raw replies to keep (the status page shows them for miners
         that are down or alerting); None keeps none, so memory stays flat."""
+        self.on_result: Callable[[PollResult], None] | None = None
+        """Called with each miner's result as soon as it is made, before the cycle ends
+        (the daemon's view lets that miner's last result go then)."""
         self._replies: dict[str, tuple[float, dict[str, Any]]] = {}
         self._states: dict[str, _MinerState] = {}
         self.set_targets(targets)
@@ -224,8 +227,11 @@ class Poller:
 
         async def worker() -> None:
             for index in work:
-                results[index] = await self.poll_one(states[index])
+                results[index] = result = await self.poll_one(states[index])
+                if taken is not None:
+                    taken(result)
 
+        taken = self.on_result
         workers = min(self.concurrency, len(states))
         with gc_paused(self.pause_gc):
             async with asyncio.TaskGroup() as group:

@@ -341,6 +341,26 @@ async def test_a_cycles_snapshots_go_when_the_next_cycle_replaces_them(endpoint:
     assert pages._table(table, endpoint.metrics.view, {}) is not table  # a new cycle's table
 
 
+async def test_a_miner_s_result_takes_its_place_as_the_next_cycle_polls(endpoint: Endpoint) -> None:
+    """The daemon's poller hands each result to ``take_result`` as it is made: the view
+    shows that miner's new result at once, in its place, while its cycle is the same
+    (the page and /metrics show each miner as it last answered)."""
+    completed_cycle(endpoint)
+    view = endpoint.metrics.view
+    now = endpoint.clock()
+    down = Unreachable("m1", "127.0.0.1", 4028, now, "timed out", FailureKind.CONNECT_TIMEOUT)
+    endpoint.metrics.take_result(down)
+    endpoint.metrics.take_result(  # not in the view's cycle: it joins when one is observed
+        Unreachable("m9", "127.0.0.9", 4028, now, "timed out", FailureKind.CONNECT_TIMEOUT)
+    )
+    assert endpoint.metrics.view is view
+    assert [result.name for result in view.results] == ["m1", "m2"]
+    assert view.results[0] is down
+    samples = samples_of((await get(endpoint.port, "/metrics"))[2])
+    assert samples["cgwatchdog_miner_up", (("miner", "m1"),)] == 0
+    assert ("cgwatchdog_miner_up", (("miner", "m9"),)) not in samples
+
+
 async def test_metrics_speak_openmetrics_when_asked(endpoint: Endpoint) -> None:
     completed_cycle(endpoint)
     code, headers, body = await get(

@@ -78,9 +78,13 @@ class AlertRow:
 
 @dataclass(frozen=True, slots=True)
 class FleetView:
-    """One cycle's figures for /metrics and the status page; replaced, never mutated."""
+    """One cycle's figures for /metrics and the status page, replaced each cycle."""
 
-    results: tuple[PollResult, ...] = ()
+    results: Sequence[PollResult] = ()
+    """Each miner's result in the cycle's order. While the next cycle polls, a miner's
+    new result takes its place here as it comes (``Metrics.take_result``), so one
+    cycle's snapshots are alive at a time, not two; a reader that goes over it more than
+    once copies it first."""
     miners: Mapping[str, MinerConfig] = field(default_factory=dict)
     alerts: tuple[AlertRow, ...] = ()
     identity: Mapping[str, tuple[str, str]] = field(default_factory=dict)

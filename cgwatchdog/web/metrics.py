@@ -16,7 +16,10 @@ Two parts, one scrape:
 
 The fleet's figures come from :meth:`Metrics.observe_cycle`, which takes each cycle's
 results, the miners' configuration (their labels join through ``cgwatchdog_miner_info``)
-and the alerts, copied: the engine changes its alerts in place after the call.
+and the alerts, copied: the engine changes its alerts in place after the call. While
+the next cycle polls, :meth:`Metrics.take_result` puts each miner's new result in place
+of its last, so only one cycle's snapshots are kept at a time: a scrape or a page
+between a cycle's start and its end shows each miner as it last answered.
 """
 
 from __future__ import annotations
@@ -390,7 +393,7 @@ def fleet_families(
     this render's (miners gone from the fleet leave it)."""
     old: InfoCache = {} if cache is None else dict(cache)
     fresh: InfoCache = {}
-    results = view.results
+    results = tuple(view.results)  # the next cycle may replace some as this goes on
     texts = [_miner_text(result, view, old, fresh) for result in results]
     answered = [
         (m, result)
@@ -490,6 +493,10 @@ class Metrics:
         self.registry = registry
         self.per_device = per_device
         self.view = FleetView()
+        self._latest: list[PollResult] = []
+        """The view's ``results``, which :meth:`take_result` updates."""
+        self._positions: dict[str, int] = {}
+        """Where each miner's result is in ``_latest``."""
         self._totals = _Totals()
         self._cache: dict[bool, FleetBody] = {}
         self._info: InfoCache = {}
@@ -627,8 +634,10 @@ class Metrics:
                     identity[result.name] = known[result.name]
         for kind, count in errors.items():
             self.poll_errors.labels(kind=kind).inc(count)
+        self._latest = latest = list(results)
+        self._positions = {result.name: index for index, result in enumerate(latest)}
         self.view = FleetView(
-            tuple(results),
+            latest,
             {miner.name: miner for miner in miners},
             tuple(rows),
             identity,
@@ -644,6 +653,13 @@ class Metrics:
         self.poll_interval.set(interval_s)
         self.miners.set(len(results))
         self.miners_up.set(up)
+
+    def take_result(self, result: PollResult) -> None:
+        """A miner's result of the cycle under way: it replaces the miner's last one in
+        the view (a miner new to the fleet joins when the cycle is observed)."""
+        index = self._positions.get(result.name)
+        if index is not None:
+            self._latest[index] = result
 
     def observe_outbox(
         self,
