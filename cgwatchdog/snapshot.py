@@ -187,7 +187,7 @@ _SECTIONS: dict[str, str] = {
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 # Texts every snapshot of a miner repeats (statuses, pool URLs and users, names, where
-# a figure came from) are interned: one object each instead of one per snapshot, ~1 KB
+# a figure came from, the fork, API version and model) are interned: one object each instead of one per snapshot, ~1 KB
 # a miner for each cycle's snapshots held at 10,000 miners (``benchmarks/RESULTS.md``).
 _intern = sys.intern
 _NO_REFUSALS: Mapping[str, Refusal] = MappingProxyType({})
@@ -1099,7 +1099,7 @@ def _build_chains(entry: Mapping[str, Any]) -> list[Device]:
             _new_device(
                 slot,
                 "BOARD",
-                f"chain{slot}",
+                _intern(f"chain{slot}"),
                 _board_status(hashrate),
                 True,
                 hashrate,
@@ -1163,7 +1163,12 @@ def _fork_from_version(entry: Mapping[str, Any] | None) -> str | None:
     head, dash, tail = version.rpartition("-")
     if dash and head and 7 <= len(tail) <= 40 and set(tail) <= _HEX_DIGITS:
         version = head  # BOSminer+ "0.2.0-36c56a9363": the build hash is not the version
-    return f"{best[1]} {version}" if version else best[1]
+    return _intern(f"{best[1]} {version}") if version else best[1]
+
+
+def _api_version(version: Mapping[str, Any]) -> str | None:
+    text = _text(version.get("API"))
+    return None if text is None else _intern(text)
 
 
 def _model(*entries: Mapping[str, Any] | None) -> str | None:
@@ -1173,7 +1178,7 @@ def _model(*entries: Mapping[str, Any] | None) -> str | None:
         for key in ("Type", "PROD", "MODEL"):
             text = _text(entry.get(key))
             if text:
-                return " ".join(text.split())  # "Antminer S9\nV1.3.58" -> one line
+                return _intern(" ".join(text.split()))  # "Antminer S9\nV1.3.58": one line
     return None
 
 
@@ -1439,7 +1444,7 @@ def build_snapshot(
         at,
         fork,
         description,
-        _text(version.get("API")) if version is not None else learned.api_version,
+        _api_version(version) if version is not None else learned.api_version,
         _model(version, stats_identity, stats_miner),
         elapsed_s,
         None if rate is None else rate[0],
