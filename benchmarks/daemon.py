@@ -19,6 +19,11 @@ used) before the daemon and again after it, for the ratio.
 ``--tracemalloc`` runs the daemon under ``tracemalloc`` instead (``benchmarks/traced.py``)
 and, after the last cycle, lists what it holds by the file that allocated it: where the
 memory goes. Tracing slows it several times over, so that run's CPU and RSS mean nothing.
+
+``--allocator`` runs it through ``benchmarks/traced.py`` untraced and, after the last
+cycle, splits its resident set by kind of mapping (the C heap, anonymous mappings, files)
+and says how much of it is Python's small-object allocator: its arenas, the live objects
+in them, and the room left empty inside them, which the process cannot give back.
 """
 
 from __future__ import annotations
@@ -104,9 +109,10 @@ def measure(args: argparse.Namespace, sim: Simulator) -> dict[str, Any]:
         )
         traced = root / "traced.json"
         argv = [args.python, "-m", "cgwatchdog", "run", "-c", str(root / "config.yaml")]
-        if args.tracemalloc:
+        if args.tracemalloc or args.allocator:
             here = Path(__file__).resolve().parent
-            argv[1:3] = ["-X", "tracemalloc=1", str(here / "traced.py"), str(traced)]
+            tracing = ["-X", "tracemalloc=1"] if args.tracemalloc else []
+            argv[1:3] = [*tracing, str(here / "traced.py"), str(traced)]
         argv += ["--log-level", "debug"]
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
         daemon = subprocess.Popen(
@@ -163,7 +169,7 @@ def measure(args: argparse.Namespace, sim: Simulator) -> dict[str, Any]:
                         )  # fmt: skip
                     scraped = len(cycles) - 1
                 time.sleep(0.05)
-            if args.tracemalloc and daemon.poll() is None:
+            if (args.tracemalloc or args.allocator) and daemon.poll() is None:
                 daemon.send_signal(signal.SIGUSR1)
                 deadline = time.monotonic() + 120
                 while not traced.exists() and time.monotonic() < deadline:
@@ -195,6 +201,30 @@ def measure(args: argparse.Namespace, sim: Simulator) -> dict[str, Any]:
     }
 
 
+def print_allocator(found: dict[str, Any]) -> None:
+    """The resident set after the last cycle by kind of mapping, and pymalloc's share."""
+    mb = 1024 * 1024
+    kinds, small = found["mappings"], found["pymalloc"]
+    print(
+        "\nThe resident set after the last cycle (`/proc/PID/smaps`; Python's small-object "
+        "allocator from `sys._debugmallocstats`):\n"
+    )
+    print("| part | MB |\n|---|---:|")
+    print(f"| the C heap (`[heap]`: large blocks, C libraries) | {kinds['heap'] / mb:.1f} |")
+    print(f"| anonymous mappings | {kinds['anonymous'] / mb:.1f} |")
+    if "arenas_bytes" in small:
+        print(f"| of them, the small-object arenas | {small['arenas_bytes'] / mb:.1f} |")
+        for key, what in (
+            ("live_blocks_bytes", "live objects"),
+            ("empty_pools_bytes", "pools left empty inside arenas still in use"),
+            ("free_blocks_bytes", "free blocks in pools in use"),
+        ):
+            if key in small:
+                print(f"| ... {what} | {small[key] / mb:.1f} |")
+    print(f"| files (the interpreter's and libraries' pages) | {kinds['files'] / mb:.1f} |")
+    print(f"| other (stack, vdso) | {kinds['other'] / mb:.1f} |")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -210,6 +240,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--json", help="also write every figure to this file")
     p.add_argument(
         "--tracemalloc", action="store_true", help="list the live memory by file (slow)"
+    )
+    p.add_argument(
+        "--allocator", action="store_true", help="split the resident set after the last cycle"
     )
     args = p.parse_args(argv)
     loop = subprocess.run(
@@ -272,7 +305,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"| {index} | {s['cpu_s']:.2f} | {s['wall_s']:.2f} | {s['bytes']:,} "
                 f"| {s['rss_before_mb']:.0f} → {s['rss_after_mb']:.0f} | {s['hwm_after_mb']:.0f} |"
             )
-    if result["traced"] is not None:
+    if result["traced"] is not None and "mappings" in result["traced"]:
+        print_allocator(result["traced"])
+    elif result["traced"] is not None:
         traced = result["traced"]
         print(
             f"\nLive memory after the last cycle (tracemalloc, this run's CPU and RSS mean "
@@ -286,8 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"| `{row['where']}` | {row['bytes'] / 1e6:.1f} "
                 f"| {row['bytes'] / args.miners:,.0f} | {row['count']:,} |"
             )
-    elif args.tracemalloc:
-        print("\nno tracemalloc figures: the daemon did not write them")
+    elif args.tracemalloc or args.allocator:
+        print("\nno memory figures: the daemon did not write them")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     return 0

@@ -187,8 +187,9 @@ _SECTIONS: dict[str, str] = {
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 # Texts every snapshot of a miner repeats (statuses, pool URLs and users, names, where
-# a figure came from, the fork, API version and model) are interned: one object each instead of one per snapshot, ~1 KB
-# a miner for each cycle's snapshots held at 10,000 miners (``benchmarks/RESULTS.md``).
+# a figure came from, the fork, API version and model) are interned: one object each
+# instead of one per snapshot, ~1 KB a miner for each cycle's snapshots held at 10,000
+# miners (``benchmarks/RESULTS.md``).
 _intern = sys.intern
 _NO_REFUSALS: Mapping[str, Refusal] = MappingProxyType({})
 

@@ -108,9 +108,11 @@ def test_the_other_benchmark_scripts_run(tmp_path: Path) -> None:
     assert results["floor-protocol"]["answered"] == 100
     daemon = _script("daemon.py", "--miners", "100", "--interval", "1", "--cycles", "2",
                      "--scrapes", "1", "--history", "300", "--listen", "127.0.97.1",
-                     timeout=180)  # fmt: skip
+                     "--allocator", timeout=180)  # fmt: skip
     assert "Median CPU a cycle" in daemon and "| /metrics scrape |" in daemon
     assert "before and after the daemon" in daemon
+    assert "| the C heap (`[heap]`: large blocks, C libraries) |" in daemon
+    assert "| ... live objects |" in daemon  # pymalloc's figures were read
     traced = _script("daemon.py", "--miners", "50", "--interval", "1", "--cycles", "1",
                      "--scrapes", "0", "--history", "300", "--listen", "127.0.97.1",
                      "--tracemalloc", timeout=180)  # fmt: skip
