@@ -121,7 +121,9 @@ def test_exempt_objects_that_die_are_still_freed(collections: list[int]) -> None
     frozen = gc.get_freeze_count()
     del held  # no cycle: reference counting frees it, exempt or not
     assert gone() is None
-    assert gc.get_freeze_count() == frozen - 1
+    # At most: freezing exempts every tracked object of the process, and a thread an
+    # earlier test left (a server's, a worker's) may free some of its own meanwhile.
+    assert gc.get_freeze_count() <= frozen - 1
 
 
 def test_gc_paused_still_leaves_the_collector_as_found() -> None:
