@@ -1,15 +1,19 @@
 """Per-miner sample history for the rule engine: compact, bounded, clock-free.
 
-Each miner keeps, per answered poll, five figures in one ``array.array`` (no object per
-sample, 20 bytes a sample): the poll time, ``Elapsed``, the hashrate, and how much the
-hardware-error and work counters grew since the previous answer. 10,000 miners x one
-hour at a 30 s interval take about 30 MB. Unknown figures are NaN. Times are kept to
-1/128 s (see ``_TIME_GRID_S``): exactly when on that grid, as whole and half seconds are.
+Each miner keeps, per answered poll, five figures in float32 (no object per sample, 20
+bytes a sample): the poll time, ``Elapsed`` and the hashrate in one ``array.array``, and
+in another how much the hardware-error and work counters grew since the previous answer.
+10,000 miners x one hour at a 30 s interval take about 25 MB with the packaged rules.
+Unknown figures are NaN. Times are kept to 1/128 s (see ``_TIME_GRID_S``): exactly when
+on that grid, as whole and half seconds are.
 
 Samples older than ``retention_s`` are trimmed as new ones arrive, except the newest one
 at or before the cut (the anchor a counter increase over exactly ``retention_s`` is
-measured from). The engine sets ``retention_s`` to the longest window or baseline of the
-rules that apply to the miner, and may change it on reload.
+measured from). The counters are trimmed the same way at ``counter_retention_s``, which
+may be shorter: they are kept for the newest samples only, as far back as the rules that
+read them look (15 minutes for the packaged hardware-error rule, where the hashrate's
+baseline needs an hour). The engine sets both to the longest window or baseline of the
+rules that apply to the miner, and may change them on reload.
 
 Counters are stored as increases, computed when a sample is recorded against the exact
 previous value: a counter that went down (a restart, a board that left the sum) or any
@@ -83,15 +87,20 @@ _COLUMNS: Final[tuple[tuple[str, str], ...]] = (
     ("work_added", "f"),
 )
 
-# In memory a miner's five columns lie one after another in one array.array, each _cap
-# long, the samples at [_head, _end) of each:
-#     [ time offsets | elapsed | hashrate | hardware_errors_added | work_added ]
-# One array instead of five pays an array's object and over-allocation once. Whole
+# In memory a miner's first three columns lie one after another in one array.array, each
+# _cap long, the samples at [_head, _end) of each:
+#     _a: [ time offsets | elapsed | hashrate ]
+# and the counters' two in another, each _ccap long, at [_chead, _cend):
+#     _c: [ hardware_errors_added | work_added ]
+# which holds the newest _cend - _chead samples: the counters of time index i are at
+# i - (_end - _cend). One array for several columns pays an array's object and
+# over-allocation once; the counters have their own because they are kept for less. Whole
 # columns rather than records side by side: a query's slice of a column is a contiguous
 # copy (a strided one, a[j::5], costs about five times as much) and bisect runs on the
 # time column in place, bisect(a, x, _head, _end). Trimming only moves _head; when the
 # newest sample reaches the columns' end, the whole array moves down by _head in one
-# slice (every column moves by as much), every few records (see _capacity).
+# slice (every column moves by as much), every few records (see _capacity). The counters
+# move the same way in their own array.
 #
 # Times are float32 offsets from a per-miner base, a whole second (float64): 4 bytes a
 # sample instead of 8. Offsets, and every query's boundaries, are rounded to a grid of
@@ -185,7 +194,12 @@ class MinerHistory:
         "_active_pool_id",
         "_active_pool_since",
         "_base",
+        "_c",
         "_cap",
+        "_ccap",
+        "_cend",
+        "_chead",
+        "_counter_retention_s",
         "_end",
         "_frozen",
         "_head",
@@ -200,15 +214,22 @@ class MinerHistory:
         "_work_source",
     )
 
-    def __init__(self, retention_s: float = DEFAULT_RETENTION_S) -> None:
-        # The five columns, each _cap long, the samples at [_head, _end) of each; times as
-        # offsets from _base (see the comment above _TIME_GRID_S).
+    def __init__(
+        self, retention_s: float = DEFAULT_RETENTION_S, counter_retention_s: float | None = None
+    ) -> None:
+        # The columns (see the comment above _TIME_GRID_S): times as offsets from _base,
+        # Elapsed and the hashrate in _a; the counters' increases in _c.
         self._a: array[float] = array("f")
         self._base = _NAN  # the time offsets' origin: set by the first sample
         self._cap = 0
         self._head = 0
         self._end = 0
+        self._c: array[float] = array("f")
+        self._ccap = 0
+        self._chead = 0
+        self._cend = 0
         self._retention_s = max(0.0, float(retention_s))
+        self._counter_retention_s = _retention(counter_retention_s)
         self._last_at: float | None = None
         self._last_elapsed = _NAN
         self._last_elapsed_at = _NAN
@@ -231,6 +252,18 @@ class MinerHistory:
     @retention_s.setter
     def retention_s(self, value: float) -> None:
         self._retention_s = max(0.0, float(value))
+        if self._end > self._head:
+            self._trim(self._a[self._end - 1])
+
+    @property
+    def counter_retention_s(self) -> float | None:
+        """How far back the counters' increases are kept (plus one anchor sample); None
+        for as far as :attr:`retention_s`, which also bounds it."""
+        return self._counter_retention_s
+
+    @counter_retention_s.setter
+    def counter_retention_s(self, value: float | None) -> None:
+        self._counter_retention_s = _retention(value)
         if self._end > self._head:
             self._trim(self._a[self._end - 1])
 
@@ -281,14 +314,18 @@ class MinerHistory:
 
         hashrate = _known(hashrate_hs)
         cap = self._cap
+        c = self._c
+        ccap = self._ccap
         if end - head >= 2 and a[end - 1] - a[end - 2] < self._retention_s / MAX_SAMPLES:
             # The newest sample is too close to the one before it: it moves forward to
             # this one (keeping what the counters added) instead of a sample being added.
             i = end - 1
-            hw_added = _accumulate(a[3 * cap + i], hw_added)
-            work_added = _accumulate(a[4 * cap + i], work_added)
+            k = self._cend - 1  # the newest sample's counters: there are always some
+            hw_added = _accumulate(c[k], hw_added)
+            work_added = _accumulate(c[ccap + k], work_added)
         else:
             i = end
+            k = self._cend
         if i == cap or not off < _SPAN_S or a.itemsize != 4:
             # No room after the newest (one record in 7 at an hour of 30 s samples, see
             # _capacity), an offset past float32's exact range (or NaN), float64 times.
@@ -297,15 +334,17 @@ class MinerHistory:
             off = (at - self._base + _ROUND) - _ROUND
             if a.itemsize != 4:
                 # The figures are float32 whatever the times: rounded as float32 stores them.
-                elapsed, hashrate, hw_added, work_added = array(
-                    "f", (elapsed, hashrate, hw_added, work_added)
-                )
+                elapsed, hashrate = array("f", (elapsed, hashrate))
+        if k == ccap:
+            k = self._make_counter_room()
+            c, ccap = self._c, self._ccap
         a[i] = off
         a[cap + i] = elapsed
         a[2 * cap + i] = hashrate
-        a[3 * cap + i] = hw_added
-        a[4 * cap + i] = work_added
+        c[k] = hw_added
+        c[ccap + k] = work_added
         self._end = i + 1
+        self._cend = k + 1
         self._last_at = at
         self._trim(off)
         return restarted
@@ -343,18 +382,54 @@ class MinerHistory:
             self._unreachable_since = at
 
     def _trim(self, newest: float) -> None:
-        """Drop the samples before ``newest - retention_s`` (offsets) but the last one."""
+        """Drop the samples before ``newest - retention_s`` (offsets) but the last one, and
+        the counters before ``newest - counter_retention_s`` alike."""
         head = self._head
         end = self._end
         if end - head < 2:
             return
         a = self._a
         cut = (newest - self._retention_s + _ROUND) - _ROUND
-        if a[head + 1] > cut:
+        if not a[head + 1] > cut:  # (a NaN cut trims too, as it always did)
+            first = bisect_right(a, cut, head, end) - 1  # the newest at or before the cut
+            if first > head:
+                self._head = first  # the columns move down when the newest reaches their end
+        kept = self._counter_retention_s
+        if kept is None or kept >= self._retention_s:
+            # As far back as the other columns: the counters of the same samples.
+            self._chead = max(self._chead, self._cend - (end - self._head))
             return
-        first = bisect_right(a, cut, head, end) - 1  # the newest sample at or before the cut
-        if first > head:
-            self._head = first  # the columns move down when the newest reaches their end
+        shift = end - self._cend  # counters of time index i: at i - shift
+        oldest = self._chead + shift
+        if oldest < self._head:  # never older than the other columns
+            oldest = self._chead = self._head
+            self._chead -= shift
+        if end - oldest < 2:
+            return
+        cut = (newest - kept + _ROUND) - _ROUND
+        if not a[oldest + 1] > cut:
+            first = bisect_right(a, cut, oldest, end) - 1
+            if first > oldest:
+                self._chead = first - shift
+
+    def _make_counter_room(self) -> int:
+        """Room for one sample's counters after the newest, as :meth:`_make_room` makes
+        it for the other columns; where they go."""
+        c = self._c
+        head = self._chead
+        count = self._cend - head
+        cap = self._ccap
+        want = _capacity(count + 1)
+        if (count >> 6) + 2 <= cap - count and cap <= 2 * want:
+            c[: len(c) - head] = c[head:]
+        else:
+            new = array("f", _ZERO) * (2 * want)  # allocated to the size, not over
+            new[:count] = c[head : head + count]
+            new[want : want + count] = c[cap + head : cap + head + count]
+            self._c, self._ccap = new, want
+        self._chead = 0
+        self._cend = count
+        return count
 
     def _make_place(self, at: float, i: int) -> int:
         """Where :meth:`record` stores ``at`` when its fast path cannot (``i`` is
@@ -393,8 +468,8 @@ class MinerHistory:
         head = self._head
         count = self._end - head
         old = self._cap
-        new = array(a.typecode, _ZERO) * (5 * cap)  # allocated to the size, not over
-        for c in range(5):
+        new = array(a.typecode, _ZERO) * (3 * cap)  # allocated to the size, not over
+        for c in range(3):
             new[c * cap : c * cap + count] = a[c * old + head : c * old + head + count]
         self._a, self._cap, self._head, self._end = new, cap, 0, count
 
@@ -405,7 +480,7 @@ class MinerHistory:
         head = self._head
         old = self._cap
         times = [base + t for t in a[head : head + kept]]  # exact: base and t are on the grid
-        columns = [a[c * old + head : c * old + head + kept] for c in range(1, 5)]
+        columns = [a[c * old + head : c * old + head + kept] for c in range(1, 3)]
         self._lay_out(times, columns, newest, _capacity(kept + 1))
 
     def _lay_out(
@@ -432,7 +507,7 @@ class MinerHistory:
         if typecode == "d":
             base = 0.0
             offsets = [(t + _ROUND) - _ROUND for t in times]
-        a = array(typecode, _ZERO) * (5 * cap)  # allocated to the size, not over
+        a = array(typecode, _ZERO) * (3 * cap)  # allocated to the size, not over
         a[:count] = array(typecode, offsets)
         for c, column in enumerate(columns, 1):
             if column.typecode != typecode:
@@ -446,10 +521,15 @@ class MinerHistory:
         return self._end - self._head
 
     def samples(self) -> list[Sample]:
-        """Every stored sample, oldest first."""
+        """Every stored sample, oldest first; the counters' increases are NaN in those
+        older than the counters kept (see :attr:`counter_retention_s`)."""
         base = self._base
         times, el, hs, hw, work = self._slices()
-        return [Sample(base + t, *row) for t, *row in zip(times, el, hs, hw, work, strict=True)]
+        missing = [_NAN] * (len(times) - len(hw))
+        return [
+            Sample(base + t, *row)
+            for t, *row in zip(times, el, hs, missing + hw.tolist(), missing + work.tolist(), strict=True)
+        ]
 
     @property
     def last_at(self) -> float | None:
@@ -561,20 +641,22 @@ class MinerHistory:
         count from the new low. None with fewer than two samples where it is known."""
         a = self._a
         base = self._base
-        head = self._head
+        shift = self._end - self._cend  # the counters of time index i are at i - shift
+        oldest = self._chead + shift  # the oldest sample whose counters are kept
         # The window's ends on the time grid, as in median_hashrate.
-        end = bisect_right(a, (now - base + _ROUND) - _ROUND, head, self._end)
-        start = bisect_right(a, (now - window_s - base + _ROUND) - _ROUND, head, self._end) - 1
-        if start < head:
-            start = head
+        end = bisect_right(a, (now - base + _ROUND) - _ROUND, oldest, self._end)
+        start = bisect_right(a, (now - window_s - base + _ROUND) - _ROUND, oldest, self._end) - 1
+        if start < oldest:
+            start = oldest
         if end - start < 2:
             return None
-        column = (3 if counter == "hardware_errors" else 4) * self._cap
-        total = sum(a[column + start + 1 : column + end])  # NaN when unknown somewhere
-        anchor = a[column + start]
+        c = self._c
+        column = (0 if counter == "hardware_errors" else self._ccap) - shift
+        total = sum(c[column + start + 1 : column + end])  # NaN when unknown somewhere
+        anchor = c[column + start]
         if total - total == 0 and anchor == anchor:
             return Increase(total, a[end - 1] - a[start])
-        added = a[column + start : column + end]
+        added = c[column + start : column + end]
         known = [i for i, value in enumerate(added) if value == value]
         if len(known) < 2:
             return None
@@ -585,14 +667,19 @@ class MinerHistory:
     # ------------------------------------------------------------------ persistence
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form: columns as base64 of little-endian arrays, NaN as null."""
+        """JSON-safe form: columns as base64 of little-endian arrays, NaN as null. The
+        counters' columns are shorter where fewer of them are kept: the newest samples'."""
         columns = {}
         for (name, _), column in zip(_COLUMNS, self._columns(), strict=True):
             if sys.byteorder != "little":
                 column.byteswap()  # a copy already
             columns[name] = base64.b64encode(column.tobytes()).decode("ascii")
+        kept = {} if self._counter_retention_s is None else {
+            "counter_retention_s": self._counter_retention_s
+        }  # fmt: skip
         return {
             "retention_s": self._retention_s,
+            **kept,
             "columns": columns,
             "last_at": self._last_at,
             "last_elapsed": _json_float(self._last_elapsed),
@@ -611,7 +698,8 @@ class MinerHistory:
     def from_dict(cls, data: Mapping[str, Any]) -> MinerHistory:
         """Inverse of :meth:`to_dict`; ValueError when malformed."""
         try:
-            history = cls(float(data["retention_s"]))
+            kept = data.get("counter_retention_s")
+            history = cls(float(data["retention_s"]), None if kept is None else float(kept))
             columns = data["columns"]
             loaded = []
             for name, typecode in _COLUMNS:
@@ -620,13 +708,21 @@ class MinerHistory:
                 if sys.byteorder != "little":
                     column.byteswap()
                 loaded.append(column)
-            if len({len(c) for c in loaded}) != 1:
+            times, elapsed, hashrate, hw, work = loaded
+            if len({len(times), len(elapsed), len(hashrate)}) != 1 or len(hw) != len(work):
                 raise ValueError("columns differ in length")
-            times = loaded[0]
+            if len(hw) > len(times) or (times and not hw):
+                raise ValueError("the counters' columns are longer than the times or empty")
             if any(b < a for a, b in pairwise(times)):
                 raise ValueError("sample times go backwards")
             if times:
-                history._lay_out(times, loaded[1:], times[-1], _capacity(len(times)))
+                history._lay_out(times, (elapsed, hashrate), times[-1], _capacity(len(times)))
+                count = len(hw)
+                cap = history._ccap = _capacity(count)
+                c = history._c = array("f", _ZERO) * (2 * cap)
+                c[:count] = hw
+                c[cap : cap + count] = work
+                history._cend = count
             history._last_at = opt_float(data.get("last_at"))
             history._last_elapsed = _nan_float(data.get("last_elapsed"))
             history._last_elapsed_at = _nan_float(data.get("last_elapsed_at"))
@@ -649,12 +745,21 @@ class MinerHistory:
         return history
 
     def _slices(self) -> list[array[float]]:
-        """The stored part of each column: time offsets, then the figures."""
+        """The stored part of each column: time offsets, then the figures (the counters'
+        for the newest samples only, where fewer are kept)."""
         a = self._a
         head = self._head
         end = self._end
         cap = self._cap
-        return [a[c * cap + head : c * cap + end] for c in range(5)]
+        c = self._c
+        chead = self._chead
+        cend = self._cend
+        ccap = self._ccap
+        return [
+            *(a[i * cap + head : i * cap + end] for i in range(3)),
+            c[chead:cend],
+            c[ccap + chead : ccap + cend],
+        ]
 
     def _columns(self) -> list[array[float]]:
         """The columns as saved (see _COLUMNS): epochs as float64, the figures float32."""
@@ -664,6 +769,10 @@ class MinerHistory:
             array("d", [base + t for t in times]),
             *(c if c.typecode == "f" else array("f", c) for c in figures),
         ]
+
+
+def _retention(value: float | None) -> float | None:
+    return None if value is None else max(0.0, float(value))
 
 
 def _json_float(value: float) -> float | None:
@@ -702,11 +811,16 @@ class FleetHistory:
         """The miner's history, if it has one."""
         return self._miners.get(name)
 
-    def miner(self, name: str, retention_s: float = DEFAULT_RETENTION_S) -> MinerHistory:
-        """The miner's history, created empty (with ``retention_s``) on first use."""
+    def miner(
+        self,
+        name: str,
+        retention_s: float = DEFAULT_RETENTION_S,
+        counter_retention_s: float | None = None,
+    ) -> MinerHistory:
+        """The miner's history, created empty (with these retentions) on first use."""
         history = self._miners.get(name)
         if history is None:
-            history = self._miners[name] = MinerHistory(retention_s)
+            history = self._miners[name] = MinerHistory(retention_s, counter_retention_s)
         return history
 
     def retain(self, names: Collection[str]) -> None:

@@ -12,7 +12,7 @@ import sys
 import tracemalloc
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final, Literal
 
 import pytest
@@ -490,15 +490,22 @@ def test_loading_leaves_room_for_the_next_records() -> None:
     assert history._a is storage  # moved down in place, never reallocated
 
 
-def test_memory_per_miner_fresh_loaded_and_after_loading() -> None:
-    """Bytes a miner at an hour of 30 s samples: 20 a sample and ~550 more (the object,
-    its floats, the array and its spare places, the fleet's key); five arrays and float64
-    times took ~3,900 (and ~3,750 loaded)."""
+@pytest.mark.parametrize(
+    ("counter_retention_s", "most"),
+    [(None, 3200), (900.0, 2500)],  # the packaged rules' 15 minutes of counters
+)
+def test_memory_per_miner_fresh_loaded_and_after_loading(
+    counter_retention_s: float | None, most: int
+) -> None:
+    """Bytes a miner at an hour of 30 s samples: 20 a sample and ~550 more (the objects,
+    their floats, the arrays and their spare places, the fleet's key); five arrays and
+    float64 times took ~3,900 (and ~3,750 loaded). Counters kept 15 minutes save 8 bytes
+    a sample older than that."""
     count = 300
 
     def fill(fleet: FleetHistory) -> None:
         for n in range(count):
-            history = fleet.miner(f"rack1-s9-{n:05d}", 3600.0)
+            history = fleet.miner(f"rack1-s9-{n:05d}", 3600.0, counter_retention_s)
             for i in range(121):
                 poll(history, T0 + 30 * i, i)
 
@@ -517,7 +524,7 @@ def test_memory_per_miner_fresh_loaded_and_after_loading() -> None:
         tracemalloc.stop()
     assert len(loaded["rack1-s9-00000"]) == 121
     print(f"\nhistory: {fresh:.0f} bytes a miner fresh, {after_load:.0f} loaded")
-    assert fresh < 3200 and after_load < 3200
+    assert fresh < most and after_load < most
 
 
 # --------------------------------------------------------------------------- exact times
@@ -703,12 +710,18 @@ OPERATION = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
-@given(STARTS, RETENTIONS, st.lists(OPERATION, max_size=60))
-def test_same_as_the_five_column_history(
-    start: float, retention_s: float, operations: list[tuple[Any, ...]]
+History = MinerHistory | ReferenceHistory
+
+
+def drive(
+    histories: list[History],
+    start: float,
+    operations: list[tuple[Any, ...]],
+    reload: Callable[[list[History]], list[History]],
+    check: Callable[[list[History], float], None],
 ) -> None:
-    new, ref = both(retention_s)
+    """Apply each operation to every history alike, then ``check`` them (with the time
+    of the last operation); a ``reload`` operation replaces them with ``reload``'s."""
     at = start
     elapsed = 10_000.0
     hw = work = 0
@@ -735,7 +748,7 @@ def test_same_as_the_five_column_history(
                 "work": None if work_step is None else work,
                 "work_source": source,
             }
-            assert new.record(at, **figures) == ref.record(at, **figures)
+            assert len({h.record(at, **figures) for h in histories}) == 1
         elif kind == "run":  # polls at a steady interval, a running miner
             _, count, step = operation
             for _ in range(count):
@@ -745,17 +758,151 @@ def test_same_as_the_five_column_history(
                 work += 90_000
                 figures = {"elapsed_s": elapsed, "hashrate_hs": 13.5 * TH + hw % 7 * 1e9,
                            "hardware_errors": hw, "work": work}  # fmt: skip
-                assert new.record(at, **figures) == ref.record(at, **figures)
+                assert len({h.record(at, **figures) for h in histories}) == 1
         elif kind == "retention":
-            new.retention_s = ref.retention_s = operation[1]
-        elif kind == "reload":  # each from the other's document, as JSON
-            new_document, ref_document = new.to_dict(), ref.to_dict()
-            new = MinerHistory.from_dict(json.loads(json.dumps(ref_document, allow_nan=False)))
-            ref = ReferenceHistory.from_dict(json.loads(json.dumps(new_document, allow_nan=False)))
+            for history in histories:
+                history.retention_s = operation[1]
+        elif kind == "reload":
+            histories = reload(histories)
         else:
-            new.mark_unreachable(at)
-            ref.mark_unreachable(at)
-        assert_same_state(new, ref)
-        newest = ref._t[-1] if len(ref) else at
-        assert_same_answers(new, ref, newest)
-        assert_same_answers(new, ref, newest + 45.0)
+            for history in histories:
+                history.mark_unreachable(at)
+        check(histories, at)
+
+
+def swap_documents(histories: list[History]) -> list[History]:
+    """Each from the other's document, as JSON."""
+    new, ref = histories
+    new_document, ref_document = new.to_dict(), ref.to_dict()
+    return [
+        MinerHistory.from_dict(json.loads(json.dumps(ref_document, allow_nan=False))),
+        ReferenceHistory.from_dict(json.loads(json.dumps(new_document, allow_nan=False))),
+    ]
+
+
+def assert_same_as_reference(histories: list[History], at: float) -> None:
+    new, ref = histories
+    assert isinstance(new, MinerHistory) and isinstance(ref, ReferenceHistory)
+    assert_same_state(new, ref)
+    newest = ref._t[-1] if len(ref) else at
+    assert_same_answers(new, ref, newest)
+    assert_same_answers(new, ref, newest + 45.0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(STARTS, RETENTIONS, st.lists(OPERATION, max_size=60))
+def test_same_as_the_five_column_history(
+    start: float, retention_s: float, operations: list[tuple[Any, ...]]
+) -> None:
+    drive(list(both(retention_s)), start, operations, swap_documents, assert_same_as_reference)
+
+
+# --------------------------------------------------------------------------- counters kept for less
+
+
+def reload_each(histories: list[History]) -> list[History]:
+    """Each from its own document, as JSON."""
+    return [
+        MinerHistory.from_dict(json.loads(json.dumps(h.to_dict(), allow_nan=False)))
+        for h in histories
+    ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    STARTS,
+    RETENTIONS,
+    st.sampled_from([0.0, 30.0, 600.0, 900.0, 3600.0]),
+    st.lists(OPERATION, max_size=60),
+)
+def test_counters_kept_for_less_answer_as_the_whole_history_within_their_retention(
+    start: float, retention_s: float, counter_retention_s: float, operations: list[tuple[Any, ...]]
+) -> None:
+    """A history whose counters are kept ``counter_retention_s`` answers every query as
+    one that keeps them as long as the rest, over windows as long as that and ending at
+    or after the newest sample; its other columns are the same."""
+
+    def check(histories: list[History], at: float) -> None:
+        short, whole = histories
+        assert isinstance(short, MinerHistory) and isinstance(whole, MinerHistory)
+        assert short.counter_retention_s == counter_retention_s
+        assert len(short) == len(whole) and short.retention_s == whole.retention_s
+        short_samples, whole_samples = short.samples(), whole.samples()
+        assert nan_key([s[:3] for s in short_samples]) == nan_key([s[:3] for s in whole_samples])
+        kept = short._cend - short._chead
+        assert 0 < kept <= len(whole) or kept == len(whole) == 0
+        # The counters that are kept are those of the newest samples, and the same.
+        assert nan_key([s[3:] for s in short_samples[len(short) - kept :]]) == nan_key(
+            [s[3:] for s in whole_samples[len(whole) - kept :]]
+        )
+        newest = whole_samples[-1].at if len(whole) else at
+        reach = min(counter_retention_s, whole.retention_s)
+        for now in (newest, newest + 45.0):
+            for window in WINDOWS:
+                median = nan_key(short.median_hashrate(now, window, startup_grace_s=600.0))
+                assert median == nan_key(whole.median_hashrate(now, window, startup_grace_s=600.0))
+                if window > reach:
+                    continue
+                for counter in ("hardware_errors", "work"):
+                    assert nan_key(short.increase(counter, now, window)) == nan_key(
+                        whole.increase(counter, now, window)
+                    ), (counter, now, window)
+
+    histories: list[History] = [
+        MinerHistory(retention_s, counter_retention_s),
+        MinerHistory(retention_s),
+    ]
+    drive(histories, start, operations, reload_each, check)
+
+
+def test_an_hour_at_30_s_keeps_the_counters_of_the_last_15_minutes_only() -> None:
+    history = MinerHistory(3600.0, 900.0)
+    for i in range(400):
+        poll(history, T0 + 30 * i, i)
+    samples = history.samples()
+    assert len(samples) == 121  # the hour and its anchor
+    with_counters = [s for s in samples if not math.isnan(s.work_added)]
+    assert len(with_counters) == 31  # 15 minutes and their anchor
+    assert with_counters[0].at == samples[-1].at - 900.0
+    assert len(history._c) <= 2 * 36  # two columns of a few places more than 31
+    assert history.increase("work", samples[-1].at, 900.0) == Increase(30 * 90_000.0, 900.0)
+    assert history.increase("work", samples[-1].at, 3600.0) == Increase(30 * 90_000.0, 900.0)
+    # Saved and loaded: the counters' columns are the newest 31 samples'.
+    document = json.loads(json.dumps(history.to_dict()))
+    assert document["counter_retention_s"] == 900.0
+    assert len(decode("f", document["columns"]["work_added"])) == 31
+    assert len(decode("d", document["columns"]["t"])) == 121
+    back = MinerHistory.from_dict(document)
+    assert back.to_dict() == history.to_dict()
+    assert nan_key(back.samples()) == nan_key(samples)
+
+
+def test_an_old_document_loads_whole_and_its_counters_go_as_the_retention_says() -> None:
+    times = [T0 + 30 * i for i in range(121)]
+    history = MinerHistory.from_dict(old_document(times))
+    assert history.counter_retention_s is None
+    assert sum(not math.isnan(s.work_added) for s in history.samples()) == 121
+    storage = history._c
+    history.counter_retention_s = 900.0  # as the engine sets it after loading
+    assert sum(not math.isnan(s.work_added) for s in history.samples()) == 31
+    for i in range(121, 140):
+        poll(history, T0 + 30 * i, i)
+    assert history._c is not storage and len(history._c) <= 2 * 36  # the room given back
+
+
+@pytest.mark.parametrize(
+    ("counters", "message"),
+    [
+        (122, "longer than the times"),
+        (0, "longer than the times or empty"),
+    ],
+)
+def test_a_document_whose_counters_do_not_fit_its_times_is_refused(
+    counters: int, message: str
+) -> None:
+    times = [T0 + 30 * i for i in range(121)]
+    document = old_document(times)
+    for name in ("hardware_errors_added", "work_added"):
+        document["columns"][name] = encode("f", [1.0] * counters)
+    with pytest.raises(ValueError, match=message):
+        MinerHistory.from_dict(document)

@@ -20,6 +20,7 @@ from cgwatchdog.config import MinerConfig, RuleBase
 from cgwatchdog.config.loader import default_rules_path, load_rule_file
 from cgwatchdog.errors import FailureKind
 from cgwatchdog.rules import RULE_TYPES, RuleEngine, compile_rule, rule_config
+from cgwatchdog.rules.base import RuleType
 from cgwatchdog.rules.types.hashrate_drop import MIN_BASELINE_COVERAGE, eval_hashrate_drop
 from cgwatchdog.snapshot import PollResult, Snapshot, Unreachable, build_snapshot
 from cgwatchdog.units import format_duration, format_hashrate, format_percent
@@ -744,6 +745,9 @@ def test_reload_keeps_history_and_adapts_retention() -> None:
         )
     assert engine.history["keep"].retention_s == 3600.0
     assert engine.history["gone"].retention_s == 900.0  # expected hashrate: no baseline needed
+    # The counters only as far back as the hardware-error rule looks.
+    assert engine.history["keep"].counter_retention_s == 900.0
+    assert engine.history["gone"].counter_retention_s == 900.0
     engine.configure(
         [rule(**HW), rule(**{**DROP, "baseline": "80m"})], [keep], restart_grace_s=60.0
     )
@@ -758,6 +762,16 @@ def test_reload_keeps_history_and_adapts_retention() -> None:
     engine.configure([rule(**HW)], [keep])
     assert engine.history["keep"].frozen_baseline("HashrateDrop") is None
     assert engine.history["keep"].retention_s == 900.0
+    engine.configure([rule(**DROP)], [keep])
+    assert engine.history["keep"].retention_s == 3600.0
+    assert engine.history["keep"].counter_retention_s == 0.0  # no rule reads them
+
+
+def test_a_rule_type_that_does_not_say_keeps_the_counters_as_long_as_it_looks_back() -> None:
+    """Only a rule type that says it never reads the counters lets them go sooner."""
+    assert RULE_TYPES["hashrate_drop"].reads_counters is False
+    assert RULE_TYPES["hardware_errors"].reads_counters is True
+    assert RuleType("x", RuleBase, lambda *args: None).reads_counters is True
 
 
 def test_to_dict_from_dict_round_trip() -> None:

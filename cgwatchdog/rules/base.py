@@ -77,6 +77,9 @@ class RuleType(Generic[C]):
     (0 for none); it may depend on the miner's labels and expected_hashrate."""
     problems: Callable[[C], list[str]] = _no_problems
     """What cannot work as written (the rule is then not evaluated), for the operator."""
+    reads_counters: bool = True
+    """Whether the rule reads the history's counters (``MinerHistory.increase``): they
+    are kept only as far back as the rules that read them look."""
 
 
 RULE_TYPES: Registry[RuleType[Any]] = Registry("rule type")
@@ -97,6 +100,7 @@ def rule_type(
     judges_unreachable: bool = False,
     lookback_s: Callable[[C, MinerConfig], float] = _no_lookback,
     problems: Callable[[C], list[str]] = _no_problems,
+    reads_counters: bool = True,
 ) -> Callable[[Evaluator], Evaluator]:
     """Register the decorated evaluator with ``config`` as a rule type, named after the
     model's ``type`` literal."""
@@ -105,7 +109,9 @@ def rule_type(
         name = _type_name(config)
         RULE_TYPES.add(
             name,
-            RuleType(name, config, evaluate, judges_unreachable, lookback_s, problems),
+            RuleType(
+                name, config, evaluate, judges_unreachable, lookback_s, problems, reads_counters
+            ),
         )
         return evaluate
 

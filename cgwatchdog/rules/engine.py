@@ -60,6 +60,8 @@ class MinerPlan(NamedTuple):
     """The rules whose ``match`` selects this miner, in configuration order."""
     retention_s: float
     """How much history the rules read back."""
+    counter_retention_s: float
+    """How much of the counters' history the rules that read them read back."""
     looking_back: frozenset[str]
     """The rules that read history for this miner (their baselines are kept)."""
 
@@ -74,13 +76,18 @@ class MinerPlan(NamedTuple):
 class _Selection(NamedTuple):
     rules: tuple[CompiledRule[Any], ...]
     retention_s: float
+    counter_retention_s: float
     looking_back: frozenset[str]
 
 
 def _select(rules: tuple[CompiledRule[Any], ...], miner: MinerConfig) -> _Selection:
     lookbacks = {rule.name: RULE_TYPES[rule.type].lookback_s(rule.config, miner) for rule in rules}
     looking_back = frozenset(name for name, seconds in lookbacks.items() if seconds > 0)
-    return _Selection(rules, max(lookbacks.values(), default=0.0), looking_back)
+    counters = max(
+        (lookbacks[rule.name] for rule in rules if RULE_TYPES[rule.type].reads_counters),
+        default=0.0,
+    )
+    return _Selection(rules, max(lookbacks.values(), default=0.0), counters, looking_back)
 
 
 class RuleEngine:
@@ -145,8 +152,9 @@ class RuleEngine:
                 selected = tuple(rule for rule in compiled if rule.config.selects(labels))
                 chosen = selections[key] = _select(selected, miner)
             plans[miner.name] = MinerPlan(
-                miner, chosen.rules, chosen.retention_s, chosen.looking_back
-            )
+                miner, chosen.rules, chosen.retention_s, chosen.counter_retention_s,
+                chosen.looking_back,
+            )  # fmt: skip
         self._plans = plans
 
     def _fit_history(self) -> None:
@@ -158,6 +166,8 @@ class RuleEngine:
             plan = plans[name]
             if miner_history.retention_s != plan.retention_s:
                 miner_history.retention_s = plan.retention_s
+            if miner_history.counter_retention_s != plan.counter_retention_s:
+                miner_history.counter_retention_s = plan.counter_retention_s
             # Frozen baselines of rules gone, or of rules that no longer read the history
             # for this miner (a hashrate_drop once the miner has an expected_hashrate).
             miner_history.forget_baselines(plan.looking_back)
@@ -197,7 +207,7 @@ class RuleEngine:
                 continue
             miner = plan.miner
             name = miner.name
-            history = fleet.miner(name, plan.retention_s)
+            history = fleet.miner(name, plan.retention_s, plan.counter_retention_s)
             if isinstance(result, Snapshot):
                 answered = True
                 history.record_snapshot(result)

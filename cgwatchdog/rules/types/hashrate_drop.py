@@ -49,7 +49,7 @@ def _lookback(config: HashrateDropRule, miner: MinerConfig) -> float:
     return 0.0 if miner.expected_hashrate_hs is not None else config.baseline_s
 
 
-@rule_type(HashrateDropRule, lookback_s=_lookback)
+@rule_type(HashrateDropRule, lookback_s=_lookback, reads_counters=False)
 def eval_hashrate_drop(
     rule: CompiledRule[HashrateDropRule],
     miner: MinerConfig,
