@@ -34,7 +34,7 @@ import logging
 import resource
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from cgwatchdog.client import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_TIMEOUT_S, AsyncCgminerAPI
 from cgwatchdog.config import MinerConfig
@@ -55,6 +55,10 @@ PROBE_EVERY = 10
 """A miner whose answer is not the cgminer API is asked by the families' own read paths
 (ePIC's HTTP) at its first poll and then every this many polls, not every cycle."""
 _NOTHING_LEARNED = Learned()
+# What first contacts taught, one object per distinct identity rather than one per miner
+# (a fleet has a few dozen); bounded in case miners make up a new version every time.
+_LEARNED: dict[tuple[str, str | None, str | None, str | None], Learned] = {}
+_MAX_LEARNED: Final = 4096
 FILE_LIMIT_SPARE = 64
 """Open files kept for everything but miner connections: the store, the HTTP port,
 notification sessions, logs."""
@@ -126,9 +130,13 @@ class _MinerState:
         if self.configured is None:
             self.family = family
         read_as = self.family or family
-        self.learned = Learned(
-            read_as.name, read_as.firmware_version(identity), snapshot.fork, snapshot.api_version
-        )
+        key = (read_as.name, read_as.firmware_version(identity), snapshot.fork, snapshot.api_version)
+        learned = _LEARNED.get(key)
+        if learned is None:
+            learned = Learned(*key)
+            if len(_LEARNED) < _MAX_LEARNED:
+                _LEARNED[key] = learned
+        self.learned = learned
 
 
 def _stats_may_matter(snapshot: Snapshot) -> bool:

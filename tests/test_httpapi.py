@@ -361,6 +361,21 @@ async def test_a_miner_s_result_takes_its_place_as_the_next_cycle_polls(endpoint
     assert ("cgwatchdog_miner_up", (("miner", "m9"),)) not in samples
 
 
+def test_the_view_keeps_one_model_and_fork_pair_for_miners_alike(endpoint: Endpoint) -> None:
+    now = endpoint.clock()
+    fleet = [
+        Snapshot(f"s{i}", "127.0.0.1", 4028 + i, now, fork="bmminer", model="Antminer S9")
+        for i in range(3)
+    ]
+    fleet.append(Snapshot("t", "127.0.0.1", 5000, now, fork="cgminer", model="Avalon"))
+    endpoint.metrics.observe_cycle(
+        fleet, [], duration_s=1.0, finished_at=now, interval_s=INTERVAL_S, miners=MINERS
+    )
+    identity = endpoint.metrics.view.identity
+    assert identity["s0"] == ("Antminer S9", "bmminer") and identity["t"] == ("Avalon", "cgminer")
+    assert identity["s0"] is identity["s1"] is identity["s2"]
+
+
 async def test_metrics_speak_openmetrics_when_asked(endpoint: Endpoint) -> None:
     completed_cycle(endpoint)
     code, headers, body = await get(

@@ -94,6 +94,10 @@ async def test_fleet_of_mixed_flavours_and_a_dead_address() -> None:
         assert isinstance(ghost, Unreachable) and "refused" in ghost.error
         # Every miner was asked with one connection in the first cycle.
         assert all(m.connections == 1 for m in fleet.members)
+        # What the first contacts taught: one object per identity, not one per miner.
+        learned = [poller._states[s.name].learned for s in snapshots]
+        assert len({id(x) for x in learned}) == len(set(learned)) < len(learned)
+        assert {x.family for x in learned} >= {"cgminer", "antminer"}
 
 
 async def test_raw_replies_are_kept_only_for_the_miners_asked_for() -> None:

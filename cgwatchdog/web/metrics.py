@@ -624,10 +624,12 @@ class Metrics:
         up = 0
         known = self.view.identity
         identity: dict[str, tuple[str, str]] = {}
+        pairs: dict[tuple[str, str], tuple[str, str]] = {}  # one tuple per pair, not per miner
         for result in results:
             if isinstance(result, Snapshot):
                 up += 1
-                identity[result.name] = (result.model or "", result.fork or "")
+                pair = (result.model or "", result.fork or "")
+                identity[result.name] = pairs.setdefault(pair, pair)
             else:
                 errors[result.kind.value] = errors.get(result.kind.value, 0) + 1
                 if result.name in known:
