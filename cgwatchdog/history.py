@@ -823,10 +823,11 @@ class FleetHistory:
             history = self._miners[name] = MinerHistory(retention_s, counter_retention_s)
         return history
 
-    def retain(self, names: Collection[str]) -> None:
-        """Forget miners that are no longer configured."""
-        for name in [n for n in self._miners if n not in names]:
-            del self._miners[name]
+    def retain(self, names: Iterable[str]) -> None:
+        """Forget miners that are no longer configured; the others are kept under the
+        name objects given (the configuration's, not those a state file was read with)."""
+        miners = self._miners
+        self._miners = {name: miners[name] for name in names if name in miners}
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form for the store (baselines survive a restart)."""

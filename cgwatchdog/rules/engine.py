@@ -164,9 +164,11 @@ class RuleEngine:
         for name in history:
             miner_history = history[name]
             plan = plans[name]
-            if miner_history.retention_s != plan.retention_s:
+            # By identity: a history loaded from the state file shares the plan's float
+            # from then on rather than keeping one of its own per miner.
+            if miner_history.retention_s is not plan.retention_s:
                 miner_history.retention_s = plan.retention_s
-            if miner_history.counter_retention_s != plan.counter_retention_s:
+            if miner_history.counter_retention_s is not plan.counter_retention_s:
                 miner_history.counter_retention_s = plan.counter_retention_s
             # Frozen baselines of rules gone, or of rules that no longer read the history
             # for this miner (a hashrate_drop once the miner has an expected_hashrate).
