@@ -8,6 +8,8 @@ else the machine does weighs on every layer alike:
 
 ``floor-protocol``   a bare ``asyncio.Protocol``: connect, send, keep the bytes, close
 ``floor-sockets``    the same on bare non-blocking sockets (``loop.add_reader``)
+``floor-epoll``      the same on bare sockets in an epoll set of their own, which the loop
+                     watches as one file (what cgwatchdog's client does on Linux)
 ``exchange``         cgwatchdog's client: ``AsyncCgminerAPI.exchange`` (deadlines, errors)
 ``decode``           + decoding and splitting the reply (``AsyncCgminerAPI.multi``)
 ``snapshot``         + the Snapshot: ``Poller.poll`` in its steady state
@@ -31,6 +33,7 @@ import gc
 import io
 import pstats
 import resource
+import select
 import socket
 import statistics
 import sys
@@ -47,7 +50,10 @@ from benchmarks.fleet import Simulator, machine
 from cgwatchdog.client import AsyncCgminerAPI
 from cgwatchdog.protocol import encode_request
 
-LAYERS = ("floor-protocol", "floor-sockets", "exchange", "decode", "snapshot", "rules")
+LAYERS = (
+    "floor-protocol", "floor-sockets", "floor-epoll", "exchange", "decode", "snapshot", "rules"
+)  # fmt: skip
+FLOORS = ("floor-protocol", "floor-sockets", "floor-epoll")
 
 
 def _cpu_s() -> float:
@@ -94,6 +100,67 @@ def _sockets_read(loop: asyncio.AbstractEventLoop, host: str, port: int, request
     return done
 
 
+class _EpollSet:
+    """Bare sockets in one epoll set, which the loop watches as one file."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.epoll = select.epoll()
+        self.handlers: dict[int, Callable[[], None]] = {}
+        loop.add_reader(self.epoll.fileno(), self.ready)
+
+    def ready(self) -> None:
+        handlers = self.handlers
+        for fd, _ in self.epoll.poll(0):
+            handler = handlers.get(fd)
+            if handler is not None:
+                handler()
+
+
+def _epoll_read(epoll_set: _EpollSet, host: str, port: int, request: bytes) -> Any:
+    """The least a poll can do on bare sockets in an epoll set: connect, send, read to
+    the NUL, close (which drops the socket from the set)."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    fd = sock.fileno()
+    done: asyncio.Future[int] = loop.create_future()
+    chunks: list[bytes] = []
+    sent = False
+
+    def finish() -> None:
+        del epoll_set.handlers[fd]
+        sock.close()
+        done.set_result(sum(map(len, chunks)))
+
+    def ready() -> None:
+        nonlocal sent
+        if not sent:
+            sent = True
+            try:
+                sock.send(request)
+            except OSError:
+                finish()
+                return
+            epoll_set.epoll.modify(fd, select.EPOLLIN)
+            return
+        try:
+            data = sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            chunks.append(data)
+            if not data.endswith(b"\0"):
+                return
+        finish()
+
+    sock.connect_ex((host, port))
+    epoll_set.handlers[fd] = ready
+    epoll_set.epoll.register(fd, select.EPOLLOUT)
+    return done
+
+
 class Layers:
     """One fleet, every layer's cycle over it."""
 
@@ -105,6 +172,7 @@ class Layers:
         )  # the collector as the daemon runs it
         self.floor = c.FloorProtocol(targets, concurrency)
         self.requests: list[tuple[AsyncCgminerAPI, tuple[str, ...], bytes]] = []
+        self.epoll_set: _EpollSet | None = None
 
     async def warm_up(self) -> None:
         await self.cgwatchdog.warm_up()
@@ -132,6 +200,15 @@ class Layers:
                 await _sockets_read(loop, item[0].host, item[0].port, item[2])
 
             await self._share(bare, self.requests)
+        elif layer == "floor-epoll":
+            if self.epoll_set is None:
+                self.epoll_set = _EpollSet(loop)
+            epoll_set = self.epoll_set
+
+            async def bare_in_set(item: tuple[AsyncCgminerAPI, tuple[str, ...], bytes]) -> None:
+                await _epoll_read(epoll_set, item[0].host, item[0].port, item[2])
+
+            await self._share(bare_in_set, self.requests)
         elif layer == "exchange":
 
             async def exchange(item: tuple[AsyncCgminerAPI, tuple[str, ...], bytes]) -> None:
@@ -214,12 +291,12 @@ def report(miners: int, loop_name: str, result: dict[str, Any]) -> list[str]:
         "|---|---:|---:|---:|---:|",
     ]
     for index, name in enumerate(LAYERS):
-        if name in ("floor-protocol", "floor-sockets"):
+        if name in FLOORS:
             adds = "—"
         elif name == "exchange":
             adds = (
-                f"{cpu[name] - cpu['floor-sockets']:+.1f} / {cpu[name] - floor:+.1f} "
-                "(sockets / protocol floor)"
+                f"{cpu[name] - cpu['floor-epoll']:+.1f} / {cpu[name] - floor:+.1f} "
+                "(epoll / protocol floor)"
             )
         else:
             adds = f"{cpu[name] - cpu[LAYERS[index - 1]]:+.1f}"

@@ -18,12 +18,12 @@ import contextlib
 import errno
 import math
 import os
+import select
 import socket
 import time
 import weakref
-from asyncio.selector_events import BaseSelectorEventLoop
 from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
-from typing import Any, ClassVar, Final, Protocol
+from typing import Any, ClassVar, Final, Generic, Protocol, TypeVar
 
 from cgwatchdog.errors import (
     CgwatchdogError,
@@ -312,38 +312,91 @@ class _Deadlines:
             item.expire()
 
 
-_WATCHES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Deadlines] = (
-    weakref.WeakKeyDictionary()
-)
-_last_watch: tuple[weakref.ref[asyncio.AbstractEventLoop], _Deadlines] | None = None
+_T = TypeVar("_T")
 
 
-def _deadlines(loop: asyncio.AbstractEventLoop) -> _Deadlines:
-    """The deadline watch of ``loop`` (the last one looked up is kept at hand)."""
-    global _last_watch
-    last = _last_watch
-    if last is not None and last[0]() is loop:
-        return last[1]
-    watch = _WATCHES.get(loop)
-    if watch is None:
-        watch = _WATCHES[loop] = _Deadlines(loop)
-    _last_watch = (weakref.ref(loop), watch)
-    return watch
+class _PerLoop(Generic[_T]):
+    """One ``_T`` per event loop, made on first use (the last one looked up is kept at
+    hand: a poller runs on one loop)."""
+
+    __slots__ = ("_last", "_made", "_make")
+
+    def __init__(self, make: Callable[[asyncio.AbstractEventLoop], _T]) -> None:
+        self._make = make
+        self._made: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _T] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._last: tuple[weakref.ref[asyncio.AbstractEventLoop], _T] | None = None
+
+    def __call__(self, loop: asyncio.AbstractEventLoop) -> _T:
+        last = self._last
+        if last is not None and last[0]() is loop:
+            return last[1]
+        made = self._made.get(loop)
+        if made is None:
+            made = self._made[loop] = self._make(loop)
+        self._last = (weakref.ref(loop), made)
+        return made
+
+
+_deadlines: Final = _PerLoop(_Deadlines)
+"""The deadline watch of an event loop."""
+
+_EPOLL: Final = hasattr(select, "epoll")
+_OUT: Final = getattr(select, "EPOLLOUT", 4)
+_IN: Final = getattr(select, "EPOLLIN", 1)
+
+
+class _Sockets:
+    """The sockets of every exchange in flight on one event loop, in an epoll set of their
+    own that the loop watches as one file (Linux).
+
+    Through the loop's ``add_reader``/``add_writer`` every socket costs a selector key,
+    an add and a remove each way, and every event a Handle and a callback through the
+    loop's ready queue: about as much CPU as the socket calls themselves. Here a socket is
+    registered once and modified once (closing it drops it from the set), and each event
+    goes straight to its exchange. The same on any loop that can watch a file: asyncio's
+    own and uvloop.
+    """
+
+    __slots__ = ("epoll", "exchanges")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.epoll = select.epoll()
+        self.exchanges: dict[int, _SocketExchange] = {}
+        try:
+            loop.add_reader(self.epoll.fileno(), self._ready)
+        except BaseException:
+            self.epoll.close()
+            raise
+
+    def _ready(self) -> None:
+        exchanges = self.exchanges
+        # Level-triggered: what is not handled now is reported again. No exchange starts
+        # while this runs (an exchange's waiter wakes its caller later, from the loop), so
+        # a descriptor in this list is the one its exchange registered.
+        for fd, _ in self.epoll.poll(0):
+            exchange = exchanges.get(fd)
+            if exchange is not None:
+                exchange.ready()
+
+
+_sockets: Final = _PerLoop(_Sockets)
+"""The epoll set of an event loop's exchanges."""
 
 
 class _SocketExchange:
-    """One request and its reply on a non-blocking socket, driven by the selector event
-    loop's ``add_reader``/``add_writer``.
+    """One request and its reply on a non-blocking socket in the loop's :class:`_Sockets`.
 
-    On asyncio's own (selector) loop the transport machinery around a connection (a
-    protocol, a transport object, several ``call_soon`` per connection) costs more CPU
-    than the socket calls themselves: this path costs about a fifth less than a bare
-    ``asyncio.Protocol`` client (99 against 127 µs a miner, ``benchmarks/RESULTS.md``).
+    The transport machinery around a connection (a protocol, a transport object, several
+    ``call_soon`` per connection) costs more CPU than the socket calls themselves: this
+    path costs about half of a bare ``asyncio.Protocol`` client on asyncio's own loop,
+    and less than uvloop's C transports (``benchmarks/RESULTS.md``).
     """
 
     __slots__ = (
-        "connected_at", "deadlines", "decoder", "error", "fd", "loop", "phase", "reading",
-        "request", "sock", "timeout", "waiter", "writing",
+        "connected_at", "deadlines", "decoder", "error", "fd", "loop", "phase", "request",
+        "sock", "sockets", "timeout", "waiter", "watching",
     )  # fmt: skip
 
     def __init__(
@@ -362,13 +415,15 @@ class _SocketExchange:
         self.error: BaseException | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.deadlines: _Deadlines | None = None
+        self.sockets: _Sockets | None = None
         self.sock: socket.SocketType | None = None
         self.fd = -1
-        self.reading = self.writing = False
+        self.watching = 0  # the epoll events the socket is registered for; 0: not in the set
 
     def start(self, family: int, address: tuple[Any, ...], connect_timeout: float) -> None:
         """Open the socket and start connecting; raises OSError when it cannot start."""
         loop = self.loop
+        sockets = self.sockets = _sockets(loop)
         # socket.SocketType is the C socket type: none of socket.socket's Python layer
         # (makefile, dup, reference counting for close) is needed here.
         sock = socket.SocketType(family, socket.SOCK_STREAM)
@@ -386,21 +441,40 @@ class _SocketExchange:
         if err == 0:
             self._connected()
         elif err in _IN_PROGRESS:
-            self.writing = True
-            loop.add_writer(self.fd, self._connected)
+            self._watch(sockets, _OUT)
         else:
             self._end(OSError(err, os.strerror(err)))
 
+    def _watch(self, sockets: _Sockets, events: int) -> None:
+        """Have ``events`` of the socket reported to :meth:`ready`."""
+        try:
+            if self.watching:
+                sockets.epoll.modify(self.fd, events)
+            else:
+                sockets.epoll.register(self.fd, events)
+                sockets.exchanges[self.fd] = self
+        except OSError as exc:  # no room in the set (ENOMEM, ENOSPC)
+            self._end(_bare(exc))
+            return
+        self.watching = events
+
+    def ready(self) -> None:
+        """The socket is ready for what it is watched for (or has failed)."""
+        if self.watching == _OUT:
+            self._connected()
+        else:
+            self._readable()
+
     def _connected(self) -> None:
-        """The connect finished (or failed: ``send`` then raises its error)."""
-        loop = self.loop
+        """The connect finished (or failed: ``send`` then raises its error); sends."""
         if self.phase == _CONNECT:
             self.phase = _READ
-            now = self.connected_at = loop.time()
+            now = self.connected_at = self.loop.time()
             if self.deadlines is not None:
                 self.deadlines.set(self, now + self.timeout)
         sock = self.sock
-        assert sock is not None
+        sockets = self.sockets
+        assert sock is not None and sockets is not None
         try:
             sent = sock.send(self.request)
         except (BlockingIOError, InterruptedError):
@@ -410,16 +484,10 @@ class _SocketExchange:
             return
         if sent < len(self.request):
             self.request = self.request[sent:]
-            if not self.writing:
-                self.writing = True
-                loop.add_writer(self.fd, self._connected)
+            if self.watching != _OUT:
+                self._watch(sockets, _OUT)
             return
-        if not self.reading:
-            self.reading = True
-            loop.add_reader(self.fd, self._readable)  # before remove_writer: one MOD each
-        if self.writing:
-            self.writing = False
-            loop.remove_writer(self.fd)
+        self._watch(sockets, _IN)
 
     def _readable(self) -> None:
         sock = self.sock
@@ -455,16 +523,15 @@ class _SocketExchange:
             return
         self.waiter = None
         self.error = error
-        loop, fd = self.loop, self.fd
-        if self.reading:
-            self.reading = False
-            loop.remove_reader(fd)
-        if self.writing:
-            self.writing = False
-            loop.remove_writer(fd)
+        if self.watching:
+            # Closing the socket drops it from the epoll set (nothing else holds its file).
+            self.watching = 0
+            if self.sockets is not None:
+                del self.sockets.exchanges[self.fd]
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+        self.sockets = None
         if self.deadlines is not None:
             self.deadlines.discard(self)
             self.deadlines = None
@@ -474,8 +541,8 @@ class _SocketExchange:
 
 class _ReplyReader(asyncio.Protocol):
     """Feeds one connection's bytes straight to a ReplyDecoder (no stream buffer): the read
-    path on other event loops (uvloop's transports are C and cheaper than raw sockets
-    there) and for host names, which ``create_connection`` resolves.
+    path for host names, which ``create_connection`` resolves, and where there is no epoll
+    (not Linux).
 
     ``done`` resolves (always with None) when the reply is complete (NUL or close), the
     socket fails or the deadline passes; ``error`` then says which failure, if any.
@@ -571,11 +638,12 @@ def _literal(host: str, port: int) -> tuple[int, tuple[Any, ...]] | None:
 class AsyncCgminerAPI(_BaseAPI):
     """asyncio client, one connection per request; no thread per miner.
 
-    On asyncio's selector loop an IP address is read on a bare non-blocking socket
-    (:class:`_SocketExchange`); elsewhere (uvloop, host names) through a bare
-    :class:`asyncio.Protocol` feeding the decoder. Either way the connect and read
-    deadlines are watched by one timer per event loop (:class:`_Deadlines`). Both are
-    measured against bare clients in ``benchmarks/RESULTS.md``.
+    On Linux an IP address is read on a bare non-blocking socket in an epoll set of the
+    client's own (:class:`_SocketExchange`), on asyncio's loop and uvloop alike; host
+    names, and systems without epoll, go through a bare :class:`asyncio.Protocol` feeding
+    the decoder. Either way the connect and read deadlines are watched by one timer per
+    event loop (:class:`_Deadlines`). Both are measured against bare clients in
+    ``benchmarks/RESULTS.md``.
     """
 
     __slots__ = ("_address", "use_sockets")
@@ -614,7 +682,7 @@ class AsyncCgminerAPI(_BaseAPI):
         address = self._resolved() if self.use_sockets else None
         error: BaseException | None
         exchange: _SocketExchange | None = None
-        if address is not None and isinstance(loop, BaseSelectorEventLoop):
+        if address is not None and _EPOLL:
             # The socket path, inline: a coroutine less per exchange.
             exchange = _SocketExchange(loop, request, decoder, self.timeout)
             try:

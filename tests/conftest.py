@@ -42,6 +42,22 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report.longrepr = f"CGW_REQUIRE_REAL=1 and this test would skip: {reason}"
 
 
+def _uvloop_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        pytest.skip("uvloop is not installed (pip install '.[dev]')")
+    return uvloop.new_event_loop()
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
+    """asyncio's own event loop for every async test; uvloop's as well for those marked
+    ``both_loops`` (the client: ``cgwatchdog run`` takes uvloop where it is installed)."""
+    if item.get_closest_marker("both_loops") is not None:
+        return {"asyncio": asyncio.new_event_loop, "uvloop": _uvloop_loop}
+    return {"asyncio": asyncio.new_event_loop}
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Say, in CI's output, which skips remain and why."""
     skipped = terminalreporter.stats.get("skipped", [])

@@ -92,6 +92,7 @@ def test_the_other_benchmark_scripts_run(tmp_path: Path) -> None:
     layers = _script("layers.py", "--miners", "100", "--rounds", "1", "--history", "300",
                      "--listen", "127.0.94.1")  # fmt: skip
     assert "| rules |" in layers and "Cyclic GC during a whole cycle" in layers
+    assert "| floor-epoll |" in layers and "(epoll / protocol floor)" in layers
     codec = _script("codec.py", "--number", "5", "--repeat", "1")
     assert "| simulator bmminer | summary+devs+pools+stats |" in codec
     memory = _script("memory.py", "--miners", "100", "--history", "300", "--cycles", "1",
@@ -298,12 +299,13 @@ async def _failing_server(behaviour: str) -> asyncio.Server:
     return await asyncio.start_server(handle, "127.0.0.1", 0)
 
 
+@pytest.mark.both_loops
 @pytest.mark.parametrize("path", ["sockets", "protocol"])
 async def test_poll_leaves_gc_as_found_and_failures_leave_no_cycles(
     silent_port: int, unanswered_port: int, path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Both read paths of the client: bare sockets (asyncio's selector loop) and the
-    # asyncio.Protocol one (uvloop, host names); every way a poll can fail.
+    # Both read paths of the client, bare sockets in its epoll set and the asyncio.Protocol
+    # one (host names), on both event loops; every way a poll can fail.
     monkeypatch.setattr(AsyncCgminerAPI, "USE_SOCKETS", path == "sockets")
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))

@@ -4,12 +4,13 @@ Each server here is a small thread that accepts connections and plays one behavi
 a miner seen in the field: a normal cgminer, one that trickles, closes, resets, hangs,
 floods, or speaks an old API without multi-commands. Every scenario runs through both
 faces, ``CgminerAPI`` and ``AsyncCgminerAPI``, the latter on both its read paths (a bare
-socket on asyncio's selector loop, and the ``asyncio.Protocol`` path uvloop and host
-names take).
+socket in the client's own epoll set, and the ``asyncio.Protocol`` path host names
+take), each on asyncio's own event loop and on uvloop's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import socket
@@ -308,6 +309,14 @@ class Client:
 def face(request: pytest.FixtureRequest) -> str:
     value: str = request.param
     return value
+
+
+pytestmark = pytest.mark.both_loops  # every async test on asyncio's loop and uvloop's
+
+
+async def test_each_event_loop_is_the_one_asked_for(request: pytest.FixtureRequest) -> None:
+    loop = asyncio.get_running_loop()
+    assert ("uvloop" in type(loop).__module__) == ("[uvloop" in request.node.name)
 
 
 # -- normal replies ---------------------------------------------------------------------
