@@ -797,6 +797,14 @@ def test_to_dict_from_dict_round_trip() -> None:
     assert set(original.evaluated) == set(again.evaluated)
     with pytest.raises(ValueError):
         RuleEngine.from_dict({"version": 7}, rules, miners)
+    # What was read from the state file is not kept twice over: the history goes under
+    # the configuration's name object and shares its plan's retention floats.
+    (name,) = list(restored.history)
+    assert name is miners[0].name
+    history = restored.history[name]
+    plan = restored._plans[name]
+    assert history.retention_s is plan.retention_s
+    assert history.counter_retention_s is plan.counter_retention_s
 
 
 def test_state_in_records_through_a_store_matches_the_document_form(tmp_path: Path) -> None:
