@@ -1,7 +1,6 @@
 """The pollers compared by ``fleet.py``; each runs alone in a child process.
 
-Every contender polls the same fleet (``summary+devs+pools`` per miner) and runs one
-cycle per :meth:`Contender.cycle` call:
+Every contender polls the same fleet and runs one cycle per :meth:`Contender.cycle` call:
 
 ``cgwatchdog`` (the collector as ``cgwatchdog run`` has it: paused through each cycle,
 what the cycle leaves exempted after it, :class:`cgwatchdog.gcpause.CycleCollector`;
@@ -22,7 +21,12 @@ running; ``cgwatchdog-freeze``: left running, the heap frozen after the warm-up)
     (its own connection, read-to-close and JSON repair), no Snapshot or rules.
 ``floor-streams`` / ``floor-protocol``
     connect, send the request, keep the bytes until the miner closes, close: asyncio
-    streams, or a bare :class:`asyncio.Protocol`. Nothing is decoded.
+    streams, or a bare :class:`asyncio.Protocol`. Nothing is decoded. They ask each miner
+    what cgwatchdog's steady cycle asks it (:func:`steady_request`: ``stats`` too on
+    bmminer), so that the simulator does the same work for them.
+``floor-protocol-lite``
+    the Protocol floor asking ``summary+devs+pools`` of every miner, as the floors did
+    until run F of ``RESULTS.md``: the simulator does less for it (no ``stats``).
 
 A ``-uvloop`` suffix runs the contender on uvloop's event loop. All asyncio contenders
 share the fleet among ``concurrency`` worker coroutines, as cgwatchdog's poller does.
@@ -51,6 +55,15 @@ from cgwatchdog.rules import RuleEngine
 from cgwatchdog.snapshot import PollResult, Snapshot, build_snapshot
 
 REQUEST = b'{"command":"summary+devs+pools"}'
+STEADY_REQUESTS: dict[str, bytes] = {"bmminer": b'{"command":"summary+devs+pools+stats"}'}
+"""What cgwatchdog's steady poll asks a miner of each simulator flavour besides REQUEST:
+``stats`` where the first contact found boards and fans there."""
+
+
+def steady_request(target: Target) -> bytes:
+    """The request cgwatchdog's steady poll sends ``target``: the floors send the same,
+    so that the simulator does the same work for them as for cgwatchdog."""
+    return STEADY_REQUESTS.get(target.flavour, REQUEST)
 BASE_COMMANDS = ("summary", "devs", "pools")
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_RULES = REPO / "rules" / "default.yaml"
@@ -298,7 +311,7 @@ class FloorStreams(Contender):
             except OSError:
                 outcome.failed += 1
                 return
-            writer.write(REQUEST)
+            writer.write(steady_request(target))
             chunks = []
             while chunk := await reader.read(65536):
                 chunks.append(chunk)
@@ -311,14 +324,15 @@ class FloorStreams(Contender):
 
 
 class _Collect(asyncio.Protocol):
-    __slots__ = ("chunks", "done")
+    __slots__ = ("chunks", "done", "request")
 
-    def __init__(self, done: asyncio.Future[bytes]) -> None:
+    def __init__(self, done: asyncio.Future[bytes], request: bytes) -> None:
         self.done = done
+        self.request = request
         self.chunks: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.write(REQUEST)  # type: ignore[attr-defined]
+        transport.write(self.request)  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
         self.chunks.append(data)
@@ -329,26 +343,41 @@ class _Collect(asyncio.Protocol):
 
 
 class FloorProtocol(Contender):
-    """A bare asyncio.Protocol: the transport calls back with each chunk."""
+    """A bare asyncio.Protocol: the transport calls back with each chunk. It asks each
+    miner what cgwatchdog asks it (:func:`steady_request`)."""
 
     name = "floor-protocol"
+    lite = False
 
     async def cycle(self) -> Outcome:
         outcome = Outcome(polled=len(self.targets))
         loop = asyncio.get_running_loop()
+        lite = self.lite
 
         async def one(target: Target) -> None:
             done: asyncio.Future[bytes] = loop.create_future()
+            request = REQUEST if lite else steady_request(target)
             try:
-                await loop.create_connection(lambda: _Collect(done), target.host, target.port)
+                await loop.create_connection(
+                    lambda: _Collect(done, request), target.host, target.port
+                )
             except OSError:
                 outcome.failed += 1
                 return
-            outcome.reply_bytes += len(await done)
+            reply = await done  # awaited first: `+= len(await ...)` would lose updates
+            outcome.reply_bytes += len(reply)
             outcome.answered += 1
 
         await _share(self.targets, self.concurrency, one)
         return outcome
+
+
+class FloorProtocolLite(FloorProtocol):
+    """The Protocol floor as it was until run F: ``summary+devs+pools`` of every miner,
+    no ``stats`` of the bmminer third, so the simulator did less for it."""
+
+    name = "floor-protocol-lite"
+    lite = True
 
 
 GC_VARIANTS = ("cgwatchdog", "cgwatchdog-pause", "cgwatchdog-gc", "cgwatchdog-freeze")
@@ -362,6 +391,7 @@ CONTENDERS: dict[str, type[Contender]] = {
         PyasicContender,
         FloorStreams,
         FloorProtocol,
+        FloorProtocolLite,
     )
 }
 

@@ -51,7 +51,7 @@ FLEET = REPO / "benchmarks" / "fleet.py"
 def test_fleet_benchmark_runs_every_contender_on_100_miners(tmp_path: Path) -> None:
     # Two simulator processes (--per-process 60): how 20,000 miners are served.
     contenders = ["cgwatchdog", "cgwatchdog-freeze", "sequential", "floor-streams"]
-    contenders.append("floor-protocol")
+    contenders += ["floor-protocol", "floor-protocol-lite"]
     if importlib.util.find_spec("pyasic") is not None:
         contenders.append("pyasic")
     if importlib.util.find_spec("uvloop") is not None:
@@ -73,6 +73,9 @@ def test_fleet_benchmark_runs_every_contender_on_100_miners(tmp_path: Path) -> N
         assert "error" not in row, (name, row)
         assert row["answered"] == row["polled"], (name, row)
         assert row["wall_s"] > 0 and row["cpu_s"] > 0 and row["rss_mb"] > 0
+    # The floors ask the bmminer third for stats as cgwatchdog does; the lite one does not.
+    assert rows["floor-protocol"]["reply_mb"] > rows["floor-protocol-lite"]["reply_mb"]
+    assert rows["floor-protocol"]["reply_mb"] == rows["floor-streams"]["reply_mb"]
     assert rows["sequential"]["polled"] == 20 and rows["sequential"]["scale"] == 5.0
     assert rows["cgwatchdog"]["polled"] == 100
     assert any("history pre-filled: 10 samples" in note for note in rows["cgwatchdog"]["notes"])
@@ -85,6 +88,26 @@ def _script(name: str, *args: str, timeout: float = 120) -> str:
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     return done.stdout
+
+
+async def test_the_floors_ask_each_miner_what_cgwatchdog_s_steady_cycle_asks() -> None:
+    from benchmarks import contenders
+
+    fleet = Fleet.build(9, listen="127.0.92.1", base_port=0)
+    async with serve(fleet):
+        targets = [
+            contenders.Target(m.name, m.address[0], m.address[1], m.miner.flavour.name)
+            for m in fleet.members
+        ]
+        poller = Poller(targets, timeout=2.0, connect_timeout=0.5)
+        await poller.poll()  # the first contact settles each miner's commands
+        asked = {
+            target.flavour: protocol.encode_request("+".join(poller._states[target.name].commands or ()))
+            for target in targets
+        }
+    assert set(asked) == {"cgminer", "bmminer", "bfgminer"}
+    for target in targets:
+        assert contenders.steady_request(target) == asked[target.flavour], target.flavour
 
 
 def test_the_other_benchmark_scripts_run(tmp_path: Path) -> None:
