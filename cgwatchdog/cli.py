@@ -514,8 +514,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     level = logging.DEBUG if args.debug else getattr(logging, args.log_level.upper())
     keep_large_blocks_unmapped()
     try:
-        # The [uvloop] extra, where installed. Since the client's own socket path on the
-        # default loop, a cycle costs about the same CPU on either (benchmarks/RESULTS.md).
+        # The [uvloop] extra, where installed. The client's sockets are in an epoll set of
+        # its own on either loop, so a cycle costs about the same CPU on both
+        # (benchmarks/RESULTS.md).
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
