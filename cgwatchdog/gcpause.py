@@ -72,6 +72,7 @@ class CycleCollector:
         self.settle_every_s = settle_every_s
         self._settled_at: float | None = None  # None: settle after the next cycle
         self._settled_count = 0  # exempt objects right after the last full collection
+        self._grown = 0  # what the cycles' freezes have added since then
 
     def settle_next(self) -> None:
         """Run the full collection after the next cycle (the fleet's state is new)."""
@@ -86,13 +87,20 @@ class CycleCollector:
         try:
             yield
         finally:
+            # Generation 0's count is the tracked objects made and not freed since the
+            # last collection or freeze: what this freeze adds to the exempt ones. Not
+            # gc.get_freeze_count(), which walks every exempt object (4 ms a cycle with
+            # a 100-miner fleet, benchmarks/RESULTS.md row 31). Survivors of collections
+            # between cycles are not counted: settle_every_s covers them.
+            self._grown += gc.get_count()[0]
             # Exempt before enabling: the first allocation after would otherwise start
             # a collection of everything the cycle made.
             gc.freeze()
             due = self._settled_at is None or now - self._settled_at >= self.settle_every_s
-            if due or gc.get_freeze_count() > self._settled_count * (1 + SETTLE_GROWTH):
+            if due or self._grown > self._settled_count * SETTLE_GROWTH:
                 settle_long_lived()
                 self._settled_at = now
                 self._settled_count = gc.get_freeze_count()
+                self._grown = 0
             if enabled:
                 gc.enable()

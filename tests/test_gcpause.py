@@ -156,3 +156,22 @@ def test_cycles_that_leave_cyclic_garbage_get_a_full_collection_sooner(
         leave_garbage(exempt * SETTLE_GROWTH * 0.6)  # past a quarter in all
     assert first() is None  # found long before settle_every_s
     assert 2 in collections
+
+
+def test_cycles_that_replace_what_they_hold_do_not_count_as_growth(
+    collections: list[int],
+) -> None:
+    # A daemon's steady cycle: each cycle's snapshots take the place of the last ones,
+    # which reference counting frees; the exempt objects do not grow, so only
+    # settle_every_s brings the next full collection.
+    collector = settled()
+    held = [Node() for _ in range(20_000)]
+    collections.clear()
+    for t in range(1, 40):
+        with collector.cycle(float(t)):
+            held = [Node() for _ in range(20_000)]
+    assert 2 not in collections
+    with collector.cycle(700.0):
+        held = [Node() for _ in range(20_000)]
+    assert 2 in collections
+    del held
