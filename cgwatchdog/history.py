@@ -128,6 +128,26 @@ def _capacity(count: int) -> int:
     return count + (count >> 5) + 3
 
 
+def _with_room(
+    a: array[float], cap: int, head: int, end: int, width: int
+) -> tuple[array[float], int]:
+    """``width`` columns of ``cap`` places, their samples at [head, end) of each, moved
+    to the start of each with room for one more after them: (the array, its cap).
+
+    In place where that frees a few places (one move of the whole array moves every
+    column down by ``head``), else in a new array of the right size, larger or smaller.
+    """
+    count = end - head
+    want = _capacity(count + 1)
+    if (count >> 6) + 2 <= cap - count and cap <= 2 * want:
+        a[: len(a) - head] = a[head:]
+        return a, cap
+    new = array(a.typecode, _ZERO) * (width * want)  # allocated to the size, not over
+    for c in range(width):
+        new[c * want : c * want + count] = a[c * cap + head : c * cap + head + count]
+    return new, want
+
+
 def _fits(oldest: float, newest: float) -> bool:
     """Whether samples from ``oldest`` to ``newest`` fit float32 offsets from the whole
     second of ``newest`` (False for NaN)."""
@@ -402,8 +422,8 @@ class MinerHistory:
         shift = end - self._cend  # counters of time index i: at i - shift
         oldest = self._chead + shift
         if oldest < self._head:  # never older than the other columns
-            oldest = self._chead = self._head
-            self._chead -= shift
+            oldest = self._head
+            self._chead = oldest - shift
         if end - oldest < 2:
             return
         cut = (newest - kept + _ROUND) - _ROUND
@@ -415,18 +435,8 @@ class MinerHistory:
     def _make_counter_room(self) -> int:
         """Room for one sample's counters after the newest, as :meth:`_make_room` makes
         it for the other columns; where they go."""
-        c = self._c
-        head = self._chead
-        count = self._cend - head
-        cap = self._ccap
-        want = _capacity(count + 1)
-        if (count >> 6) + 2 <= cap - count and cap <= 2 * want:
-            c[: len(c) - head] = c[head:]
-        else:
-            new = array("f", _ZERO) * (2 * want)  # allocated to the size, not over
-            new[:count] = c[head : head + count]
-            new[want : want + count] = c[cap + head : cap + head + count]
-            self._c, self._ccap = new, want
+        count = self._cend - self._chead
+        self._c, self._ccap = _with_room(self._c, self._ccap, self._chead, self._cend, 2)
         self._chead = 0
         self._cend = count
         return count
@@ -449,29 +459,11 @@ class MinerHistory:
         return self._head + kept
 
     def _make_room(self) -> None:
-        """Room for one sample after the newest: the columns moved down over the trimmed
-        samples where that frees a few places, else into a larger (or smaller) array."""
-        a = self._a
+        """Room for one sample after the newest (see :func:`_with_room`)."""
         count = self._end - self._head
-        want = _capacity(count + 1)
-        if (count >> 6) + 2 <= self._cap - count and self._cap <= 2 * want:
-            # Room for a few samples once every column moves down by _head: one move of
-            # the whole array does it.
-            a[: len(a) - self._head] = a[self._head :]
-            self._head = 0
-            self._end = count
-        else:
-            self._resize(want)
-
-    def _resize(self, cap: int) -> None:
-        a = self._a
-        head = self._head
-        count = self._end - head
-        old = self._cap
-        new = array(a.typecode, _ZERO) * (3 * cap)  # allocated to the size, not over
-        for c in range(3):
-            new[c * cap : c * cap + count] = a[c * old + head : c * old + head + count]
-        self._a, self._cap, self._head, self._end = new, cap, 0, count
+        self._a, self._cap = _with_room(self._a, self._cap, self._head, self._end, 3)
+        self._head = 0
+        self._end = count
 
     def _relayout(self, kept: int, newest: float) -> None:
         """The first ``kept`` samples laid out afresh for ``newest``, with room for it."""
