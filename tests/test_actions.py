@@ -58,6 +58,7 @@ from cgwatchdog.alerts import (
     AlertEngine,
     AlertState,
     Evaluation,
+    Judged,
     Signal,
     fingerprint,
     fleet_incidents,
@@ -1293,3 +1294,8 @@ def test_signals_flow_through_the_alert_engine_like_any_signal() -> None:
         "m002",
     ) in merged.evaluated
     assert merged.held_miners == {"m003"}
+    # The rule engine's Judged is widened, not copied into a set, and holds the same pairs.
+    judged = d.planner.with_signals(
+        Evaluation([rule_signal], Judged({"m002": ("TooHot",)}), {"m003"}), d.miners, now
+    )
+    assert isinstance(judged.evaluated, Judged) and judged.evaluated == merged.evaluated

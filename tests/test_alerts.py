@@ -10,7 +10,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
@@ -25,6 +25,7 @@ from cgwatchdog.alerts import (
     AlertView,
     Dispatcher,
     Evaluation,
+    Judged,
     Matcher,
     Notification,
     Route,
@@ -752,6 +753,51 @@ def test_notification_serializes_for_the_outbox() -> None:
     data = json.loads(json.dumps(notification.to_dict()))
     assert Notification.from_dict(data) == notification
     assert AlertView.from_dict(data["alerts"][0]) == notification.alerts[0]
+
+
+_NAMES = st.sampled_from(["A", "B", "C"])
+_WHO = st.sampled_from(["m0", "m1", "m2", "m3"])
+
+
+@given(
+    by_miner=st.dictionaries(_WHO, st.lists(_NAMES, max_size=4).map(tuple), max_size=4),
+    everywhere=st.dictionaries(_NAMES, st.frozensets(_WHO), max_size=3),
+    also=st.lists(_NAMES, max_size=2),
+    also_miners=st.frozensets(_WHO),
+)
+def test_judged_is_the_set_of_pairs_it_stands_for(
+    by_miner: dict[str, tuple[str, ...]],
+    everywhere: dict[str, frozenset[str]],
+    also: list[str],
+    also_miners: frozenset[str],
+) -> None:
+    """Each miner's alertnames and the alertnames judged everywhere, as a set of pairs:
+    membership, iteration (each pair once), length and equality with a plain set, before
+    and after :meth:`Judged.also`."""
+    pairs = {(name, miner) for miner, names in by_miner.items() for name in names}
+    pairs |= {(name, miner) for name, miners in everywhere.items() for miner in miners}
+    judged = Judged(by_miner, everywhere)
+    more = judged.also(also, also_miners)
+    wider = pairs | {(name, miner) for name in also for miner in also_miners}
+    for have, want in ((judged, pairs), (more, wider)):
+        assert sorted(have) == sorted(want) and len(have) == len(want)
+        assert have == want and want == have
+        for name in ("A", "B", "C", "D"):
+            for miner in ("m0", "m1", "m2", "m3", "m9"):
+                assert ((name, miner) in have) == ((name, miner) in want)
+        assert "A" not in have and ("A", "m0", "x") not in have
+    assert sorted(judged) == sorted(pairs)  # also() left the first as it was
+
+
+def test_the_alert_engine_takes_judged_pairs_as_it_takes_a_set() -> None:
+    """An alert whose pair a Judged holds resolves when its signal stops; one whose pair
+    it does not hold keeps its state."""
+    engine = AlertEngine()
+    signals = [sig("A", "m1"), sig("A", "m2")]
+    engine.update(Evaluation(signals, {("A", "m1"), ("A", "m2")}), 0.0)
+    engine.update(Evaluation([], Judged({"m1": ("A",), "m2": ()})), 10.0)
+    states = {a.miner: a.state for a in engine.alerts()}
+    assert states == {"m1": RESOLVED, "m2": FIRING}
 
 
 # --- properties over random histories -------------------------------------------------

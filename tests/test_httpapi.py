@@ -28,7 +28,7 @@ from cgwatchdog.simulator import FakeClock
 from cgwatchdog.snapshot import Device, Pool, Snapshot, Unreachable
 from cgwatchdog.web import pages
 from cgwatchdog.web.fleetview import FleetView
-from cgwatchdog.web.metrics import Metrics, render_fleet
+from cgwatchdog.web.metrics import LINES_A_CHUNK, SERIES, Metrics, render_fleet
 from cgwatchdog.web.server import (
     MAX_LINE_BYTES,
     HttpServer,
@@ -429,6 +429,27 @@ async def test_metrics_stream_the_rendered_families_unchanged(
     assert own.startswith(b"# HELP cgwatchdog_") and b"cgwatchdog_cycles_total" in own
     assert own.endswith(b"# EOF\n") == openmetrics
     assert text == b"".join(endpoint.metrics.exposition(openmetrics=openmetrics))
+
+
+def test_a_render_cuts_each_family_into_chunks_of_bounded_lines(endpoint: Endpoint) -> None:
+    """A family longer than ``LINES_A_CHUNK`` lines comes in several chunks, none with more
+    sample lines than that (what a render holds at once), and the chunks join into the
+    families in order, each header once before its samples."""
+    count = 2 * LINES_A_CHUNK + 5
+    large_cycle(endpoint, count, 8)
+    fleet = render_fleet(endpoint.metrics.view, openmetrics=False, per_device=False)
+    lines_in = [[line for line in chunk.splitlines() if not line.startswith(b"#")] for chunk in fleet]
+    assert max(len(lines) for lines in lines_in) == LINES_A_CHUNK
+    up = [chunk for chunk in fleet if chunk.startswith((b"# HELP cgwatchdog_miner_up ", b"cgwatchdog_miner_up{"))]
+    assert len(up) == 3 and up[0].startswith(b"# HELP cgwatchdog_miner_up ")
+    text = b"".join(fleet).decode()
+    heads = [line.split()[2] for line in text.splitlines() if line.startswith("# HELP")]
+    assert heads == [series.sample for series in SERIES if not series.per_device]
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert len(families["cgwatchdog_miner_up"].samples) == count + len(MINERS)
+    assert sum(1 for line in text.splitlines() if line.startswith("cgwatchdog_miner_up{")) == (
+        count + len(MINERS)
+    )
 
 
 @pytest.mark.parametrize(

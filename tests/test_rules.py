@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from cgwatchdog.alerts import AlertEngine, AlertState, Evaluation, Signal, fingerprint
+from cgwatchdog.alerts import AlertEngine, AlertState, Evaluation, Judged, Signal, fingerprint
 from cgwatchdog.config import MinerConfig, RuleBase
 from cgwatchdog.config.loader import default_rules_path, load_rule_file
 from cgwatchdog.errors import FailureKind
@@ -619,6 +619,29 @@ def test_rules_apply_to_the_miners_they_match() -> None:
     by_name = engine_for(rule(**DEAD, match_re={"miner": "n.*"}), miners=[north, south])
     evaluation = by_name.observe([snap(T0, "n1"), snap(T0, "s1")], T0)
     assert set(evaluation.evaluated) == {("DeviceDead", "n1")}
+
+
+def test_what_a_cycle_judged_shares_one_tuple_among_miners_alike() -> None:
+    """The miners that answered, whose rules all could tell, share their plan's tuple
+    of alertnames; a miner that could not be judged by one rule gets its own, and an
+    unreachable one its plan's tuple of rules that judge unreachability."""
+    miners = [miner(f"m{i}", f"10.0.0.{i}") for i in range(4)]
+    engine = engine_for(rule(**DEAD), rule(**DOWN), miners=miners)
+    broken = snap(T0, name="m2", host="10.0.0.2", devs_error=(14, "Invalid command"))
+    results = [snap(T0, name="m0", host="10.0.0.0"), snap(T0, name="m1", host="10.0.0.1"), broken]
+    down = Unreachable("m3", "10.0.0.3", 4028, T0, "timed out", FailureKind.CONNECT_TIMEOUT)
+    evaluation = engine.observe([*results, down], T0)
+    judged = evaluation.evaluated
+    assert isinstance(judged, Judged)
+    by_miner = judged._by_miner
+    assert by_miner["m0"] is by_miner["m1"] and by_miner["m0"] == ("DeviceDead", "MinerUnreachable")
+    assert by_miner["m2"] == ("MinerUnreachable",)  # devs refused: DeviceDead cannot tell
+    assert by_miner["m3"] == ("MinerUnreachable",)
+    assert set(judged) == {
+        ("DeviceDead", "m0"), ("MinerUnreachable", "m0"),
+        ("DeviceDead", "m1"), ("MinerUnreachable", "m1"),
+        ("MinerUnreachable", "m2"), ("MinerUnreachable", "m3"),
+    }  # fmt: skip
 
 
 # --------------------------------------------------------------------------- annotations

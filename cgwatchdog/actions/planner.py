@@ -97,12 +97,13 @@ import logging
 import re
 import shlex
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple, TypeAlias
 
 from jinja2 import StrictUndefined
 
-from cgwatchdog.alerts import Alert, AlertState, Evaluation, Signal
+from cgwatchdog.alerts import Alert, AlertState, Evaluation, Judged, Signal
 from cgwatchdog.config import ActionsConfig, MinerConfig, RuleAction, RuleBase
 from cgwatchdog.jsonstate import opt_float, opt_str
 from cgwatchdog.sandbox import BoundedSandbox
@@ -1765,10 +1766,13 @@ class ActionPlanner:
 
     def with_signals(self, evaluation: Evaluation, miners: Iterable[str], now: float) -> Evaluation:
         """``evaluation`` plus :meth:`signals`, judged for every miner (so they resolve)."""
-        pairs = set(evaluation.evaluated)
-        for miner in miners:
-            pairs.add((REMEDIATION_FAILED, miner))
-            pairs.add((REMEDIATION_DENIED, miner))
+        ours = (REMEDIATION_FAILED, REMEDIATION_DENIED)
+        judged = evaluation.evaluated
+        pairs: Collection[tuple[str, str]]
+        if isinstance(judged, Judged):
+            pairs = judged.also(ours, miners if isinstance(miners, AbstractSet) else set(miners))
+        else:
+            pairs = {*judged, *((alertname, miner) for miner in miners for alertname in ours)}
         return Evaluation(
             signals=[*evaluation.signals, *self.signals(now)],
             evaluated=pairs,

@@ -38,7 +38,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final, NamedTuple
 
-from cgwatchdog.alerts import Evaluation, Signal
+from cgwatchdog.alerts import Evaluation, Judged, Signal
 from cgwatchdog.config.models import MinerConfig, RuleBase
 from cgwatchdog.gcpause import gc_paused
 from cgwatchdog.history import FleetHistory
@@ -64,13 +64,12 @@ class MinerPlan(NamedTuple):
     """How much of the counters' history the rules that read them read back."""
     looking_back: frozenset[str]
     """The rules that read history for this miner (their baselines are kept)."""
-
-    @property
-    def pairs(self) -> tuple[tuple[str, str], ...]:
-        """``(rule name, miner name)`` of each rule, as ``Evaluation.evaluated`` holds
-        them (made when asked: kept for 10,000 miners they would be ~5 MB)."""
-        name = self.miner.name
-        return tuple([(rule.name, name) for rule in self.rules])
+    judged: tuple[str, ...]
+    """Every rule's name: what a cycle judges when the miner answers and every rule can
+    tell (the engine's :class:`Judged` shares this tuple)."""
+    judged_unreachable: tuple[str, ...]
+    """The names of the rules that judge an unreachable miner, and the rules run then."""
+    unreachable_rules: tuple[CompiledRule[Any], ...]
 
 
 class _Selection(NamedTuple):
@@ -78,6 +77,9 @@ class _Selection(NamedTuple):
     retention_s: float
     counter_retention_s: float
     looking_back: frozenset[str]
+    judged: tuple[str, ...]
+    judged_unreachable: tuple[str, ...]
+    unreachable_rules: tuple[CompiledRule[Any], ...]
 
 
 def _select(rules: tuple[CompiledRule[Any], ...], miner: MinerConfig) -> _Selection:
@@ -87,7 +89,11 @@ def _select(rules: tuple[CompiledRule[Any], ...], miner: MinerConfig) -> _Select
         (lookbacks[rule.name] for rule in rules if RULE_TYPES[rule.type].reads_counters),
         default=0.0,
     )
-    return _Selection(rules, max(lookbacks.values(), default=0.0), counters, looking_back)
+    unreachable = tuple(rule for rule in rules if rule.judges_unreachable)
+    return _Selection(
+        rules, max(lookbacks.values(), default=0.0), counters, looking_back,
+        tuple(rule.name for rule in rules), tuple(rule.name for rule in unreachable), unreachable,
+    )  # fmt: skip
 
 
 class RuleEngine:
@@ -151,10 +157,7 @@ class RuleEngine:
             if chosen is None:
                 selected = tuple(rule for rule in compiled if rule.config.selects(labels))
                 chosen = selections[key] = _select(selected, miner)
-            plans[miner.name] = MinerPlan(
-                miner, chosen.rules, chosen.retention_s, chosen.counter_retention_s,
-                chosen.looking_back,
-            )  # fmt: skip
+            plans[miner.name] = MinerPlan(miner, *chosen)
         self._plans = plans
 
     def _fit_history(self) -> None:
@@ -198,7 +201,7 @@ class RuleEngine:
         ``held_miners`` (e.g. restarted by an action and not yet seen coming back).
         """
         signals: list[Signal] = []
-        evaluated: set[tuple[str, str]] = set()
+        judged: dict[str, tuple[str, ...]] = {}  # by miner: the plan's tuples, shared
         held_miners = set(held)
         grace = self._restart_grace_s
         plans = self._plans
@@ -211,28 +214,36 @@ class RuleEngine:
             name = miner.name
             history = fleet.miner(name, plan.retention_s, plan.counter_retention_s)
             if isinstance(result, Snapshot):
-                answered = True
                 history.record_snapshot(result)
-            else:
-                answered = False
-                history.mark_unreachable(result.at)
-            for rule in plan.rules:
-                if rule.judges_unreachable:
-                    evaluated.add((rule.name, name))
-                    if answered:
+                # A rule that judges unreachability is judged false for a miner that
+                # answered, unrun; a rule that cannot tell (None) is not judged.
+                untold: list[str] | None = None
+                for rule in plan.rules:
+                    if rule.judges_unreachable:
                         continue
-                elif not answered:
-                    continue  # its other alerts keep their state
-                found = rule.evaluate(rule, miner, result, history, now)
-                if found is None:
-                    continue
-                evaluated.add((rule.name, name))
-                if found:
-                    signals.extend(found)
+                    found = rule.evaluate(rule, miner, result, history, now)
+                    if found is None:
+                        untold = [rule.name] if untold is None else [*untold, rule.name]
+                    elif found:
+                        signals.extend(found)
+                judged[name] = (
+                    plan.judged
+                    if untold is None
+                    else tuple(rule for rule in plan.judged if rule not in untold)
+                )
+            else:
+                history.mark_unreachable(result.at)
+                # Only the rules that judge unreachability run; the miner's other alerts
+                # keep their state.
+                for rule in plan.unreachable_rules:
+                    found = rule.evaluate(rule, miner, result, history, now)
+                    if found:
+                        signals.extend(found)
+                judged[name] = plan.judged_unreachable
             started = history.last_restart_at
             if started is not None and now - started < grace:
                 held_miners.add(miner.name)
-        return Evaluation(signals=signals, evaluated=evaluated, held_miners=held_miners)
+        return Evaluation(signals=signals, evaluated=Judged(judged), held_miners=held_miners)
 
     def to_dict(self) -> dict[str, Any]:
         """The history (baselines included), JSON-safe, as one document."""
