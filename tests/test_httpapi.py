@@ -25,7 +25,7 @@ from cgwatchdog.config import Config, HttpConfig, MinerConfig
 from cgwatchdog.errors import FailureKind
 from cgwatchdog.notify.outbox import DeliveryProblem, ReceiverCounters
 from cgwatchdog.simulator import FakeClock
-from cgwatchdog.snapshot import Device, Pool, Snapshot, Unreachable
+from cgwatchdog.snapshot import Device, PollResult, Pool, Snapshot, Unreachable
 from cgwatchdog.web import pages
 from cgwatchdog.web.fleetview import FleetView
 from cgwatchdog.web.metrics import LINES_A_CHUNK, SERIES, Metrics, render_fleet
@@ -794,6 +794,47 @@ def test_recent_actions_reach_api_alerts_and_status() -> None:
     assert status_lines(document)[-1] == (
         "ACTION  2025-11-25T20:00:00Z  m1  restart for DeviceDead: verified (Elapsed went down)"
     )
+
+
+def test_info_lines_share_their_labels_text_and_follow_every_change() -> None:
+    """Miners alike (same firmware, same labels) share one cached text after their host; a configured ``host`` label wins over the
+    address; a new configuration's labels show at the next render, and the cache keeps
+    only the texts the last render used."""
+    metrics = Metrics(CollectorRegistry())
+    rack = {"site": "north", "model": "S19 (configured)"}
+    miners = [MinerConfig(name=f"r{i}", host=f"127.0.3.{i}", labels=rack) for i in range(50)]
+    miners.append(MinerConfig(name="odd", host="127.0.3.99", labels={"host": "pdu-7", "x": 'a"b'}))
+    now = 1000.0
+
+    def cycle(configured: list[MinerConfig]) -> dict[str, dict[str, str]]:
+        found: list[PollResult] = [
+            Snapshot(name=m.name, host=m.host, port=4028, at=now, family="antminer",
+                     fork="bmminer 1.0.0", model="S19", firmware_version="2023")
+            for m in configured
+        ]  # fmt: skip
+        metrics.observe_cycle(
+            found, [], duration_s=1.0, finished_at=now, interval_s=INTERVAL_S, miners=configured
+        )
+        body = b"".join(metrics.exposition(openmetrics=False)).decode()
+        return {
+            sample.labels["miner"]: sample.labels
+            for family in text_string_to_metric_families(body)
+            if family.name == "cgwatchdog_miner_info"
+            for sample in family.samples
+        }
+
+    info = cycle(miners)
+    assert info["r7"] == {
+        "miner": "r7", "host": "127.0.3.7", "family": "antminer", "model": "S19 (configured)",
+        "firmware_version": "2023", "fork": "bmminer 1.0.0", "site": "north",
+    }  # fmt: skip
+    assert info["odd"]["host"] == "pdu-7" and info["odd"]["x"] == 'a"b'
+    assert len(metrics._info) == 2  # the rack's text, the odd miner's
+    moved = {"site": "south"}
+    info = cycle([*(m.model_copy(update={"labels": moved}) for m in miners[:50])])
+    assert {labels["site"] for labels in info.values()} == {"south"} and len(info) == 50
+    assert info["r7"]["model"] == "S19"
+    assert len(metrics._info) == 1
 
 
 def test_role_and_heartbeat_metrics_match_the_cluster_roles() -> None:

@@ -196,49 +196,39 @@ def _head(series: Series, openmetrics: bool) -> str:
     return f"# HELP {shown} {series.help}\n# TYPE {shown} {series.kind}\n"
 
 
-def _info_labels(result: PollResult, miner: MinerConfig | None, known: tuple[str, str]) -> str:
+_NO_LABELS: Final[Mapping[str, str]] = {}
+_UNKNOWN: Final = ("", "")
+
+_InfoKey = tuple[str, str, str, str, tuple[tuple[str, str], ...]]
+InfoCache = dict[_InfoKey, str]
+"""The text of ``cgwatchdog_miner_info`` after ``host`` (family, model, firmware and
+fork as shown, then the configured labels), by what it is made of: most miners share
+one (a rack's, a model's), so the cache holds a few texts rather than one a miner."""
+
+
+def _info_line(
+    m: str, result: PollResult, miner: MinerConfig | None, known: tuple[str, str],
+    cache: InfoCache, fresh: InfoCache,
+) -> str:  # fmt: skip
+    """The miner's info line: its ``miner="..."`` text ``m``, its host, and the rest of
+    the labels from the text it shares with miners alike (``fresh`` gets what it used)."""
     model, fork = known
     if isinstance(result, Snapshot):
         model, fork = result.model or model, result.fork or fork
-    labels = {
-        "host": result.host,
-        "family": result.family or "",
-        "model": model,
-        "firmware_version": result.firmware_version or "",
-        "fork": fork,
-    }
-    if miner is not None:
-        for key, value in miner.labels.items():
-            if not key.startswith("__"):  # reserved by Prometheus
-                labels[key] = value
-    return "".join(f',{key}="{_escape(value)}"' for key, value in labels.items())
-
-
-_Identity = tuple[str, str, str, str, str, str, int]
-InfoCache = dict[str, tuple[_Identity, str, str]]
-"""Per miner: what its info line depends on, its ``miner="..."`` text, its info line."""
-
-
-def _miner_text(result: PollResult, view: FleetView, cache: InfoCache, fresh: InfoCache) -> str:
-    """The miner's label text, and its info line appended to ``fresh`` (kept across
-    cycles while nothing it shows changes: most of a render's time otherwise)."""
-    name = result.name
-    known = view.identity.get(name, ("", ""))
-    config = view.miners.get(name)
-    model, fork = known
-    if isinstance(result, Snapshot):
-        model, fork = result.model or model, result.fork or fork
-    identity: _Identity = (
-        result.host, result.family or "", result.firmware_version or "", model, fork,
-        name, id(config),
-    )  # fmt: skip
-    cached = cache.get(name)
-    if cached is None or cached[0] != identity:
-        m = f'miner="{_escape(name)}"'
-        info = f"cgwatchdog_miner_info{{{m}{_info_labels(result, config, known)}}} 1\n"
-        cached = (identity, m, info)
-    fresh[name] = cached
-    return cached[1]
+    family = result.family or ""
+    firmware = result.firmware_version or ""
+    labels = _NO_LABELS if miner is None else miner.labels
+    key = (family, firmware, model, fork, tuple(labels.items()))
+    text = fresh.get(key) or cache.get(key)
+    if text is None:
+        shown = {"family": family, "model": model, "firmware_version": firmware, "fork": fork}
+        for label, value in labels.items():
+            if label != "host" and not label.startswith("__"):  # "__": Prometheus'
+                shown[label] = value
+        text = "".join(f',{label}="{_escape(value)}"' for label, value in shown.items())
+    fresh[key] = text
+    host = labels.get("host", result.host)  # a configured host label wins
+    return f'cgwatchdog_miner_info{{{m},host="{_escape(host)}"{text}}} 1\n'
 
 
 class _Fleet(NamedTuple):
@@ -248,7 +238,7 @@ class _Fleet(NamedTuple):
     results: Sequence[PollResult]
     texts: list[str]  # each result's ``miner="..."``
     answered: list[tuple[str, Snapshot]]
-    info: list[str]
+    info: Iterable[str]  # made as the info family is written
     alerts: Sequence[AlertRow]
 
 
@@ -396,22 +386,24 @@ def fleet_families(
     long-lived objects, which would keep the allocator's memory from being reused
     (``benchmarks/RESULTS.md``).
 
-    ``cache`` carries the miners' info lines from the last render; it is replaced by
-    this render's (miners gone from the fleet leave it)."""
-    old: InfoCache = {} if cache is None else dict(cache)
+    ``cache`` carries the info lines' shared texts from the last render; once the
+    render is whole it holds this render's (those no miner uses any more leave it)."""
+    old: InfoCache = {} if cache is None else cache
     fresh: InfoCache = {}
     results = tuple(view.results)  # the next cycle may replace some as this goes on
-    texts = [_miner_text(result, view, old, fresh) for result in results]
+    texts = [f'miner="{_escape(result.name)}"' for result in results]
     answered = [
         (m, result)
         for result, m in zip(results, texts, strict=True)
         if isinstance(result, Snapshot)
     ]
-    fleet = _Fleet(results, texts, answered, [entry[2] for entry in fresh.values()], view.alerts)
-    del old
-    if cache is not None:
-        cache.clear()
-        cache.update(fresh)
+    identity, miners = view.identity, view.miners
+    info = (
+        _info_line(m, result, miners.get(result.name), identity.get(result.name, _UNKNOWN),
+                   old, fresh)
+        for result, m in zip(results, texts, strict=True)
+    )  # fmt: skip
+    fleet = _Fleet(results, texts, answered, info, view.alerts)
     for series in SERIES:
         if per_device or not series.per_device:
             lines = iter(_WRITERS[series.name](fleet))
@@ -421,6 +413,9 @@ def fleet_families(
                 del chunk
                 yield text
                 chunk = list(islice(lines, LINES_A_CHUNK))
+    if cache is not None:
+        cache.clear()
+        cache.update(fresh)
 
 
 # -- the daemon's own metrics -------------------------------------------------------------------
