@@ -664,16 +664,18 @@ class AsyncCgminerAPI(_BaseAPI):
         super().__init__(
             host, port, timeout, connect_timeout=connect_timeout, max_reply_bytes=max_reply_bytes
         )
-        self._address: tuple[str, int, tuple[int, tuple[Any, ...]] | None] | None = None
+        # (address family, socket address) of an IP literal, (0, (host, port)) of a host
+        # name: the socket address starts with the host and port it was made for.
+        self._address: tuple[int, tuple[Any, ...]] | None = None
         self.use_sockets = self.USE_SOCKETS
         """Use the socket path where it applies."""
 
     def _resolved(self) -> tuple[int, tuple[Any, ...]] | None:
         cached = self._address
-        host, port = self.host, self.port
-        if cached is None or cached[0] != host or cached[1] != port:
-            cached = self._address = (host, port, _literal(host, port))
-        return cached[2]
+        if cached is None or cached[1][0] != self.host or cached[1][1] != self.port:
+            host, port = self.host, self.port
+            cached = self._address = _literal(host, port) or (0, (host, port))
+        return cached if cached[0] else None
 
     async def exchange(self, request: bytes) -> ReplyDecoder:
         """Send raw request bytes and collect the reply's bytes."""

@@ -77,6 +77,7 @@ from cgwatchdog.errors import (
 )
 from cgwatchdog.gcpause import CycleCollector
 from cgwatchdog.heartbeat import HeartbeatPinger
+from cgwatchdog.history import MinerHistory
 from cgwatchdog.logs import FIELD_ALERTNAME, FIELD_MINER, RedactingFilter, setup_logging
 from cgwatchdog.notify.base import Integration, StateReceiver, build_integration
 from cgwatchdog.notify.outbox import Outbox
@@ -261,7 +262,7 @@ class Daemon:
         self.redactor = redactor
         self._rng = rng if rng is not None else random.Random()
         self.metrics = Metrics(self.registry, per_device=config.http.per_device_metrics)
-        self.trend = HashrateTrend()
+        self.trend = HashrateTrend(history=self._rule_history)
         self.extra_routes: list[web.AbstractRouteDef] = []
         """Routes other modules add to the HTTP endpoint (mounted when it starts)."""
         self._keep_replies: frozenset[str] = frozenset()
@@ -576,6 +577,12 @@ class Daemon:
         self._start_heartbeat(self.clock())
         self.notifier.status(self._status_line())
         self._ping()
+
+    def _rule_history(self, name: str) -> MinerHistory | None:
+        """A miner's rule history, if it has one: the status page's hour of hashrate is
+        read from it where it keeps the hour."""
+        watchdog = self.watchdog
+        return None if watchdog is None else watchdog.rules.history.get(name)
 
     def _observe_fleet(self, results: Sequence[PollResult], now: float) -> None:
         """Feed the status page: the hour of hashrate, and which miners' raw replies the

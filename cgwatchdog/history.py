@@ -627,6 +627,21 @@ class MinerHistory:
         value = values[middle] if n % 2 else (values[middle - 1] + values[middle]) / 2
         return Median(value, n, a[start + last] - a[start + first])
 
+    def hashrates(self, start: float, end: float) -> list[tuple[float, float]]:
+        """``(time, hashrate)`` of the samples in [start, end] whose hashrate is known,
+        oldest first (the status page draws its hour from them where this keeps it)."""
+        a = self._a
+        base = self._base
+        # The ends on the time grid, as in median_hashrate.
+        first = bisect_left(a, (start - base + _ROUND) - _ROUND, self._head, self._end)
+        last = bisect_right(a, (end - base + _ROUND) - _ROUND, self._head, self._end)
+        at = 2 * self._cap
+        return [
+            (base + t, h)
+            for t, h in zip(a[first:last], a[at + first : at + last], strict=True)
+            if h == h
+        ]
+
     def increase(self, counter: Counter, now: float, window_s: float) -> Increase | None:
         """How much a counter grew over [now - window_s, now], from the newest sample at
         or before the window's start (else the oldest one) to the newest sample; resets

@@ -25,13 +25,20 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from cgwatchdog.errors import StoreError
 
-__all__ = ["ActionRecord", "OutboxItem", "Store"]
+__all__ = ["CACHE_KIB", "ActionRecord", "OutboxItem", "Store"]
 
 SCHEMA_VERSION = 1
+
+CACHE_KIB: Final = 512
+"""sqlite's page cache for the state file, in KiB (sqlite's own default is 2,000). The
+file is written in large sequential transactions (the rule history, every 5 minutes)
+and read back at start, where a larger cache saves nothing: saving and loading the
+history of 10,000 miners grew the process by 1.3 MB with the default and by 0.1 MB with
+this, for the same CPU (``benchmarks/statefile.py``)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -93,7 +100,9 @@ class ActionRecord:
 class Store:
     """The sqlite state file; one per daemon (``state_dir/cgwatchdog.sqlite``)."""
 
-    def __init__(self, path: str | Path, *, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, path: str | Path, *, timeout_s: float = 5.0, cache_kib: int = CACHE_KIB
+    ) -> None:
         self.path = str(path)
         self._lock = threading.RLock()
         with self._errors("open"):
@@ -107,6 +116,7 @@ class Store:
             # NORMAL is durable against a crash of the process (the WAL is in the OS cache);
             # only a power loss may drop the last transaction.
             self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(f"PRAGMA cache_size=-{int(cache_kib)}")  # negative: KiB
             self._db.executescript(_SCHEMA)
             self._db.execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",

@@ -1,20 +1,25 @@
 """A compact hour of hashrate per miner, for the status page's sparklines.
 
-The rule engine's history keeps only what the rules need (0 to 15 minutes); the page
-shows the last hour. :class:`HashrateTrend` keeps, per miner, one ``float32`` slot per
-minute (the mean of that minute's samples), in flat arrays shared by the whole fleet:
-60 slots, their sample counts and the minute each row last wrote, about 310 bytes a
-miner (3.1 MB at 10,000 miners, plus the name index). Old minutes are overwritten in
-place, so memory stays flat however long the daemon runs. Pure: the clock is an
-argument, nothing here does I/O.
+The page shows each miner's last hour, a point a minute (the mean of that minute's
+samples). Where the rule engine's history keeps an hour of the miner's samples (the
+packaged ``HashrateDrop`` compares with an hour's median), the hour is read from it
+when drawn and nothing is kept twice. For the other miners (rules that look back less,
+an ``expected_hashrate`` instead of a baseline) :class:`HashrateTrend` keeps one
+``float32`` slot per minute, in flat arrays shared by the whole fleet: 60 slots, their
+sample counts and the minute each row last wrote, about 310 bytes a miner (3.1 MB at
+10,000 miners, plus the name index). Old minutes are overwritten in place, so memory
+stays flat however long the daemon runs. Pure: the clock is an argument, nothing here
+does I/O.
 """
 
 from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final
+
+from cgwatchdog.history import MinerHistory
 
 __all__ = ["BUCKETS", "BUCKET_S", "HashrateTrend"]
 
@@ -33,13 +38,26 @@ class HashrateTrend:
     Feed it each cycle's ``(name, hashrate_hs)`` pairs with :meth:`record` (None for a
     miner that gave none: a gap); read one miner with :meth:`series`. Miners absent from
     a whole :meth:`record` call are forgotten.
+
+    ``history`` gives a miner's rule history, if it has one: a miner whose history keeps
+    the whole span (``retention_s`` of at least ``buckets * bucket_s``) is read from it
+    and gets no row here. A miner whose history comes to keep the span (a reload that
+    adds a baseline) shows what the history has so far; one whose history stops keeping
+    it starts a row from its next sample.
     """
 
-    def __init__(self, *, buckets: int = BUCKETS, bucket_s: float = BUCKET_S) -> None:
+    def __init__(
+        self,
+        *,
+        buckets: int = BUCKETS,
+        bucket_s: float = BUCKET_S,
+        history: Callable[[str], MinerHistory | None] | None = None,
+    ) -> None:
         if buckets < 2 or bucket_s <= 0:
             raise ValueError("a trend needs at least two buckets of a positive width")
         self.buckets = buckets
         self.bucket_s = bucket_s
+        self._history = history
         self._rows: dict[str, int] = {}
         self._values = array("f")  # rows x buckets; NaN: no sample in that minute
         self._counts = array("B")  # samples averaged into each slot
@@ -58,6 +76,8 @@ class HashrateTrend:
         values, counts, minutes = self._values, self._counts, self._minute
         seen: set[str] = set()
         for name, hashrate_hs in samples:
+            if self._history is not None and self._kept_by_history(name) is not None:
+                continue  # read from the history when drawn; its row, if any, goes
             seen.add(name)
             row = self._rows.get(name)
             if row is None:
@@ -106,10 +126,20 @@ class HashrateTrend:
             minutes.append(self._minute[row])
         self._rows, self._values, self._counts, self._minute = rows, values, counts, minutes
 
+    def _kept_by_history(self, name: str) -> MinerHistory | None:
+        """The miner's rule history if it keeps the whole span shown."""
+        history = None if self._history is None else self._history(name)
+        if history is None or history.retention_s < self.buckets * self.bucket_s:
+            return None
+        return history
+
     def series(self, name: str, now: float) -> list[float | None]:
         """The miner's per-minute mean hashrate over the last hour, oldest first, ending
         with the minute of ``now``; None where there was no sample (or the miner is unknown)."""
         width = self.buckets
+        history = self._kept_by_history(name)
+        if history is not None:
+            return self._series_of(history, now)
         row = self._rows.get(name)
         if row is None:
             return [None] * width
@@ -124,6 +154,19 @@ class HashrateTrend:
             value = self._values[base + b % width]
             out.append(None if math.isnan(value) else float(value))
         return out
+
+    def _series_of(self, history: MinerHistory, now: float) -> list[float | None]:
+        """:meth:`series` from the samples of a rule history that keeps the span."""
+        width = self.buckets
+        first = math.floor(now / self.bucket_s) - width + 1
+        sums = [0.0] * width
+        counts = [0] * width
+        for at, hashrate_hs in history.hashrates(first * self.bucket_s, now):
+            slot = math.floor(at / self.bucket_s) - first
+            if 0 <= slot < width and math.isfinite(hashrate_hs):
+                sums[slot] += hashrate_hs
+                counts[slot] += 1
+        return [total / n if n else None for total, n in zip(sums, counts, strict=True)]
 
     def memory_bytes(self) -> int:
         """What the arrays hold, in bytes (the name index is extra: ~100 bytes a miner)."""

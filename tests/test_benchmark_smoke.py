@@ -146,6 +146,8 @@ def test_the_other_benchmark_scripts_run(tmp_path: Path) -> None:
     assert "MB on the wire" in scrape and "level 1" in scrape
     plain = _script("scrape.py", "--miners", "100", "--cycles", "1", "--scrapes", "1", "--plain")
     assert "scrapes plain" in plain
+    state = _script("statefile.py", "--miners", "100", "--rounds", "1", "--cache-kib", "2000,64")
+    assert "| 2,000 |" in state and "| 64 |" in state
 
 
 # -- orjson decodes as the lenient decoder does ----------------------------------------------

@@ -332,6 +332,24 @@ async def test_normal_reply(face: str, serve: Callable[[Behaviour], MinerServer]
     assert server.raw_requests[0] == b'{"command":"summary"}'
 
 
+async def test_a_new_host_or_port_is_the_one_asked(
+    face: str, serve: Callable[[Behaviour], MinerServer]
+) -> None:
+    """The address a client worked out is kept only while its host and port stand: a
+    client given another port, or a host name, asks there from its next request on."""
+    first, second = serve(cgminer()), serve(cgminer())
+    client = Client(face, first.port)
+    assert await client.command("summary") == SUMMARY
+    client.api.port = second.port
+    assert await client.command("summary") == SUMMARY
+    client.api.host = "localhost"  # a name: the Protocol path (or the sync client's)
+    assert await client.command("devs") == DEVS
+    client.api.host = "127.0.0.1"
+    client.api.port = first.port
+    assert await client.command("summary") == SUMMARY
+    assert (first.connections, second.connections) == (2, 2)
+
+
 async def test_pycgminer_style_parameter_is_sent_as_a_string(
     face: str, serve: Callable[[Behaviour], MinerServer]
 ) -> None:

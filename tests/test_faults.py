@@ -1114,6 +1114,39 @@ async def test_daemon_polls_on_while_a_webhook_is_slow_and_smtp_refuses(
             hook_sink.set("ok")  # lets the held request end, so the stop is quick
 
 
+async def test_the_page_s_hour_of_hashrate_comes_from_the_rule_history_that_keeps_it(
+    tmp_path: Path, hook_sink: HookSink
+) -> None:
+    """A rule with an hour's baseline keeps an hour of each miner's samples: the daemon's
+    trend keeps no row of its own for those miners and draws their minutes from it."""
+    fleet = Fleet.build(3, flavours=("cgminer", "bmminer"), listen="127.0.0.1", base_port=0)
+    receivers = f'  - {{name: hook, webhook: {{url: "{hook_sink.url}"}}}}\n'
+    async with serve(fleet):
+        config = daemon_config(
+            tmp_path, fleet, tmp_path / "state", free_port(), receivers, HOOK_ROUTE
+        )
+        config.write_text(
+            config.read_text().replace(
+                "rules:\n",
+                "rules:\n  - {name: HashrateDrop, type: hashrate_drop, below: 80%, baseline: 1h}\n",
+            )
+        )
+        async with live_daemon(config) as live:
+            await until("two cycles", lambda: live.cycles >= 2)
+            daemon = live.daemon
+            watchdog = daemon.watchdog
+            assert watchdog is not None
+            for miner in fleet:
+                history = watchdog.rules.history.get(miner.name)
+                assert history is not None and history.retention_s >= 3600
+                last = history.last_at  # drawn as of its last sample: that minute has one
+                assert last is not None
+                series = daemon.trend.series(miner.name, last)
+                known = [rate for _, rate in history.hashrates(last - 120, last)]
+                assert series[-1] is not None and min(known) <= series[-1] <= max(known)
+            assert len(daemon.trend) == 0 and daemon.trend.memory_bytes() == 0
+
+
 async def test_while_a_cycle_polls_each_miner_s_last_snapshot_goes_as_its_new_one_comes(
     tmp_path: Path, hook_sink: HookSink
 ) -> None:

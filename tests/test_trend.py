@@ -8,6 +8,7 @@ import tracemalloc
 
 import pytest
 
+from cgwatchdog.history import MinerHistory
 from cgwatchdog.trend import BUCKETS, HashrateTrend
 
 T0 = 1_800_000_000.0  # a whole minute
@@ -104,3 +105,50 @@ def test_memory_at_ten_thousand_miners_stays_flat() -> None:
 def test_a_bad_shape_is_refused() -> None:
     with pytest.raises(ValueError, match="at least two buckets"):
         HashrateTrend(buckets=1)
+
+
+def test_a_miner_whose_rule_history_keeps_the_hour_is_drawn_from_it() -> None:
+    """Where the rule history keeps the hour (a baseline of an hour), the trend keeps no
+    row for the miner and draws its minutes from the history's samples: the same means
+    its own row would have made. A history that keeps less leaves the miner a row."""
+    hour = MinerHistory(retention_s=3600.0)
+    short = MinerHistory(retention_s=900.0)
+    histories = {"long": hour, "short": short}
+    trend = HashrateTrend(history=histories.get)
+    alone = HashrateTrend()  # the same samples, every miner in rows of its own
+    for step in range(150):  # 75 minutes at 30 s, a gap every 7th sample
+        at = T0 + 30 * step
+        rate = None if step % 7 == 3 else 1e14 + 1e11 * step
+        hour.record(at, hashrate_hs=rate)
+        short.record(at, hashrate_hs=rate)
+        cycle = [("long", rate), ("short", rate), ("nohistory", rate)]
+        trend.record(cycle, at)
+        alone.record(cycle, at)
+    now = T0 + 30 * 149
+    assert len(trend) == 2 and "long" not in trend
+    assert trend.memory_bytes() == 2 * (BUCKETS * 4 + BUCKETS + 8)
+    drawn = trend.series("long", now)
+    kept = alone.series("long", now)
+    assert [v is None for v in drawn] == [v is None for v in kept]
+    assert all(
+        a is None or b is None or math.isclose(a, b, rel_tol=1e-6)
+        for a, b in zip(drawn, kept, strict=True)
+    )
+    assert drawn[-1] is not None and drawn.count(None) < 10
+    assert trend.series("short", now) == alone.series("short", now)
+    assert trend.series("nohistory", now) == alone.series("nohistory", now)
+
+
+def test_a_row_goes_once_the_rule_history_keeps_the_hour() -> None:
+    """A reload that gives a miner an hour-long baseline: its row is dropped at the next
+    cycle, and its minutes come from the history from then on."""
+    histories: dict[str, MinerHistory] = {}
+    trend = HashrateTrend(history=histories.get)
+    trend.record([("m1", 100.0), ("m2", 5.0)], T0)
+    assert len(trend) == 2
+    history = histories["m1"] = MinerHistory(retention_s=3600.0)
+    history.record(T0 + 60, hashrate_hs=300.0)
+    trend.record([("m1", 300.0), ("m2", 6.0)], T0 + 60)
+    assert len(trend) == 1 and "m1" not in trend
+    assert trend.series("m1", T0 + 60)[-2:] == [None, 300.0]
+    assert trend.series("m2", T0 + 60)[-2:] == [5.0, 6.0]
