@@ -17,6 +17,7 @@ pools left empty inside arenas that cannot be returned).
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import re
@@ -112,9 +113,30 @@ def pymalloc() -> dict[str, int]:
     return found
 
 
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost",
+    )]  # fmt: skip
+
+
+def c_heap() -> dict[str, int]:
+    """glibc's ``mallinfo2()``: the main heap's bytes in use (``uordblks``) and free
+    (``fordblks``, which the process keeps unless trimmed), and the bytes of blocks
+    mapped on their own (``hblkhd``); empty elsewhere than on glibc."""
+    try:
+        call = ctypes.CDLL(None).mallinfo2
+    except (OSError, AttributeError):
+        return {}
+    call.restype = _Mallinfo2
+    info = call()
+    return {"in_use": info.uordblks, "free": info.fordblks, "mapped": info.hblkhd}
+
+
 def allocator() -> dict[str, object]:
-    """The resident set by kind of mapping, and the small-object allocator's share."""
-    return {"mappings": mappings(), "pymalloc": pymalloc()}
+    """The resident set by kind of mapping, the small-object allocator's share and the C
+    heap's free space."""
+    return {"mappings": mappings(), "pymalloc": pymalloc(), "c_heap": c_heap()}
 
 
 def dump(out: Path) -> None:

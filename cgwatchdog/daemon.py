@@ -79,6 +79,7 @@ from cgwatchdog.gcpause import CycleCollector
 from cgwatchdog.heartbeat import HeartbeatPinger
 from cgwatchdog.history import MinerHistory
 from cgwatchdog.logs import FIELD_ALERTNAME, FIELD_MINER, RedactingFilter, setup_logging
+from cgwatchdog.malloc import give_back_free_heap
 from cgwatchdog.notify.base import Integration, StateReceiver, build_integration
 from cgwatchdog.notify.outbox import Outbox
 from cgwatchdog.notify.policy import SendPolicy
@@ -479,6 +480,7 @@ class Daemon:
             self._due_at = due_at
             with self.collector.cycle(started):
                 await self._cycle()
+            give_back_free_heap()
             elapsed = loop.time() - started
             log.debug("cycle due at %.3f began %.3f s late and took %.3f s", due_at,
                       started - due, elapsed)  # fmt: skip

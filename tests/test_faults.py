@@ -39,6 +39,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+import cgwatchdog.daemon as daemon_module
 from cgwatchdog.alerts import AlertView, Notification, fingerprint
 from cgwatchdog.client import SILENT_CLOSE_HINT
 from cgwatchdog.config.loader import load_config
@@ -1145,6 +1146,23 @@ async def test_the_page_s_hour_of_hashrate_comes_from_the_rule_history_that_keep
                 known = [rate for _, rate in history.hashrates(last - 120, last)]
                 assert series[-1] is not None and min(known) <= series[-1] <= max(known)
             assert len(daemon.trend) == 0 and daemon.trend.memory_bytes() == 0
+
+
+async def test_after_each_cycle_the_daemon_gives_its_free_heap_back(
+    tmp_path: Path, hook_sink: HookSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a cycle freed inside the C heap goes back to the system once it ends."""
+    trims: list[int] = []
+    monkeypatch.setattr(daemon_module, "give_back_free_heap", lambda: trims.append(1) or True)
+    fleet = Fleet.build(2, listen="127.0.0.1", base_port=0)
+    receivers = f'  - {{name: hook, webhook: {{url: "{hook_sink.url}"}}}}\n'
+    async with serve(fleet):
+        config = daemon_config(
+            tmp_path, fleet, tmp_path / "state", free_port(), receivers, HOOK_ROUTE
+        )
+        async with live_daemon(config) as live:
+            await until("three cycles", lambda: live.cycles >= 3)
+            assert len(trims) >= live.cycles - 1  # the last may still be ending
 
 
 async def test_while_a_cycle_polls_each_miner_s_last_snapshot_goes_as_its_new_one_comes(
