@@ -12,7 +12,8 @@ the figures), so a traced run's CPU and RSS say nothing; only what is written he
 by kind of mapping (``/proc/self/smaps``: the C heap, anonymous mappings, which hold
 Python's small-object arenas and large blocks, and files) and what Python's small-object
 allocator holds (``sys._debugmallocstats``: its arenas, the bytes in live blocks, the
-pools left empty inside arenas that cannot be returned).
+pools left empty inside arenas that cannot be returned), and glibc's ``mallinfo2``: the C
+heap's bytes in use and free.
 """
 
 from __future__ import annotations
