@@ -213,8 +213,11 @@ def print_allocator(found: dict[str, Any]) -> None:
     print(f"| the C heap (`[heap]`: large blocks, C libraries) | {kinds['heap'] / mb:.1f} |")
     heap = found.get("c_heap") or {}
     if "free" in heap:
-        print(f"| ... malloc's blocks in use (`mallinfo2`: all arenas) | {heap['in_use'] / mb:.1f} |")
-        print(f"| ... free inside the heap, kept unless trimmed | {heap['free'] / mb:.1f} |")
+        for key, what in (
+            ("in_use", "malloc's blocks in use (`mallinfo2`: all arenas)"),
+            ("free", "free inside the heap, kept unless trimmed"),
+        ):
+            print(f"| ... {what} | {heap[key] / mb:.1f} |")
     print(f"| anonymous mappings | {kinds['anonymous'] / mb:.1f} |")
     if "arenas_bytes" in small:
         print(f"| of them, the small-object arenas | {small['arenas_bytes'] / mb:.1f} |")

@@ -350,7 +350,8 @@ class Evaluation:
     ``evaluated`` holds the (alertname, miner) pairs whose condition was evaluated (the
     rule engine gives a :class:`Judged`; any collection of pairs will do): an alert whose
     pair is in it and has no signal now has a false condition; an alert whose pair is not
-    (its miner was unreachable, so its device rules could not run) keeps its state. ``held_miners`` are in restart grace (their alerts hold their state).
+    (its miner was unreachable, so its device rules could not run) keeps its state.
+    ``held_miners`` are in restart grace (their alerts hold their state).
     """
 
     signals: Sequence[Signal]

@@ -141,7 +141,9 @@ def test_hashrates_are_the_known_ones_between_two_times_inclusive() -> None:
     for step, rate in enumerate([10.0, None, 30.0, 40.0, 50.0]):
         h.record(T0 + 30 * step, hashrate_hs=rate)
     assert h.hashrates(T0 + 30, T0 + 90) == [(T0 + 60, 30.0), (T0 + 90, 40.0)]
-    assert h.hashrates(T0, T0 + 120) == [(T0, 10.0), (T0 + 60, 30.0), (T0 + 90, 40.0), (T0 + 120, 50.0)]
+    assert h.hashrates(T0, T0 + 120) == [
+        (T0, 10.0), (T0 + 60, 30.0), (T0 + 90, 40.0), (T0 + 120, 50.0)
+    ]  # fmt: skip
     assert h.hashrates(T0 + 121, T0 + 999) == [] and MinerHistory().hashrates(T0, T0 + 60) == []
 
 

@@ -438,9 +438,12 @@ def test_a_render_cuts_each_family_into_chunks_of_bounded_lines(endpoint: Endpoi
     count = 2 * LINES_A_CHUNK + 5
     large_cycle(endpoint, count, 8)
     fleet = render_fleet(endpoint.metrics.view, openmetrics=False, per_device=False)
-    lines_in = [[line for line in chunk.splitlines() if not line.startswith(b"#")] for chunk in fleet]
-    assert max(len(lines) for lines in lines_in) == LINES_A_CHUNK
-    up = [chunk for chunk in fleet if chunk.startswith((b"# HELP cgwatchdog_miner_up ", b"cgwatchdog_miner_up{"))]
+    sample_lines = [
+        [line for line in chunk.splitlines() if not line.startswith(b"#")] for chunk in fleet
+    ]
+    assert max(len(lines) for lines in sample_lines) == LINES_A_CHUNK
+    up_family = (b"# HELP cgwatchdog_miner_up ", b"cgwatchdog_miner_up{")
+    up = [chunk for chunk in fleet if chunk.startswith(up_family)]
     assert len(up) == 3 and up[0].startswith(b"# HELP cgwatchdog_miner_up ")
     text = b"".join(fleet).decode()
     heads = [line.split()[2] for line in text.splitlines() if line.startswith("# HELP")]
@@ -797,9 +800,9 @@ def test_recent_actions_reach_api_alerts_and_status() -> None:
 
 
 def test_info_lines_share_their_labels_text_and_follow_every_change() -> None:
-    """Miners alike (same firmware, same labels) share one cached text after their host; a configured ``host`` label wins over the
-    address; a new configuration's labels show at the next render, and the cache keeps
-    only the texts the last render used."""
+    """Miners alike (same firmware, same labels) share one cached text after their host; a
+    configured ``host`` label wins over the address; a new configuration's labels show at
+    the next render, and the cache keeps only the texts the last render used."""
     metrics = Metrics(CollectorRegistry())
     rack = {"site": "north", "model": "S19 (configured)"}
     miners = [MinerConfig(name=f"r{i}", host=f"127.0.3.{i}", labels=rack) for i in range(50)]
