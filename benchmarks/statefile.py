@@ -29,16 +29,9 @@ if __package__ in (None, ""):
 T0 = 1_800_000_000.0
 
 
-def rss_mb() -> float:
-    """VmRSS of this process, MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
-
-
 def one(miners: int, cache_kib: int, rounds: int) -> dict[str, float]:
     """Save and load the history of ``miners`` miners ``rounds`` times; the figures."""
+    from benchmarks.memory import status_mb
     from cgwatchdog.history import MinerHistory
     from cgwatchdog.store import Store
 
@@ -52,7 +45,7 @@ def one(miners: int, cache_kib: int, rounds: int) -> dict[str, float]:
     names = [f"sim-{i:05d}" for i in range(miners)]
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "cgwatchdog.sqlite", cache_kib=cache_kib)
-        before = rss_mb()
+        before, _ = status_mb()
         saves, loads = [], []
         for _ in range(rounds):
             started = time.process_time()
@@ -62,7 +55,7 @@ def one(miners: int, cache_kib: int, rounds: int) -> dict[str, float]:
             loaded = sum(1 for _ in store.load_rows("rules"))
             loads.append(time.process_time() - started)
             assert loaded == miners
-        after = rss_mb()
+        after, _ = status_mb()
         store.close()
     return {
         "cache_kib": cache_kib, "rss_grew_mb": after - before,

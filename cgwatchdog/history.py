@@ -585,6 +585,17 @@ class MinerHistory:
 
     # ------------------------------------------------------------------ queries
 
+    def _between(self, start: float, end: float) -> tuple[int, int]:
+        """The places [first, last) of the samples taken in [start, end]: its ends on the
+        time grid, as the stored times (bisect on the time column, the first of the
+        array, between _head and _end)."""
+        a = self._a
+        base = self._base
+        return (
+            bisect_left(a, (start - base + _ROUND) - _ROUND, self._head, self._end),
+            bisect_right(a, (end - base + _ROUND) - _ROUND, self._head, self._end),
+        )
+
     def median_hashrate(
         self, now: float, window_s: float, *, startup_grace_s: float = 0.0
     ) -> Median | None:
@@ -592,11 +603,7 @@ class MinerHistory:
         taken less than ``startup_grace_s`` after a (re)start (``Elapsed`` below it) and
         those without a hashrate; None when no sample is left."""
         a = self._a
-        base = self._base
-        # The window's ends on the time grid, as the stored times (bisect on the time
-        # column, the first of the array, between _head and _end).
-        start = bisect_left(a, (now - window_s - base + _ROUND) - _ROUND, self._head, self._end)
-        end = bisect_right(a, (now - base + _ROUND) - _ROUND, self._head, self._end)
+        start, end = self._between(now - window_s, now)
         if start >= end:
             return None
         cap = self._cap
@@ -632,9 +639,7 @@ class MinerHistory:
         oldest first (the status page draws its hour from them where this keeps it)."""
         a = self._a
         base = self._base
-        # The ends on the time grid, as in median_hashrate.
-        first = bisect_left(a, (start - base + _ROUND) - _ROUND, self._head, self._end)
-        last = bisect_right(a, (end - base + _ROUND) - _ROUND, self._head, self._end)
+        first, last = self._between(start, end)
         at = 2 * self._cap
         return [
             (base + t, h)

@@ -18,8 +18,9 @@ each cycle, returns their pages (2 MB of the daemon's resident set at 10,000 min
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
-from collections.abc import Callable
+from typing import Any
 
 __all__ = ["give_back_free_heap", "keep_large_blocks_unmapped"]
 
@@ -27,33 +28,29 @@ _M_MMAP_THRESHOLD = -3  # glibc's malloc.h
 _THRESHOLD_BYTES = 128 * 1024  # glibc's own starting value
 
 
+@functools.cache
+def _libc(name: str, *argtypes: Any) -> Any:
+    """The C library's function ``name`` returning an int, looked up once; None where
+    there is no C library to load or it has no such function (not glibc)."""
+    try:
+        function = getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = argtypes
+    function.restype = ctypes.c_int
+    return function
+
+
 def keep_large_blocks_unmapped() -> bool:
     """Fix glibc's mmap threshold at its starting value; True when it was set."""
     if "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # no C library to load, or one without mallopt
-        return False
-    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    mallopt.restype = ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, _THRESHOLD_BYTES))
-
-
-_trim: Callable[[int], int] | bool | None = False  # False: not looked up yet
+    mallopt = _libc("mallopt", ctypes.c_int, ctypes.c_int)
+    return mallopt is not None and bool(mallopt(_M_MMAP_THRESHOLD, _THRESHOLD_BYTES))
 
 
 def give_back_free_heap() -> bool:
     """Return the C heap's free pages to the operating system (glibc ``malloc_trim``);
     True when it gave any back. Nothing on other C libraries."""
-    global _trim
-    if _trim is False:
-        try:
-            function = ctypes.CDLL(None).malloc_trim
-        except (OSError, AttributeError):
-            _trim = None
-        else:
-            function.argtypes = (ctypes.c_size_t,)
-            function.restype = ctypes.c_int
-            _trim = function
-    return bool(_trim(0)) if callable(_trim) else False
+    trim = _libc("malloc_trim", ctypes.c_size_t)
+    return trim is not None and bool(trim(0))

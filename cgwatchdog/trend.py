@@ -76,7 +76,7 @@ class HashrateTrend:
         values, counts, minutes = self._values, self._counts, self._minute
         seen: set[str] = set()
         for name, hashrate_hs in samples:
-            if self._history is not None and self._kept_by_history(name) is not None:
+            if self._kept_by_history(name) is not None:
                 continue  # read from the history when drawn; its row, if any, goes
             seen.add(name)
             row = self._rows.get(name)

@@ -217,13 +217,15 @@ class RuleEngine:
                 history.record_snapshot(result)
                 # A rule that judges unreachability is judged false for a miner that
                 # answered, unrun; a rule that cannot tell (None) is not judged.
-                untold: list[str] | None = None
+                untold: list[str] | None = None  # made only when a rule cannot tell
                 for rule in plan.rules:
                     if rule.judges_unreachable:
                         continue
                     found = rule.evaluate(rule, miner, result, history, now)
                     if found is None:
-                        untold = [rule.name] if untold is None else [*untold, rule.name]
+                        if untold is None:
+                            untold = []
+                        untold.append(rule.name)
                     elif found:
                         signals.extend(found)
                 judged[name] = (
