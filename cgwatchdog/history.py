@@ -1,11 +1,18 @@
 """Per-miner sample history for the rule engine: compact, bounded, clock-free.
 
-Each miner keeps, per answered poll, five figures in float32 (no object per sample, 20
-bytes a sample): the poll time, ``Elapsed`` and the hashrate in one ``array.array``, and
-in another how much the hardware-error and work counters grew since the previous answer.
-10,000 miners x one hour at a 30 s interval take about 25 MB with the packaged rules.
-Unknown figures are NaN. Times are kept to 1/128 s (see ``_TIME_GRID_S``): exactly when
-on that grid, as whole and half seconds are.
+Each miner keeps, per answered poll, four figures in float32 (no object per sample, 16
+bytes a sample): the poll time and the hashrate in one ``array.array``, and in another
+how much the hardware-error and work counters grew since the previous answer. 10,000
+miners x one hour at a 30 s interval take about 17 MB with the packaged rules. Unknown
+figures are NaN.
+
+Times are kept to 1/128 s (see ``_TIME_GRID_S``): exactly when on that grid, as whole
+and half seconds are.
+
+``Elapsed`` is kept only for the samples that a startup grace may leave out: those whose
+``Elapsed`` is below ``elapsed_kept_s`` (the engine sets it to the longest startup grace
+of the rules that apply to the miner), a few after each (re)start. A miner running for
+longer keeps none, and the samples' ``Elapsed`` is then unknown (NaN) to ``samples``.
 
 Samples older than ``retention_s`` are trimmed as new ones arrive, except the newest one
 at or before the cut (the anchor a counter increase over exactly ``retention_s`` is
@@ -13,7 +20,7 @@ measured from). The counters are trimmed the same way at ``counter_retention_s``
 may be shorter: they are kept for the newest samples only, as far back as the rules that
 read them look (15 minutes for the packaged hardware-error rule, where the hashrate's
 baseline needs an hour). The engine sets both to the longest window or baseline of the
-rules that apply to the miner, and may change them on reload.
+rules that apply to the miner, and may change them (and ``elapsed_kept_s``) on reload.
 
 Counters are stored as increases, computed when a sample is recorded against the exact
 previous value: a counter that went down (a restart, a board that left the sum) or any
@@ -78,7 +85,8 @@ _STATE_VERSION: Final = 1
 WorkSource = Literal["diff1", "difficulty_accepted"]
 Counter = Literal["hardware_errors", "work"]
 # The columns as saved (to_dict): time as float64 epochs; Elapsed, hashrate and per-poll
-# counter increases keep 7 significant digits in float32, which is plenty.
+# counter increases keep 7 significant digits in float32, which is plenty. Elapsed is
+# saved as kept: NaN for the samples whose Elapsed is not (see MinerHistory._young).
 _COLUMNS: Final[tuple[tuple[str, str], ...]] = (
     ("t", "d"),
     ("elapsed", "f"),
@@ -87,16 +95,16 @@ _COLUMNS: Final[tuple[tuple[str, str], ...]] = (
     ("work_added", "f"),
 )
 
-# In memory a miner's first three columns lie one after another in one array.array, each
+# In memory a miner's first two columns lie one after another in one array.array, each
 # _cap long, the samples at [_head, _end) of each:
-#     _a: [ time offsets | elapsed | hashrate ]
+#     _a: [ time offsets | hashrate ]
 # and the counters' two in another, each _ccap long, at [_chead, _cend):
 #     _c: [ hardware_errors_added | work_added ]
 # which holds the newest _cend - _chead samples: the counters of time index i are at
 # i - (_end - _cend). One array for several columns pays an array's object and
 # over-allocation once; the counters have their own because they are kept for less. Whole
 # columns rather than records side by side: a query's slice of a column is a contiguous
-# copy (a strided one, a[j::5], costs about five times as much) and bisect runs on the
+# copy (a strided one, a[j::4], costs about four times as much) and bisect runs on the
 # time column in place, bisect(a, x, _head, _end). Trimming only moves _head; when the
 # newest sample reaches the columns' end, the whole array moves down by _head in one
 # slice (every column moves by as much), every few records (see _capacity). The counters
@@ -113,6 +121,17 @@ _COLUMNS: Final[tuple[tuple[str, str], ...]] = (
 # Samples that span more than 2**17 s (a retention over 36 h, or an anchor from before a
 # longer outage) are kept in a float64 array instead, the same grid counted from 0,
 # until they fit again; the figures in it are still rounded to float32.
+#
+# Elapsed is read only to leave out the samples of a startup grace, so it is kept only
+# where it is below elapsed_kept_s, in _young, a float64 array.array, or None when no
+# sample keeps it: [n, q0, e0, q1, e1, ...], where n counts the samples added since the
+# array was made and each pair is one sample's number in that count (the sample is at
+# place _end - (n - q) of the columns, however they move) and its Elapsed, rounded to
+# float32 as a column would keep it; oldest first. Numbers rather than times, as two
+# samples may have the same time. Within one run of the miner Elapsed only grows (a drop
+# is a restart), so these are the first few samples of each run. An Elapsed that is not
+# kept is above every grace asked for, so leaving its sample in is what the full column
+# would have said; a grace longer than elapsed_kept_s is served as far as elapsed_kept_s.
 _TIME_GRID_S: Final = 2.0**-7
 # (x + _ROUND) - _ROUND is x rounded to the grid (to even on a tie) while |x| < 2**44:
 # x + _ROUND lies in [2**45, 2**46), where float64's step is the grid's. Written out
@@ -158,7 +177,7 @@ class Sample(NamedTuple):
     """One stored poll (NaN for unknown figures); for inspection, not the hot path."""
 
     at: float
-    elapsed_s: float
+    elapsed_s: float  # NaN unless below the history's elapsed_kept_s
     hashrate_hs: float
     hardware_errors_added: float  # since the previous sample; 0 after a reset
     work_added: float
@@ -220,6 +239,7 @@ class MinerHistory:
         "_cend",
         "_chead",
         "_counter_retention_s",
+        "_elapsed_kept_s",
         "_end",
         "_frozen",
         "_head",
@@ -232,13 +252,17 @@ class MinerHistory:
         "_retention_s",
         "_unreachable_since",
         "_work_source",
+        "_young",
     )
 
     def __init__(
-        self, retention_s: float = DEFAULT_RETENTION_S, counter_retention_s: float | None = None
+        self,
+        retention_s: float = DEFAULT_RETENTION_S,
+        counter_retention_s: float | None = None,
+        elapsed_kept_s: float | None = None,
     ) -> None:
-        # The columns (see the comment above _TIME_GRID_S): times as offsets from _base,
-        # Elapsed and the hashrate in _a; the counters' increases in _c.
+        # The columns (see the comment above _TIME_GRID_S): times as offsets from _base
+        # and the hashrate in _a; the counters' increases in _c; young Elapsed in _young.
         self._a: array[float] = array("f")
         self._base = _NAN  # the time offsets' origin: set by the first sample
         self._cap = 0
@@ -250,6 +274,8 @@ class MinerHistory:
         self._cend = 0
         self._retention_s = max(0.0, float(retention_s))
         self._counter_retention_s = _retention(counter_retention_s)
+        self._elapsed_kept_s = _retention(elapsed_kept_s)
+        self._young: array[float] | None = None
         self._last_at: float | None = None
         self._last_elapsed = _NAN
         self._last_elapsed_at = _NAN
@@ -274,6 +300,8 @@ class MinerHistory:
         self._retention_s = max(0.0, float(value))
         if self._end > self._head:
             self._trim(self._a[self._end - 1])
+            if self._young is not None:
+                self._drop_old_young()
 
     @property
     def counter_retention_s(self) -> float | None:
@@ -286,6 +314,26 @@ class MinerHistory:
         self._counter_retention_s = _retention(value)
         if self._end > self._head:
             self._trim(self._a[self._end - 1])
+
+    @property
+    def elapsed_kept_s(self) -> float | None:
+        """Below what ``Elapsed`` a sample keeps it (the longest startup grace that
+        :meth:`median_hashrate` is asked for); None for :attr:`retention_s`."""
+        return self._elapsed_kept_s
+
+    @elapsed_kept_s.setter
+    def elapsed_kept_s(self, value: float | None) -> None:
+        self._elapsed_kept_s = _retention(value)
+        young = self._young
+        if young is not None:
+            kept = self._kept_below()
+            pairs = [x for q, e in zip(young[1::2], young[2::2], strict=True) if e < kept
+                     for x in (q, e)]  # fmt: skip
+            self._young = array("d", [young[0], *pairs]) if pairs else None
+
+    def _kept_below(self) -> float:
+        kept = self._elapsed_kept_s
+        return self._retention_s if kept is None else kept
 
     def record(
         self,
@@ -343,9 +391,16 @@ class MinerHistory:
             k = self._cend - 1  # the newest sample's counters: there are always some
             hw_added = _accumulate(c[k], hw_added)
             work_added = _accumulate(c[ccap + k], work_added)
+            young = self._young
+            if young is not None and young[-2] == young[0] - 1:
+                del young[-2:]  # the newest's Elapsed goes with it
+                if len(young) == 1:
+                    self._young = None
         else:
             i = end
             k = self._cend
+            if self._young is not None:
+                self._young[0] += 1  # one more sample: it is numbered n - 1
         if i == cap or not off < _SPAN_S or a.itemsize != 4:
             # No room after the newest (one record in 7 at an hour of 30 s samples, see
             # _capacity), an offset past float32's exact range (or NaN), float64 times.
@@ -354,19 +409,23 @@ class MinerHistory:
             off = (at - self._base + _ROUND) - _ROUND
             if a.itemsize != 4:
                 # The figures are float32 whatever the times: rounded as float32 stores them.
-                elapsed, hashrate = array("f", (elapsed, hashrate))
+                (hashrate,) = array("f", (hashrate,))
         if k == ccap:
             k = self._make_counter_room()
             c, ccap = self._c, self._ccap
         a[i] = off
-        a[cap + i] = elapsed
-        a[2 * cap + i] = hashrate
+        a[cap + i] = hashrate
         c[k] = hw_added
         c[ccap + k] = work_added
         self._end = i + 1
         self._cend = k + 1
         self._last_at = at
+        kept = self._elapsed_kept_s
+        if elapsed < (self._retention_s if kept is None else kept):  # False for NaN
+            self._keep_young(elapsed)
         self._trim(off)
+        if self._young is not None:
+            self._drop_old_young()
         return restarted
 
     def record_snapshot(self, snapshot: Snapshot) -> bool:
@@ -432,6 +491,33 @@ class MinerHistory:
             if first > oldest:
                 self._chead = first - shift
 
+    def _keep_young(self, elapsed: float) -> None:
+        """Keep the newest sample's Elapsed, rounded as float32 keeps it."""
+        (elapsed,) = array("f", (elapsed,))
+        young = self._young
+        if young is None:
+            self._young = array("d", (1.0, 0.0, elapsed))
+        else:
+            young.extend((young[0] - 1, elapsed))
+
+    def _drop_old_young(self) -> None:
+        """Forget the Elapsed of the samples trimmed (before _head)."""
+        young = self._young
+        assert young is not None
+        oldest = young[0] - (self._end - self._head)  # the oldest sample's number
+        if young[1] < oldest:
+            del young[1 : 1 + 2 * bisect_left(young[1::2], oldest)]
+            if len(young) == 1:
+                self._young = None
+
+    def _young_places(self) -> list[tuple[int, float]]:
+        """(place in the columns, Elapsed) of the samples whose Elapsed is kept."""
+        young = self._young
+        if young is None:
+            return []
+        first = self._end - int(young[0])
+        return [(first + int(q), e) for q, e in zip(young[1::2], young[2::2], strict=True)]
+
     def _make_counter_room(self) -> int:
         """Room for one sample's counters after the newest, as :meth:`_make_room` makes
         it for the other columns; where they go."""
@@ -461,7 +547,7 @@ class MinerHistory:
     def _make_room(self) -> None:
         """Room for one sample after the newest (see :func:`_with_room`)."""
         count = self._end - self._head
-        self._a, self._cap = _with_room(self._a, self._cap, self._head, self._end, 3)
+        self._a, self._cap = _with_room(self._a, self._cap, self._head, self._end, 2)
         self._head = 0
         self._end = count
 
@@ -472,7 +558,7 @@ class MinerHistory:
         head = self._head
         old = self._cap
         times = [base + t for t in a[head : head + kept]]  # exact: base and t are on the grid
-        columns = [a[c * old + head : c * old + head + kept] for c in range(1, 3)]
+        columns = [a[old + head : old + head + kept]]
         self._lay_out(times, columns, newest, _capacity(kept + 1))
 
     def _lay_out(
@@ -499,7 +585,7 @@ class MinerHistory:
         if typecode == "d":
             base = 0.0
             offsets = [(t + _ROUND) - _ROUND for t in times]
-        a = array(typecode, _ZERO) * (3 * cap)  # allocated to the size, not over
+        a = array(typecode, _ZERO) * ((1 + len(columns)) * cap)  # allocated to the size
         a[:count] = array(typecode, offsets)
         for c, column in enumerate(columns, 1):
             if column.typecode != typecode:
@@ -514,7 +600,8 @@ class MinerHistory:
 
     def samples(self) -> list[Sample]:
         """Every stored sample, oldest first; the counters' increases are NaN in those
-        older than the counters kept (see :attr:`counter_retention_s`)."""
+        older than the counters kept (see :attr:`counter_retention_s`), and ``Elapsed``
+        in those where it was not below :attr:`elapsed_kept_s`."""
         base = self._base
         times, el, hs, hw, work = self._slices()
         missing = [_NAN] * (len(times) - len(hw))
@@ -607,23 +694,21 @@ class MinerHistory:
         if start >= end:
             return None
         cap = self._cap
-        hs = a[2 * cap + start : 2 * cap + end]
+        hs = a[cap + start : cap + end]
         values = sorted(hs)
         # Sum of the sorted list: about half the time of the array's (whose items become
         # float objects one by one), and any order tells whether one is NaN or infinite.
         total = sum(values)
+        graced = () if self._young is None else self._in_grace(start, end, startup_grace_s)
         # Fast path, the usual case: every hashrate known (a NaN makes the sum NaN) and
-        # no sample in a startup grace (min() of the known Elapsed values, all C loops;
-        # NaN only if the first is NaN).
-        if total - total == 0 and (
-            startup_grace_s <= 0 or min(a[cap + start : cap + end]) >= startup_grace_s
-        ):
+        # no sample in a startup grace. (Without a grace, the other path still leaves out
+        # the samples that gave a negative Elapsed, as it always did.)
+        if total - total == 0 and (startup_grace_s <= 0 or not graced):
             first, last = 0, len(values) - 1
         else:
-            el = a[cap + start : cap + end]
-            # An unknown Elapsed (NaN) compares False: its sample is kept. One Python
-            # loop and the rest in C, which makes up for the sort above, lost here.
-            kept = [h == h and not e < startup_grace_s for h, e in zip(hs, el, strict=True)]
+            kept = [h == h for h in hs]
+            for i in graced:
+                kept[i - start] = False
             if True not in kept:
                 return None
             first = kept.index(True)
@@ -634,13 +719,18 @@ class MinerHistory:
         value = values[middle] if n % 2 else (values[middle - 1] + values[middle]) / 2
         return Median(value, n, a[start + last] - a[start + first])
 
+    def _in_grace(self, start: int, end: int, grace_s: float) -> list[int]:
+        """The places in [start, end) of the samples whose kept Elapsed is below
+        ``grace_s`` (an Elapsed not kept is above any grace, see _young)."""
+        return [i for i, elapsed in self._young_places() if start <= i < end and elapsed < grace_s]
+
     def hashrates(self, start: float, end: float) -> list[tuple[float, float]]:
         """``(time, hashrate)`` of the samples in [start, end] whose hashrate is known,
         oldest first (the status page draws its hour from them where this keeps it)."""
         a = self._a
         base = self._base
         first, last = self._between(start, end)
-        at = 2 * self._cap
+        at = self._cap
         return [
             (base + t, h)
             for t, h in zip(a[first:last], a[at + first : at + last], strict=True)
@@ -686,9 +776,11 @@ class MinerHistory:
             if sys.byteorder != "little":
                 column.byteswap()  # a copy already
             columns[name] = base64.b64encode(column.tobytes()).decode("ascii")
-        kept = {} if self._counter_retention_s is None else {
-            "counter_retention_s": self._counter_retention_s
-        }  # fmt: skip
+        kept: dict[str, float] = {}
+        if self._counter_retention_s is not None:
+            kept["counter_retention_s"] = self._counter_retention_s
+        if self._elapsed_kept_s is not None:
+            kept["elapsed_kept_s"] = self._elapsed_kept_s
         return {
             "retention_s": self._retention_s,
             **kept,
@@ -711,7 +803,12 @@ class MinerHistory:
         """Inverse of :meth:`to_dict`; ValueError when malformed."""
         try:
             kept = data.get("counter_retention_s")
-            history = cls(float(data["retention_s"]), None if kept is None else float(kept))
+            young_kept = data.get("elapsed_kept_s")
+            history = cls(
+                float(data["retention_s"]),
+                None if kept is None else float(kept),
+                None if young_kept is None else float(young_kept),
+            )
             columns = data["columns"]
             loaded = []
             for name, typecode in _COLUMNS:
@@ -728,7 +825,12 @@ class MinerHistory:
             if any(b < a for a, b in pairwise(times)):
                 raise ValueError("sample times go backwards")
             if times:
-                history._lay_out(times, (elapsed, hashrate), times[-1], _capacity(len(times)))
+                history._lay_out(times, (hashrate,), times[-1], _capacity(len(times)))
+                below = history._kept_below()
+                if any(map(below.__gt__, elapsed)):  # a C loop; False for NaN
+                    history._young = array("d", [
+                        len(times), *(x for i, e in enumerate(elapsed) if e < below for x in (i, e))
+                    ])  # fmt: skip
                 count = len(hw)
                 cap = history._ccap = _capacity(count)
                 c = history._c = array("f", _ZERO) * (2 * cap)
@@ -767,8 +869,14 @@ class MinerHistory:
         chead = self._chead
         cend = self._cend
         ccap = self._ccap
+        elapsed = array("f", (_NAN,)) * (end - head)
+        for i, value in self._young_places():
+            if i >= head:
+                elapsed[i - head] = value
         return [
-            *(a[i * cap + head : i * cap + end] for i in range(3)),
+            a[head:end],
+            elapsed,
+            a[cap + head : cap + end],
             c[chead:cend],
             c[ccap + chead : ccap + cend],
         ]
@@ -828,11 +936,14 @@ class FleetHistory:
         name: str,
         retention_s: float = DEFAULT_RETENTION_S,
         counter_retention_s: float | None = None,
+        elapsed_kept_s: float | None = None,
     ) -> MinerHistory:
         """The miner's history, created empty (with these retentions) on first use."""
         history = self._miners.get(name)
         if history is None:
-            history = self._miners[name] = MinerHistory(retention_s, counter_retention_s)
+            history = self._miners[name] = MinerHistory(
+                retention_s, counter_retention_s, elapsed_kept_s
+            )
         return history
 
     def retain(self, names: Iterable[str]) -> None:

@@ -127,6 +127,57 @@ def test_a_rule_type_needs_its_own_type_literal() -> None:
         rule_type(RULE_TYPES["threshold"].config)(eval_rejects)
 
 
+class SlowRule(RuleBase):
+    """Hashrate below half its 30-minute median, past a 5-minute startup grace."""
+
+    type: Literal["slow_hashrate"]
+
+
+def eval_slow(
+    rule: CompiledRule[SlowRule],
+    miner: MinerConfig,
+    snapshot: Snapshot,
+    history: MinerHistory,
+    now: float,
+) -> list[Signal] | None:
+    median = history.median_hashrate(now, 1800.0, startup_grace_s=300.0)
+    if median is None or snapshot.hashrate_hs is None:
+        return None
+    slow = snapshot.hashrate_hs < median.value / 2
+    return [make_signal(rule, miner, snapshot.host, "slow")] if slow else []
+
+
+def test_a_rule_type_that_does_not_name_its_startup_grace_is_served_within_its_lookback() -> None:
+    """The history keeps samples' Elapsed only below the rules' startup graces; a rule
+    type that does not say its own gets Elapsed as far back as it looks."""
+    rule_type(SlowRule, lookback_s=lambda config, miner: 1800.0)(eval_slow)
+    try:
+        rule = RULE_TYPES["slow_hashrate"].config.model_validate(
+            {"name": "Slow", "type": "slow_hashrate"}
+        )
+        miner = MinerConfig(name="m1", host="127.0.0.1")
+        engine = RuleEngine([rule], [miner])
+
+        def answer(at: float, elapsed: float, mhs: float) -> Snapshot:
+            replies = {"summary": {"STATUS": [{"STATUS": "S", "Code": 11, "Msg": "Summary"}],
+                                   "SUMMARY": [{"Elapsed": elapsed, "MHS 5s": mhs}]}}  # fmt: skip
+            return build_snapshot(replies, name="m1", host="127.0.0.1", port=4028, at=at)
+
+        # Restarted at 0: 10 minutes ramping up at a tenth, then 20 at full speed.
+        for k in range(60):
+            at = 30.0 * k + 5
+            engine.observe([answer(at, at, 1e5 if at < 600 else 1e6)], at)
+        history = engine.history["m1"]
+        assert history.elapsed_kept_s == 1800.0
+        # The 10 samples of the first 5 minutes are left out of the median, as they
+        # would be with Elapsed kept for every sample.
+        median = history.median_hashrate(1775.0, 1800.0, startup_grace_s=300.0)
+        assert median is not None and median.samples == 50
+        assert median.value == pytest.approx(1e12, rel=1e-6)
+    finally:
+        RULE_TYPES.remove("slow_hashrate")
+
+
 # --------------------------------------------------------------------------- a receiver kind
 
 

@@ -188,6 +188,62 @@ def test_median_leaves_out_startup_grace_and_unknown_hashrates() -> None:
     assert without.value == pytest.approx(6 * TH)
 
 
+def restarted_history(elapsed_kept_s: float | None) -> MinerHistory:
+    """Running for hours, restarted at T0 + 300, ramping up for 10 minutes; an hour."""
+    history = MinerHistory(3600.0, elapsed_kept_s=elapsed_kept_s)
+    for i in range(10):
+        history.record(T0 + i * 30, elapsed_s=50_000.0 + i * 30, hashrate_hs=10 * TH)
+    for i in range(10, 120):
+        elapsed = (i - 10) * 30.0 + 5
+        history.record(T0 + i * 30, elapsed_s=elapsed, hashrate_hs=2 * TH if elapsed < 600 else 14 * TH)
+    return history
+
+
+def test_only_the_elapsed_a_startup_grace_needs_is_kept() -> None:
+    history = restarted_history(600.0)
+    # The 20 samples of the ramp-up keep their Elapsed (5 to 575 s); the others do not.
+    elapsed = [s.elapsed_s for s in history.samples()]
+    assert elapsed[10:30] == [(i - 10) * 30.0 + 5 for i in range(10, 30)]
+    assert all(math.isnan(e) for e in elapsed[:10] + elapsed[30:])
+    now = T0 + 119 * 30
+    median = history.median_hashrate(now, 3600.0, startup_grace_s=600.0)
+    assert median is not None and median.samples == 100
+    assert median.value == pytest.approx(14 * TH, rel=1e-6)
+    # A shorter grace leaves out fewer; a longer one is served only as far as the kept 600 s.
+    shorter = history.median_hashrate(now, 3600.0, startup_grace_s=300.0)
+    assert shorter is not None and shorter.samples == 110
+    longer = history.median_hashrate(now, 3600.0, startup_grace_s=900.0)
+    assert longer == median
+    # Saved and loaded, the kept Elapsed and the setting come back.
+    back = MinerHistory.from_dict(json.loads(json.dumps(history.to_dict())))
+    assert back.elapsed_kept_s == 600.0
+    assert [s.elapsed_s for s in back.samples()][10:30] == elapsed[10:30]
+    assert back.median_hashrate(now, 3600.0, startup_grace_s=600.0) == median
+
+
+def test_elapsed_kept_goes_with_its_samples_and_with_a_lower_setting() -> None:
+    history = restarted_history(600.0)
+    history.elapsed_kept_s = 300.0  # a reload: the grace is now 5 minutes
+    assert [s.elapsed_s for s in history.samples()][10:20] == [5.0 + 30 * i for i in range(10)]
+    assert all(math.isnan(s.elapsed_s) for s in history.samples()[20:])
+    assert history._young is not None
+    for i in range(120, 145):  # the ramp-up's samples leave the hour
+        history.record(T0 + i * 30, elapsed_s=(i - 10) * 30.0 + 5, hashrate_hs=14 * TH)
+    assert all(math.isnan(s.elapsed_s) for s in history.samples())
+    assert history._young is None  # nothing is kept for a miner that runs on
+
+
+def test_elapsed_is_kept_below_the_retention_unless_told() -> None:
+    history = restarted_history(None)
+    assert history.elapsed_kept_s is None
+    elapsed = [s.elapsed_s for s in history.samples()]
+    assert all(e < 3600.0 for e in elapsed[10:]) and all(math.isnan(e) for e in elapsed[:10])
+    history.elapsed_kept_s = 0.0  # no rule leaves a grace out: nothing is kept
+    assert all(math.isnan(s.elapsed_s) for s in history.samples())
+    median = history.median_hashrate(T0 + 119 * 30, 3600.0, startup_grace_s=600.0)
+    assert median is not None and median.samples == 120
+
+
 def test_median_of_nothing_is_none() -> None:
     assert MinerHistory().median_hashrate(T0, 3600.0) is None
     history = filled(5)

@@ -344,18 +344,43 @@ def nan_key(value: Any) -> Any:
 
 
 WINDOWS = (0.0, 30.0, 900.0, 3600.0, 3630.0, 86_400.0, 10.0**6)
+GRACE = 600.0  # the startup grace asked for, and the Elapsed kept for it (as the engine sets)
+
+
+def kept_below(new: MinerHistory) -> float:
+    """Below what Elapsed ``new`` keeps it (the oracle kept every Elapsed)."""
+    kept = new.elapsed_kept_s
+    return new.retention_s if kept is None else kept
+
+
+def as_kept(document: dict[str, Any], below: float) -> dict[str, Any]:
+    """The oracle's saved form with only the Elapsed below ``below`` kept, as
+    MinerHistory keeps it (NaN for the others)."""
+    columns = dict(document["columns"])
+    elapsed = decode("f", columns["elapsed"])
+    columns["elapsed"] = encode("f", [e if e < below else _NAN for e in elapsed])
+    return {**document, "columns": columns}
+
+
+def kept_samples(samples: list[Sample], below: float) -> list[Sample]:
+    return [s._replace(elapsed_s=s.elapsed_s if s.elapsed_s < below else _NAN) for s in samples]
 
 
 def assert_same_state(new: MinerHistory, ref: ReferenceHistory) -> None:
-    assert new.to_dict() == ref.to_dict()  # the saved bytes of every column included
+    """The same, every column's saved bytes included, but the Elapsed that ``new`` does
+    not keep (the oracle's are then above any grace it is asked for)."""
+    below = kept_below(new)
+    saved = new.to_dict()
+    saved.pop("elapsed_kept_s", None)
+    assert saved == as_kept(ref.to_dict(), below)
     assert len(new) == len(ref)
-    assert nan_key(new.samples()) == nan_key(ref.samples())
+    assert nan_key(new.samples()) == nan_key(kept_samples(ref.samples(), below))
     assert new.retention_s == ref.retention_s
 
 
 def assert_same_answers(new: MinerHistory, ref: ReferenceHistory, now: float) -> None:
     for window in WINDOWS:
-        for grace in (0.0, 600.0):
+        for grace in (0.0, GRACE):
             got = new.median_hashrate(now, window, startup_grace_s=grace)
             assert nan_key(got) == nan_key(ref.median_hashrate(now, window, startup_grace_s=grace))
         for counter in ("hardware_errors", "work"):
@@ -415,7 +440,7 @@ def poll(history: MinerHistory | ReferenceHistory, at: float, i: int) -> bool:
 
 
 def both(retention_s: float = 3600.0) -> tuple[MinerHistory, ReferenceHistory]:
-    return MinerHistory(retention_s), ReferenceHistory(retention_s)
+    return MinerHistory(retention_s, elapsed_kept_s=GRACE), ReferenceHistory(retention_s)
 
 
 # --------------------------------------------------------------------------- saved documents
@@ -428,7 +453,11 @@ def test_a_document_of_the_old_form_loads_exactly_and_saves_the_same_bytes() -> 
     reference = ReferenceHistory.from_dict(document)
     assert [s.at for s in history.samples()] == times
     assert_same_state(history, reference)
-    assert history.to_dict()["columns"] == document["columns"]
+    # The same bytes but Elapsed, whose values (2 h and more) are all above what is kept:
+    # with no elapsed_kept_s saved, Elapsed below the retention (1 h).
+    assert history.elapsed_kept_s is None
+    assert history.to_dict()["columns"] == as_kept(document, 3600.0)["columns"]
+    assert {**history.to_dict()["columns"], "elapsed": ""} == {**document["columns"], "elapsed": ""}
     assert_same_answers(history, reference, times[-1])
     # And through the fleet, as the daemon loads its state file.
     fleet = FleetHistory.from_records([("m", document)], FleetHistory.records_version)
@@ -492,15 +521,17 @@ def test_loading_leaves_room_for_the_next_records() -> None:
 
 @pytest.mark.parametrize(
     ("counter_retention_s", "most"),
-    [(None, 3200), (900.0, 2500)],  # the packaged rules' 15 minutes of counters
+    [(None, 2750), (900.0, 2000)],  # the packaged rules' 15 minutes of counters
 )
 def test_memory_per_miner_fresh_loaded_and_after_loading(
     counter_retention_s: float | None, most: int
 ) -> None:
-    """Bytes a miner at an hour of 30 s samples: 20 a sample and ~550 more (the objects,
+    """Bytes a miner at an hour of 30 s samples: 16 a sample and ~650 more (the objects,
     their floats, the arrays and their spare places, the fleet's key); five arrays and
-    float64 times took ~3,900 (and ~3,750 loaded). Counters kept 15 minutes save 8 bytes
-    a sample older than that."""
+    float64 times took ~3,900 (and ~3,750 loaded), and Elapsed in a column of its own
+    ~480 more than now (3,100 and 2,950; 2,380 and 2,210 with counters kept 15 minutes).
+    Counters kept 15 minutes save 8 bytes a sample older than that. The miner runs for
+    hours: no sample keeps its Elapsed."""
     count = 300
 
     def fill(fleet: FleetHistory) -> None:
@@ -669,11 +700,13 @@ def test_a_non_finite_time_does_what_it_did(at: float) -> None:
         poll(ref, T0 + 30 * i, i)
     assert poll(new, at, 5) == poll(ref, at, 5)
     assert len(new) == len(ref)
-    assert nan_key([s[1:] for s in new.samples()]) == nan_key([s[1:] for s in ref.samples()])
+    kept = kept_samples(ref.samples(), GRACE)
+    assert nan_key([s[1:] for s in new.samples()]) == nan_key([s[1:] for s in kept])
     for i in range(6, 10):
         assert poll(new, T0 + 30 * i, i) == poll(ref, T0 + 30 * i, i)
     assert len(new) == len(ref)
-    assert nan_key([s[1:] for s in new.samples()]) == nan_key([s[1:] for s in ref.samples()])
+    kept = kept_samples(ref.samples(), GRACE)
+    assert nan_key([s[1:] for s in new.samples()]) == nan_key([s[1:] for s in kept])
 
 
 # --------------------------------------------------------------------------- against the oracle
@@ -773,7 +806,10 @@ def drive(
 def swap_documents(histories: list[History]) -> list[History]:
     """Each from the other's document, as JSON."""
     new, ref = histories
-    new_document, ref_document = new.to_dict(), ref.to_dict()
+    assert isinstance(new, MinerHistory)
+    new_document = new.to_dict()
+    # The oracle's document, with the Elapsed kept as the new form says.
+    ref_document = {**ref.to_dict(), "elapsed_kept_s": new.elapsed_kept_s}
     return [
         MinerHistory.from_dict(json.loads(json.dumps(ref_document, allow_nan=False))),
         ReferenceHistory.from_dict(json.loads(json.dumps(new_document, allow_nan=False))),
@@ -839,8 +875,8 @@ def test_counters_kept_for_less_answer_as_the_whole_history_within_their_retenti
         reach = min(counter_retention_s, whole.retention_s)
         for now in (newest, newest + 45.0):
             for window in WINDOWS:
-                median = nan_key(short.median_hashrate(now, window, startup_grace_s=600.0))
-                assert median == nan_key(whole.median_hashrate(now, window, startup_grace_s=600.0))
+                median = nan_key(short.median_hashrate(now, window, startup_grace_s=GRACE))
+                assert median == nan_key(whole.median_hashrate(now, window, startup_grace_s=GRACE))
                 if window > reach:
                     continue
                 for counter in ("hardware_errors", "work"):
@@ -849,8 +885,8 @@ def test_counters_kept_for_less_answer_as_the_whole_history_within_their_retenti
                     ), (counter, now, window)
 
     histories: list[History] = [
-        MinerHistory(retention_s, counter_retention_s),
-        MinerHistory(retention_s),
+        MinerHistory(retention_s, counter_retention_s, GRACE),
+        MinerHistory(retention_s, None, GRACE),
     ]
     drive(histories, start, operations, reload_each, check)
 

@@ -771,11 +771,17 @@ def test_reload_keeps_history_and_adapts_retention() -> None:
     # The counters only as far back as the hardware-error rule looks.
     assert engine.history["keep"].counter_retention_s == 900.0
     assert engine.history["gone"].counter_retention_s == 900.0
+    # Elapsed only below the hashrate_drop's startup grace (10 minutes), and not at all
+    # where the miner has an expected hashrate (no baseline to leave a grace out of).
+    assert engine.history["keep"].elapsed_kept_s == 600.0
+    assert engine.history["gone"].elapsed_kept_s == 0.0
     engine.configure(
-        [rule(**HW), rule(**{**DROP, "baseline": "80m"})], [keep], restart_grace_s=60.0
-    )
+        [rule(**HW), rule(**{**DROP, "baseline": "80m", "startup_grace": "20m"})], [keep],
+        restart_grace_s=60.0,
+    )  # fmt: skip
     assert list(engine.history) == ["keep"]
     assert engine.history["keep"].retention_s == 4800.0
+    assert engine.history["keep"].elapsed_kept_s == 1200.0
     assert len(engine.history["keep"]) == 40
     now = T0 + 40 * STEP
     after = engine.observe(
@@ -788,6 +794,7 @@ def test_reload_keeps_history_and_adapts_retention() -> None:
     engine.configure([rule(**DROP)], [keep])
     assert engine.history["keep"].retention_s == 3600.0
     assert engine.history["keep"].counter_retention_s == 0.0  # no rule reads them
+    assert engine.history["keep"].elapsed_kept_s == 600.0  # the packaged startup grace
 
 
 def test_a_rule_type_that_does_not_say_keeps_the_counters_as_long_as_it_looks_back() -> None:
@@ -795,6 +802,10 @@ def test_a_rule_type_that_does_not_say_keeps_the_counters_as_long_as_it_looks_ba
     assert RULE_TYPES["hashrate_drop"].reads_counters is False
     assert RULE_TYPES["hardware_errors"].reads_counters is True
     assert RuleType("x", RuleBase, lambda *args: None).reads_counters is True
+    # Likewise a rule type keeps Elapsed as far as it looks back unless it says less.
+    assert RuleType("x", RuleBase, lambda *args: None).startup_grace_s is None
+    assert RULE_TYPES["hashrate_drop"].startup_grace_s is not None
+    assert RULE_TYPES["hardware_errors"].startup_grace_s is not None
 
 
 def test_to_dict_from_dict_round_trip() -> None:
@@ -825,9 +836,10 @@ def test_to_dict_from_dict_round_trip() -> None:
     (name,) = list(restored.history)
     assert name is miners[0].name
     history = restored.history[name]
-    plan = restored._plans[name]
+    plan = restored._plans[name].selection
     assert history.retention_s is plan.retention_s
     assert history.counter_retention_s is plan.counter_retention_s
+    assert history.elapsed_kept_s is plan.elapsed_kept_s
 
 
 def test_state_in_records_through_a_store_matches_the_document_form(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from cgwatchdog.rules.base import (
     rule_type,
     rule_union,
 )
-from cgwatchdog.rules.engine import MinerPlan, RuleEngine
+from cgwatchdog.rules.engine import MinerPlan, RuleEngine, RuleSelection
 
 __all__ = [
     "RULE_TYPES",
@@ -26,6 +26,7 @@ __all__ = [
     "Evaluator",
     "MinerPlan",
     "RuleEngine",
+    "RuleSelection",
     "RuleType",
     "compile_rule",
     "make_signal",

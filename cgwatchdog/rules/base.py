@@ -80,6 +80,10 @@ class RuleType(Generic[C]):
     reads_counters: bool = True
     """Whether the rule reads the history's counters (``MinerHistory.increase``): they
     are kept only as far back as the rules that read them look."""
+    startup_grace_s: Callable[[C, MinerConfig], float] | None = None
+    """The longest startup grace the rule asks ``MinerHistory.median_hashrate`` to leave
+    out for this miner: samples keep their ``Elapsed`` only below the longest of these.
+    None: as long as ``lookback_s`` (enough for any grace within the window it reads)."""
 
 
 RULE_TYPES: Registry[RuleType[Any]] = Registry("rule type")
@@ -101,6 +105,7 @@ def rule_type(
     lookback_s: Callable[[C, MinerConfig], float] = _no_lookback,
     problems: Callable[[C], list[str]] = _no_problems,
     reads_counters: bool = True,
+    startup_grace_s: Callable[[C, MinerConfig], float] | None = None,
 ) -> Callable[[Evaluator], Evaluator]:
     """Register the decorated evaluator with ``config`` as a rule type, named after the
     model's ``type`` literal."""
@@ -110,7 +115,14 @@ def rule_type(
         RULE_TYPES.add(
             name,
             RuleType(
-                name, config, evaluate, judges_unreachable, lookback_s, problems, reads_counters
+                name,
+                config,
+                evaluate,
+                judges_unreachable,
+                lookback_s,
+                problems,
+                reads_counters,
+                startup_grace_s,
             ),
         )
         return evaluate

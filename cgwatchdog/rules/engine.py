@@ -35,7 +35,7 @@ which is kept as long as the longest look back of the rules applying to the mine
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final, NamedTuple
 
 from cgwatchdog.alerts import Evaluation, Judged, Signal
@@ -43,7 +43,7 @@ from cgwatchdog.config.models import MinerConfig, RuleBase
 from cgwatchdog.gcpause import gc_paused
 from cgwatchdog.history import FleetHistory
 from cgwatchdog.jsonstate import check_version
-from cgwatchdog.rules.base import RULE_TYPES, CompiledRule, compile_rule
+from cgwatchdog.rules.base import RULE_TYPES, CompiledRule, RuleType, compile_rule
 from cgwatchdog.snapshot import PollResult, Snapshot
 
 __all__ = ["MinerPlan", "RuleEngine"]
@@ -51,47 +51,52 @@ __all__ = ["MinerPlan", "RuleEngine"]
 _STATE_VERSION: Final = 1
 
 
-class MinerPlan(NamedTuple):
-    """What the engine runs for one miner, worked out once per configuration (the
-    parts other than ``miner`` are shared by every miner the same rules select)."""
+class RuleSelection(NamedTuple):
+    """What the engine runs for the miners the same rules select, worked out once per
+    configuration and shared by them."""
 
-    miner: MinerConfig
     rules: tuple[CompiledRule[Any], ...]
-    """The rules whose ``match`` selects this miner, in configuration order."""
+    """The rules whose ``match`` selects these miners, in configuration order."""
     retention_s: float
     """How much history the rules read back."""
     counter_retention_s: float
     """How much of the counters' history the rules that read them read back."""
+    elapsed_kept_s: float
+    """The longest startup grace the rules leave out of the history they read."""
     looking_back: frozenset[str]
-    """The rules that read history for this miner (their baselines are kept)."""
+    """The rules that read history for these miners (their baselines are kept)."""
     judged: tuple[str, ...]
-    """Every rule's name: what a cycle judges when the miner answers and every rule can
+    """Every rule's name: what a cycle judges when a miner answers and every rule can
     tell (the engine's :class:`Judged` shares this tuple)."""
     judged_unreachable: tuple[str, ...]
     """The names of the rules that judge an unreachable miner, and the rules run then."""
     unreachable_rules: tuple[CompiledRule[Any], ...]
 
 
-class _Selection(NamedTuple):
-    rules: tuple[CompiledRule[Any], ...]
-    retention_s: float
-    counter_retention_s: float
-    looking_back: frozenset[str]
-    judged: tuple[str, ...]
-    judged_unreachable: tuple[str, ...]
-    unreachable_rules: tuple[CompiledRule[Any], ...]
+class MinerPlan(NamedTuple):
+    """What the engine runs for one miner: the miner, and the selection it shares with
+    every miner the same rules select (two places a miner, not one a field)."""
+
+    miner: MinerConfig
+    selection: RuleSelection
 
 
-def _select(rules: tuple[CompiledRule[Any], ...], miner: MinerConfig) -> _Selection:
+def _grace(kind: RuleType[Any]) -> Callable[[Any, MinerConfig], float]:
+    return kind.lookback_s if kind.startup_grace_s is None else kind.startup_grace_s
+
+
+def _select(rules: tuple[CompiledRule[Any], ...], miner: MinerConfig) -> RuleSelection:
     lookbacks = {rule.name: RULE_TYPES[rule.type].lookback_s(rule.config, miner) for rule in rules}
     looking_back = frozenset(name for name, seconds in lookbacks.items() if seconds > 0)
     counters = max(
         (lookbacks[rule.name] for rule in rules if RULE_TYPES[rule.type].reads_counters),
         default=0.0,
     )
+    graces = (_grace(RULE_TYPES[rule.type])(rule.config, miner) for rule in rules)
     unreachable = tuple(rule for rule in rules if rule.judges_unreachable)
-    return _Selection(
-        rules, max(lookbacks.values(), default=0.0), counters, looking_back,
+    return RuleSelection(
+        rules, max(lookbacks.values(), default=0.0), counters, max(graces, default=0.0),
+        looking_back,
         tuple(rule.name for rule in rules), tuple(rule.name for rule in unreachable), unreachable,
     )  # fmt: skip
 
@@ -142,7 +147,7 @@ class RuleEngine:
         by_name = any(
             "miner" in rule.config.match or "miner" in rule.config.match_re for rule in compiled
         )
-        selections: dict[tuple[frozenset[tuple[str, str]], str, float | None], _Selection] = {}
+        selections: dict[tuple[frozenset[tuple[str, str]], str, float | None], RuleSelection] = {}
         plans: dict[str, MinerPlan] = {}
         label_keys: dict[int, frozenset[tuple[str, str]]] = {}  # by id: a range shares one
         for miner in miners:
@@ -157,7 +162,7 @@ class RuleEngine:
             if chosen is None:
                 selected = tuple(rule for rule in compiled if rule.config.selects(labels))
                 chosen = selections[key] = _select(selected, miner)
-            plans[miner.name] = MinerPlan(miner, *chosen)
+            plans[miner.name] = MinerPlan(miner, chosen)
         self._plans = plans
 
     def _fit_history(self) -> None:
@@ -166,13 +171,15 @@ class RuleEngine:
         history.retain(plans)
         for name in history:
             miner_history = history[name]
-            plan = plans[name]
+            plan = plans[name].selection
             # By identity: a history loaded from the state file shares the plan's float
             # from then on rather than keeping one of its own per miner.
             if miner_history.retention_s is not plan.retention_s:
                 miner_history.retention_s = plan.retention_s
             if miner_history.counter_retention_s is not plan.counter_retention_s:
                 miner_history.counter_retention_s = plan.counter_retention_s
+            if miner_history.elapsed_kept_s is not plan.elapsed_kept_s:
+                miner_history.elapsed_kept_s = plan.elapsed_kept_s
             # Frozen baselines of rules gone, or of rules that no longer read the history
             # for this miner (a hashrate_drop once the miner has an expected_hashrate).
             miner_history.forget_baselines(plan.looking_back)
@@ -207,12 +214,14 @@ class RuleEngine:
         plans = self._plans
         fleet = self._history
         for result in results:
-            plan = plans.get(result.name)
-            if plan is None:
+            miner_plan = plans.get(result.name)
+            if miner_plan is None:
                 continue
-            miner = plan.miner
+            miner, plan = miner_plan
             name = miner.name
-            history = fleet.miner(name, plan.retention_s, plan.counter_retention_s)
+            history = fleet.miner(
+                name, plan.retention_s, plan.counter_retention_s, plan.elapsed_kept_s
+            )
             if isinstance(result, Snapshot):
                 history.record_snapshot(result)
                 # A rule that judges unreachability is judged false for a miner that

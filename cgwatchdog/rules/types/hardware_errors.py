@@ -40,7 +40,11 @@ def _lookback(config: HardwareErrorsRule, miner: MinerConfig) -> float:
     return config.window_s
 
 
-@rule_type(HardwareErrorsRule, lookback_s=_lookback)
+def _no_grace(config: HardwareErrorsRule, miner: MinerConfig) -> float:
+    return 0.0  # counters only: no sample's Elapsed is read
+
+
+@rule_type(HardwareErrorsRule, lookback_s=_lookback, startup_grace_s=_no_grace)
 def eval_hardware_errors(
     rule: CompiledRule[HardwareErrorsRule],
     miner: MinerConfig,

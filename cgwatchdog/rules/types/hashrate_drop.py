@@ -49,7 +49,13 @@ def _lookback(config: HashrateDropRule, miner: MinerConfig) -> float:
     return 0.0 if miner.expected_hashrate_hs is not None else config.baseline_s
 
 
-@rule_type(HashrateDropRule, lookback_s=_lookback, reads_counters=False)
+def _startup_grace(config: HashrateDropRule, miner: MinerConfig) -> float:
+    return 0.0 if miner.expected_hashrate_hs is not None else config.startup_grace_s
+
+
+@rule_type(
+    HashrateDropRule, lookback_s=_lookback, reads_counters=False, startup_grace_s=_startup_grace
+)
 def eval_hashrate_drop(
     rule: CompiledRule[HashrateDropRule],
     miner: MinerConfig,
