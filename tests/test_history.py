@@ -195,7 +195,8 @@ def restarted_history(elapsed_kept_s: float | None) -> MinerHistory:
         history.record(T0 + i * 30, elapsed_s=50_000.0 + i * 30, hashrate_hs=10 * TH)
     for i in range(10, 120):
         elapsed = (i - 10) * 30.0 + 5
-        history.record(T0 + i * 30, elapsed_s=elapsed, hashrate_hs=2 * TH if elapsed < 600 else 14 * TH)
+        rate = 2 * TH if elapsed < 600 else 14 * TH
+        history.record(T0 + i * 30, elapsed_s=elapsed, hashrate_hs=rate)
     return history
 
 

@@ -406,8 +406,9 @@ if _SHARED_KEYS:
 
 def miner_config(name: str, host: str, entry: MinerEntry) -> MinerConfig:
     """What ``MinerConfig.model_construct`` makes of an entry's validated values, without
-    its walk over every field for every miner, and in a third of its memory (1,080 bytes
-    a miner); tests/test_loader_fast.py holds the two equal."""
+    its walk over every field for every miner, and in a third of its memory or less
+    (``model_construct`` takes 1,080 bytes a miner); tests/test_loader_fast.py holds the
+    two equal."""
     miner = MinerConfig.__new__(MinerConfig)
     set_field = object.__setattr__  # past the frozen model's own __setattr__
     if _SHARED_KEYS:

@@ -46,7 +46,7 @@ from cgwatchdog.jsonstate import check_version
 from cgwatchdog.rules.base import RULE_TYPES, CompiledRule, RuleType, compile_rule
 from cgwatchdog.snapshot import PollResult, Snapshot
 
-__all__ = ["MinerPlan", "RuleEngine"]
+__all__ = ["MinerPlan", "RuleEngine", "RuleSelection"]
 
 _STATE_VERSION: Final = 1
 
@@ -171,18 +171,18 @@ class RuleEngine:
         history.retain(plans)
         for name in history:
             miner_history = history[name]
-            plan = plans[name].selection
+            selection = plans[name].selection
             # By identity: a history loaded from the state file shares the plan's float
             # from then on rather than keeping one of its own per miner.
-            if miner_history.retention_s is not plan.retention_s:
-                miner_history.retention_s = plan.retention_s
-            if miner_history.counter_retention_s is not plan.counter_retention_s:
-                miner_history.counter_retention_s = plan.counter_retention_s
-            if miner_history.elapsed_kept_s is not plan.elapsed_kept_s:
-                miner_history.elapsed_kept_s = plan.elapsed_kept_s
+            if miner_history.retention_s is not selection.retention_s:
+                miner_history.retention_s = selection.retention_s
+            if miner_history.counter_retention_s is not selection.counter_retention_s:
+                miner_history.counter_retention_s = selection.counter_retention_s
+            if miner_history.elapsed_kept_s is not selection.elapsed_kept_s:
+                miner_history.elapsed_kept_s = selection.elapsed_kept_s
             # Frozen baselines of rules gone, or of rules that no longer read the history
             # for this miner (a hashrate_drop once the miner has an expected_hashrate).
-            miner_history.forget_baselines(plan.looking_back)
+            miner_history.forget_baselines(selection.looking_back)
 
     @property
     def history(self) -> FleetHistory:
@@ -214,20 +214,23 @@ class RuleEngine:
         plans = self._plans
         fleet = self._history
         for result in results:
-            miner_plan = plans.get(result.name)
-            if miner_plan is None:
+            plan = plans.get(result.name)
+            if plan is None:
                 continue
-            miner, plan = miner_plan
+            miner, selection = plan
             name = miner.name
             history = fleet.miner(
-                name, plan.retention_s, plan.counter_retention_s, plan.elapsed_kept_s
+                name,
+                selection.retention_s,
+                selection.counter_retention_s,
+                selection.elapsed_kept_s,
             )
             if isinstance(result, Snapshot):
                 history.record_snapshot(result)
                 # A rule that judges unreachability is judged false for a miner that
                 # answered, unrun; a rule that cannot tell (None) is not judged.
                 untold: list[str] | None = None  # made only when a rule cannot tell
-                for rule in plan.rules:
+                for rule in selection.rules:
                     if rule.judges_unreachable:
                         continue
                     found = rule.evaluate(rule, miner, result, history, now)
@@ -238,19 +241,19 @@ class RuleEngine:
                     elif found:
                         signals.extend(found)
                 judged[name] = (
-                    plan.judged
+                    selection.judged
                     if untold is None
-                    else tuple(rule for rule in plan.judged if rule not in untold)
+                    else tuple(rule for rule in selection.judged if rule not in untold)
                 )
             else:
                 history.mark_unreachable(result.at)
                 # Only the rules that judge unreachability run; the miner's other alerts
                 # keep their state.
-                for rule in plan.unreachable_rules:
+                for rule in selection.unreachable_rules:
                     found = rule.evaluate(rule, miner, result, history, now)
                     if found:
                         signals.extend(found)
-                judged[name] = plan.judged_unreachable
+                judged[name] = selection.judged_unreachable
             started = history.last_restart_at
             if started is not None and now - started < grace:
                 held_miners.add(miner.name)
