@@ -273,3 +273,22 @@ def test_miners_made_without_validation_share_their_keys() -> None:
         assert shared < 0.7 * separate, (shared, separate)
     else:
         assert shared < 1.1 * separate, (shared, separate)  # the same, give or take
+
+
+def test_miners_with_equal_labels_share_one_dict(tmp_path: Path) -> None:
+    """One entry a miner, as scripts write them: equal labels (or none) are one dict."""
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "miners:\n"
+        "  - {name: a, host: 127.0.0.1}\n"
+        "  - {name: b, host: 127.0.0.2}\n"
+        "  - {name: c, host: 127.0.0.3, labels: {site: north, rack: '1'}}\n"
+        "  - {name: d, host: 127.0.0.4, labels: {site: north, rack: '1'}}\n"
+        "  - {name: e, host: 127.0.0.5, labels: {site: north, rack: '2'}}\n"
+        "  - {name: 'f{index}', hosts: [127.0.1.1-2], labels: {site: north, rack: '1'}}\n"
+    )
+    a, b, c, d, e, f1, f2 = load_config(config).miners
+    assert a.labels == {} and a.labels is b.labels
+    assert c.labels == {"site": "north", "rack": "1"}
+    assert c.labels is d.labels is f1.labels is f2.labels
+    assert e.labels == {"site": "north", "rack": "2"} and e.labels is not c.labels

@@ -911,6 +911,9 @@ class _Loader:
         names: dict[str, int] = {}  # name -> the index of the entry that named it first
         endpoints: dict[tuple[str, int], str] = {}
         found: list[tuple[Loc, str]] = []
+        # Entries with the same labels (or none, the usual one entry a miner) give their
+        # miners one dict, not one each: 64 bytes a miner for an empty one.
+        labels_alike: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
         for index, entry in entries:
             loc: Loc = ("miners", index)
             if entry.firmware != "auto" and entry.firmware not in _families():
@@ -939,6 +942,7 @@ class _Loader:
                     )
                 )
                 continue
+            labels = labels_alike.setdefault(tuple(entry.labels.items()), entry.labels)
             clashes: list[str] = []
             for number, host in enumerate(hosts, 1):
                 if template is not None:
@@ -956,7 +960,7 @@ class _Loader:
                     continue
                 names[name] = index
                 endpoints[host, entry.port] = name
-                miners.append(miner_config(name, host, entry))
+                miners.append(miner_config(name, host, entry, labels))
             if clashes:
                 more = f" (and {len(clashes) - 1:,} more in this entry)" if len(clashes) > 1 else ""
                 named = "name" if entry.name is not None else "host" if entry.host else "hosts"

@@ -404,18 +404,23 @@ if _SHARED_KEYS:
     del _made, _field
 
 
-def miner_config(name: str, host: str, entry: MinerEntry) -> MinerConfig:
+def miner_config(
+    name: str, host: str, entry: MinerEntry, labels: dict[str, str] | None = None
+) -> MinerConfig:
     """What ``MinerConfig.model_construct`` makes of an entry's validated values, without
     its walk over every field for every miner, and in a third of its memory or less
     (``model_construct`` takes 1,080 bytes a miner); tests/test_loader_fast.py holds the
-    two equal."""
+    two equal. ``labels``: the entry's labels, or an equal dict that other miners share
+    (never changed: the model is frozen and nothing writes to its labels)."""
+    if labels is None:
+        labels = entry.labels
     miner = MinerConfig.__new__(MinerConfig)
     set_field = object.__setattr__  # past the frozen model's own __setattr__
     if _SHARED_KEYS:
         set_field(miner, "name", name)
         set_field(miner, "host", host)
         set_field(miner, "port", entry.port)
-        set_field(miner, "labels", entry.labels)  # shared across a range: one dict
+        set_field(miner, "labels", labels)  # shared across a range: one dict
         set_field(miner, "expected_hashrate_hs", entry.expected_hashrate)
         set_field(miner, "firmware", entry.firmware)
         set_field(miner, "control_port", entry.control_port)
@@ -425,7 +430,7 @@ def miner_config(name: str, host: str, entry: MinerEntry) -> MinerConfig:
             "name": name,
             "host": host,
             "port": entry.port,
-            "labels": entry.labels,  # shared across a range: one dict, not 10,000
+            "labels": labels,  # shared across a range: one dict, not 10,000
             "expected_hashrate_hs": entry.expected_hashrate,
             "firmware": entry.firmware,
             "control_port": entry.control_port,
