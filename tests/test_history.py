@@ -167,15 +167,21 @@ def test_median_of_an_even_count_is_the_mean_of_the_middle_two() -> None:
     assert median is not None and median.value == pytest.approx(2.5 * TH)
 
 
-def test_median_leaves_out_startup_grace_and_unknown_hashrates() -> None:
-    history = MinerHistory()
-    # Running: 10 TH/s. Restart at T0+300: warm-up samples read low, then 14 TH/s.
+def restarted_history(elapsed_kept_s: float | None = None, samples: int = 120) -> MinerHistory:
+    """Running for hours at 10 TH/s, restarted at T0 + 300: 10 minutes of warm-up samples
+    reading low, then 14 TH/s; ``samples`` every 30 s."""
+    history = MinerHistory(3600.0, elapsed_kept_s=elapsed_kept_s)
     for i in range(10):
-        history.record(T0 + i * 30, elapsed_s=5000.0 + i * 30, hashrate_hs=10 * TH)
-    for i in range(10, 40):
+        history.record(T0 + i * 30, elapsed_s=50_000.0 + i * 30, hashrate_hs=10 * TH)
+    for i in range(10, samples):
         elapsed = (i - 10) * 30.0 + 5
         rate = 2 * TH if elapsed < 600 else 14 * TH
         history.record(T0 + i * 30, elapsed_s=elapsed, hashrate_hs=rate)
+    return history
+
+
+def test_median_leaves_out_startup_grace_and_unknown_hashrates() -> None:
+    history = restarted_history(samples=40)
     history.record(T0 + 40 * 30, elapsed_s=1205.0, hashrate_hs=None)
     now = T0 + 40 * 30
     with_grace = history.median_hashrate(now, 3600.0, startup_grace_s=600.0)
@@ -186,18 +192,6 @@ def test_median_leaves_out_startup_grace_and_unknown_hashrates() -> None:
     without = history.median_hashrate(now, 3600.0)
     assert without is not None and without.samples == 40
     assert without.value == pytest.approx(6 * TH)
-
-
-def restarted_history(elapsed_kept_s: float | None) -> MinerHistory:
-    """Running for hours, restarted at T0 + 300, ramping up for 10 minutes; an hour."""
-    history = MinerHistory(3600.0, elapsed_kept_s=elapsed_kept_s)
-    for i in range(10):
-        history.record(T0 + i * 30, elapsed_s=50_000.0 + i * 30, hashrate_hs=10 * TH)
-    for i in range(10, 120):
-        elapsed = (i - 10) * 30.0 + 5
-        rate = 2 * TH if elapsed < 600 else 14 * TH
-        history.record(T0 + i * 30, elapsed_s=elapsed, hashrate_hs=rate)
-    return history
 
 
 def test_only_the_elapsed_a_startup_grace_needs_is_kept() -> None:
