@@ -332,6 +332,7 @@ class MinerHistory:
             self._young = array("d", [young[0], *pairs]) if pairs else None
 
     def _kept_below(self) -> float:
+        """Below what Elapsed a sample keeps it, :attr:`retention_s` standing for None."""
         kept = self._elapsed_kept_s
         return self._retention_s if kept is None else kept
 
@@ -420,8 +421,7 @@ class MinerHistory:
         self._end = i + 1
         self._cend = k + 1
         self._last_at = at
-        kept = self._elapsed_kept_s
-        if elapsed < (self._retention_s if kept is None else kept):  # False for NaN
+        if elapsed < self._kept_below():  # False for NaN
             self._keep_young(elapsed)
         self._trim(off)
         if self._young is not None:

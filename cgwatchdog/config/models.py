@@ -387,19 +387,20 @@ class MinerEntry(Model):
 # Every field of a MinerConfig is given, so every one has the same fields set, which
 # one set serves: nothing pydantic adds to a fields set could change it (the model is
 # frozen, refuses extra keys, and model_copy copies the set first).
-_MINER_FIELDS_SET = set(MinerConfig.model_fields)
+_MINER_FIELDS = tuple(MinerConfig.model_fields)
+_MINER_FIELDS_SET = set(_MINER_FIELDS)
 # CPython 3.11 and 3.12 share one table of keys among the objects of a class whose
-# attributes are set one by one: each miner then holds only its values, about 170 bytes
-# (the name aside) against 350 with a dict of its own. 3.13 no longer does for a class
-# with __dict__ in its __slots__, as pydantic's models have: a dict given whole is then
-# the smaller (350 against 420).
+# attributes are set one by one: each miner then holds only its values, about half the
+# memory of a dict of its own (tests/test_loader_fast.py prints both). 3.13 no longer
+# does for a class with __dict__ in its __slots__, as pydantic's models have: there each
+# miner keeps the dict it is given.
 _SHARED_KEYS = sys.version_info < (3, 13)
 if _SHARED_KEYS:
     # The table takes new keys only while the class has room for them, and CPython
     # lowers that room with every object of the class made (validation makes them with a
     # dict of their own): the keys go in now, before any is made.
     _made = MinerConfig.__new__(MinerConfig)
-    for _field in MinerConfig.model_fields:
+    for _field in _MINER_FIELDS:
         object.__setattr__(_made, _field, None)
     del _made, _field
 
@@ -408,35 +409,20 @@ def miner_config(
     name: str, host: str, entry: MinerEntry, labels: dict[str, str] | None = None
 ) -> MinerConfig:
     """What ``MinerConfig.model_construct`` makes of an entry's validated values, without
-    its walk over every field for every miner, and in a third of its memory or less
-    (``model_construct`` takes 1,080 bytes a miner); tests/test_loader_fast.py holds the
-    two equal. ``labels``: the entry's labels, or an equal dict that other miners share
-    (never changed: the model is frozen and nothing writes to its labels)."""
-    if labels is None:
-        labels = entry.labels
+    its walk over every field for every miner and in less memory; tests/test_loader_fast.py
+    holds the two equal. ``labels``: the entry's labels, or an equal dict that other
+    miners share (never changed: the model is frozen and nothing writes to its labels)."""
+    values = (
+        name, host, entry.port, entry.labels if labels is None else labels,
+        entry.expected_hashrate, entry.firmware, entry.control_port, entry.credentials,
+    )  # in MinerConfig's field order  # fmt: skip
     miner = MinerConfig.__new__(MinerConfig)
     set_field = object.__setattr__  # past the frozen model's own __setattr__
     if _SHARED_KEYS:
-        set_field(miner, "name", name)
-        set_field(miner, "host", host)
-        set_field(miner, "port", entry.port)
-        set_field(miner, "labels", labels)  # shared across a range: one dict
-        set_field(miner, "expected_hashrate_hs", entry.expected_hashrate)
-        set_field(miner, "firmware", entry.firmware)
-        set_field(miner, "control_port", entry.control_port)
-        set_field(miner, "credentials", entry.credentials)
+        for field, value in zip(_MINER_FIELDS, values, strict=True):
+            set_field(miner, field, value)
     else:
-        fields = {
-            "name": name,
-            "host": host,
-            "port": entry.port,
-            "labels": labels,  # shared across a range: one dict, not 10,000
-            "expected_hashrate_hs": entry.expected_hashrate,
-            "firmware": entry.firmware,
-            "control_port": entry.control_port,
-            "credentials": entry.credentials,
-        }
-        set_field(miner, "__dict__", fields)
+        set_field(miner, "__dict__", dict(zip(_MINER_FIELDS, values, strict=True)))
     set_field(miner, "__pydantic_fields_set__", _MINER_FIELDS_SET)
     set_field(miner, "__pydantic_extra__", None)
     set_field(miner, "__pydantic_private__", None)
