@@ -348,11 +348,14 @@ class FloorProtocol(Contender):
 
     name = "floor-protocol"
     lite = False
+    consume: Callable[[bytes], object] | None = None
+    """Called with each reply, where ``layers.py`` measures what its least handling adds."""
 
     async def cycle(self) -> Outcome:
         outcome = Outcome(polled=len(self.targets))
         loop = asyncio.get_running_loop()
         lite = self.lite
+        consume = self.consume
 
         async def one(target: Target) -> None:
             done: asyncio.Future[bytes] = loop.create_future()
@@ -365,6 +368,8 @@ class FloorProtocol(Contender):
                 outcome.failed += 1
                 return
             reply = await done  # awaited first: `+= len(await ...)` would lose updates
+            if consume is not None:
+                consume(reply)
             outcome.reply_bytes += len(reply)
             outcome.answered += 1
 

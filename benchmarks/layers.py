@@ -7,6 +7,11 @@ each layer in turn, adding one layer at a time, in alternating rounds so that wh
 else the machine does weighs on every layer alike:
 
 ``floor-protocol``   a bare ``asyncio.Protocol``: connect, send, keep the bytes, close
+``floor-decode``     + ``orjson.loads`` of each reply (``bound.decode``): the least decoding
+``floor-read``       + reading, straight from the decoded dicts, the figures the packaged
+                     rules judge (``bound.read_rule_figures``): no object, no history, no
+                     rule. What any watchdog in Python pays per reply, however it builds
+                     its snapshot: a bound, not a contender
 ``floor-sockets``    the same on bare non-blocking sockets (``loop.add_reader``)
 ``floor-epoll``      the same on bare sockets in an epoll set of their own, which the loop
                      watches as one file (what cgwatchdog's client does on Linux)
@@ -45,15 +50,21 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import bound
 from benchmarks import contenders as c
 from benchmarks.fleet import Simulator, machine
 from cgwatchdog.client import AsyncCgminerAPI
 from cgwatchdog.protocol import encode_request
 
 LAYERS = (
-    "floor-protocol", "floor-sockets", "floor-epoll", "exchange", "decode", "snapshot", "rules"
+    "floor-protocol", "floor-decode", "floor-read", "floor-sockets", "floor-epoll", "exchange",
+    "decode", "snapshot", "rules",
 )  # fmt: skip
 FLOORS = ("floor-protocol", "floor-sockets", "floor-epoll")
+ADDS_TO = {"floor-decode": "floor-protocol", "floor-read": "floor-decode"}
+"""The layer each bound adds to (the others add to the layer before them)."""
+TARGET_RATIO = 1.5
+"""The steady cycle's CPU target, as a multiple of the Protocol floor's on the same loop."""
 
 
 def _cpu_s() -> float:
@@ -171,6 +182,7 @@ class Layers:
             targets, concurrency, history_s=history_s, collector=True
         )  # the collector as the daemon runs it
         self.floor = c.FloorProtocol(targets, concurrency)
+        self.floor_bound = c.FloorProtocol(targets, concurrency)
         self.requests: list[tuple[AsyncCgminerAPI, tuple[str, ...], bytes]] = []
         self.epoll_set: _EpollSet | None = None
 
@@ -194,6 +206,12 @@ class Layers:
         loop = asyncio.get_running_loop()
         if layer == "floor-protocol":
             await self.floor.cycle()
+        elif layer == "floor-decode":
+            self.floor_bound.consume = bound.decode
+            await self.floor_bound.cycle()
+        elif layer == "floor-read":
+            self.floor_bound.consume = bound.read_rule_figures
+            await self.floor_bound.cycle()
         elif layer == "floor-sockets":
 
             async def bare(item: tuple[AsyncCgminerAPI, tuple[str, ...], bytes]) -> None:
@@ -293,6 +311,8 @@ def report(miners: int, loop_name: str, result: dict[str, Any]) -> list[str]:
     for index, name in enumerate(LAYERS):
         if name in FLOORS:
             adds = "—"
+        elif name in ADDS_TO:
+            adds = f"{cpu[name] - cpu[ADDS_TO[name]]:+.1f}"
         elif name == "exchange":
             adds = (
                 f"{cpu[name] - cpu['floor-epoll']:+.1f} / {cpu[name] - floor:+.1f} "
@@ -304,6 +324,15 @@ def report(miners: int, loop_name: str, result: dict[str, Any]) -> list[str]:
             f"| {name} | {cpu[name]:.1f} | {adds} | {cpu[name] / floor:.2f}x "
             f"| {result['wall_s'][name]:.3f} |"
         )
+    least = cpu["exchange"] + cpu["floor-read"] - floor
+    lines.append(
+        f"\ncgwatchdog's exchange plus the least decoding and reading (floor-read over "
+        f"floor-protocol) is {least:.1f} µs a miner ({least / floor:.2f}x): "
+        f"{TARGET_RATIO}x the floor ({TARGET_RATIO * floor:.1f} µs) leaves "
+        f"{TARGET_RATIO * floor - least:.1f} µs a miner for the Snapshot, the history, the "
+        f"rules and the alerts, where cgwatchdog's snapshot and rules layers take "
+        f"{cpu['rules'] - cpu['decode']:.1f}."
+    )
     gens = ", ".join(f"{count:g}" for count in result["gc_collections"])
     lines.append(
         f"\nCyclic GC during a whole cycle: collections of generations 0, 1, 2: {gens} "

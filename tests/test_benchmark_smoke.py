@@ -116,6 +116,8 @@ def test_the_other_benchmark_scripts_run(tmp_path: Path) -> None:
                      "--listen", "127.0.94.1")  # fmt: skip
     assert "| rules |" in layers and "Cyclic GC during a whole cycle" in layers
     assert "| floor-epoll |" in layers and "(epoll / protocol floor)" in layers
+    assert "| floor-decode |" in layers and "| floor-read |" in layers
+    assert "the least decoding and reading (floor-read over floor-protocol)" in layers
     codec = _script("codec.py", "--number", "5", "--repeat", "1")
     assert "| simulator bmminer | summary+devs+pools+stats |" in codec
     memory = _script("memory.py", "--miners", "100", "--history", "300", "--cycles", "1",
@@ -155,6 +157,44 @@ def test_the_other_benchmark_scripts_run(tmp_path: Path) -> None:
 needs_orjson = pytest.mark.skipif(
     protocol._fast_loads is None, reason="orjson (the [fast] extra) is not installed"
 )
+
+
+@needs_orjson
+async def test_the_bound_reads_the_figures_the_snapshot_gives() -> None:
+    # layers.py's floor-read is a bound only if it does the work the rules need: on each
+    # of the fleet's flavours it must read what cgwatchdog's Snapshot reads, same bytes.
+    from benchmarks import bound, contenders
+
+    fleet = Fleet.build(6, listen="127.0.91.1", base_port=0)
+    async with serve(fleet):
+        for member in fleet.members:
+            target = contenders.Target(
+                member.name, member.address[0], member.address[1], member.miner.flavour.name
+            )
+            reader, writer = await asyncio.open_connection(target.host, target.port)
+            request = contenders.steady_request(target)
+            writer.write(request)
+            reply = await reader.read()
+            writer.close()
+            await writer.wait_closed()
+            at = 1_800_000_000.0
+            commands = json.loads(request)["command"].split("+")
+            snap = build_snapshot(
+                protocol.split_multi(commands, protocol.decode_reply(reply)),
+                name=target.name, host=target.host, port=target.port, at=at,
+            )  # fmt: skip
+            (hashrate, elapsed, hardware_errors, _work, not_alive, hottest, active_id, age,
+             stale_ratio, alive) = bound.read_rule_figures(reply)  # fmt: skip
+            assert hashrate == pytest.approx(snap.hashrate_hs), target.flavour
+            assert elapsed == snap.elapsed_s and hardware_errors == snap.hardware_errors
+            assert not_alive == sum(d.enabled and d.status != "Alive" for d in snap.devices)
+            assert len(snap.devices) >= 3 and hottest == snap.temperature_max_c
+            active = snap.active_pool
+            assert active is not None and active_id == active.id
+            assert age == pytest.approx(active.last_share_age_s)
+            assert stale_ratio == pytest.approx(active.stale_ratio)
+            assert alive == sum(pool.status == "Alive" for pool in snap.pools) == 3
+
 
 _scalars = (
     st.none()
