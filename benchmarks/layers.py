@@ -182,7 +182,10 @@ class Layers:
             targets, concurrency, history_s=history_s, collector=True
         )  # the collector as the daemon runs it
         self.floor = c.FloorProtocol(targets, concurrency)
-        self.floor_bound = c.FloorProtocol(targets, concurrency)
+        self.bounds: dict[str, c.FloorProtocol] = {}
+        for layer, consume in (("floor-decode", bound.decode), ("floor-read", bound.read_rule_figures)):
+            self.bounds[layer] = c.FloorProtocol(targets, concurrency)
+            self.bounds[layer].consume = consume
         self.requests: list[tuple[AsyncCgminerAPI, tuple[str, ...], bytes]] = []
         self.epoll_set: _EpollSet | None = None
 
@@ -206,12 +209,8 @@ class Layers:
         loop = asyncio.get_running_loop()
         if layer == "floor-protocol":
             await self.floor.cycle()
-        elif layer == "floor-decode":
-            self.floor_bound.consume = bound.decode
-            await self.floor_bound.cycle()
-        elif layer == "floor-read":
-            self.floor_bound.consume = bound.read_rule_figures
-            await self.floor_bound.cycle()
+        elif layer in self.bounds:
+            await self.bounds[layer].cycle()
         elif layer == "floor-sockets":
 
             async def bare(item: tuple[AsyncCgminerAPI, tuple[str, ...], bytes]) -> None:

@@ -300,8 +300,6 @@ class MinerHistory:
         self._retention_s = max(0.0, float(value))
         if self._end > self._head:
             self._trim(self._a[self._end - 1])
-            if self._young is not None:
-                self._drop_old_young()
 
     @property
     def counter_retention_s(self) -> float | None:
@@ -424,8 +422,6 @@ class MinerHistory:
         if elapsed < self._kept_below():  # False for NaN
             self._keep_young(elapsed)
         self._trim(off)
-        if self._young is not None:
-            self._drop_old_young()
         return restarted
 
     def record_snapshot(self, snapshot: Snapshot) -> bool:
@@ -461,8 +457,8 @@ class MinerHistory:
             self._unreachable_since = at
 
     def _trim(self, newest: float) -> None:
-        """Drop the samples before ``newest - retention_s`` (offsets) but the last one, and
-        the counters before ``newest - counter_retention_s`` alike."""
+        """Drop the samples before ``newest - retention_s`` (offsets) but the last one, with
+        their kept Elapsed, and the counters before ``newest - counter_retention_s`` alike."""
         head = self._head
         end = self._end
         if end - head < 2:
@@ -473,6 +469,8 @@ class MinerHistory:
             first = bisect_right(a, cut, head, end) - 1  # the newest at or before the cut
             if first > head:
                 self._head = first  # the columns move down when the newest reaches their end
+                if self._young is not None:
+                    self._drop_old_young()
         kept = self._counter_retention_s
         if kept is None or kept >= self._retention_s:
             # As far back as the other columns: the counters of the same samples.
